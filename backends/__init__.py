@@ -1,0 +1,53 @@
+"""The backend contract: store protocols, the env, typed errors and the registry of names."""
+
+from __future__ import annotations
+
+from crashgate.backends.contract import (
+    BatchWrite,
+    Capability,
+    Compactable,
+    Declaration,
+    Derivable,
+    Durability,
+    Factory,
+    Hit,
+    KVStore,
+    Store,
+    VectorRecord,
+    VectorStore,
+    WitnessVerifiable,
+)
+from crashgate.backends.env import (
+    Clock,
+    Env,
+    Failpoints,
+    File,
+    FileSystem,
+    NoFailpoints,
+    OpenMode,
+    OsFS,
+    SimulatedCrash,
+    SystemClock,
+    os_env,
+)
+from crashgate.backends.errors import (
+    BackendMissing,
+    BadOption,
+    CorruptStore,
+    CrashgateError,
+    LockHeld,
+    StoreClosed,
+    UnknownBackend,
+    VersionTooNew,
+)
+from crashgate.backends.options import Option, check_options
+from crashgate.backends.registry import BackendSpec, known_names, resolve
+
+__all__ = [
+    "BackendMissing", "BackendSpec", "BadOption", "BatchWrite", "Capability", "Clock",
+    "Compactable", "CorruptStore", "CrashgateError", "Declaration", "Derivable", "Durability",
+    "Env", "Factory", "Failpoints", "File", "FileSystem", "Hit", "KVStore", "LockHeld",
+    "NoFailpoints", "OpenMode", "Option", "OsFS", "SimulatedCrash", "Store", "StoreClosed",
+    "SystemClock", "UnknownBackend", "VectorRecord", "VectorStore", "VersionTooNew",
+    "WitnessVerifiable", "check_options", "known_names", "os_env", "resolve",
+]

@@ -1,0 +1,196 @@
+"""The store contract: what every backend's store does, and what it declares it promises.
+
+A backend is a factory ``open(path, env, **options) -> store``. A store is a key-value store, a
+vector store, or both; optional capabilities are separate protocols the harness probes with
+``isinstance`` and that the store also lists in its ``declaration``.
+
+Every store is always held to atomicity and integrity (no batch partly applied, nothing torn
+visible, it still opens after any crash). What it declares as ``durability`` decides only whether
+acknowledged writes must survive a process crash or power loss.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from crashgate.backends.env import Env
+
+__all__ = [
+    "BatchWrite",
+    "Capability",
+    "Compactable",
+    "Declaration",
+    "Derivable",
+    "Durability",
+    "Factory",
+    "Hit",
+    "KVStore",
+    "Store",
+    "VectorRecord",
+    "VectorStore",
+    "WitnessVerifiable",
+]
+
+
+class Durability(enum.StrEnum):
+    """What an acknowledged call promises (ordered: each level includes the one before)."""
+
+    NONE = "none"
+    """Nothing survives a crash; only atomicity and integrity are promised."""
+    PROCESS_CRASH = "process-crash"
+    """An acknowledged write survives the process dying (page cache kept)."""
+    POWER_LOSS = "power-loss"
+    """An acknowledged write survives losing power (it was fsynced)."""
+
+    @property
+    def rank(self) -> int:
+        return [Durability.NONE, Durability.PROCESS_CRASH, Durability.POWER_LOSS].index(self)
+
+    def covers(self, other: Durability) -> bool:
+        return self.rank >= other.rank
+
+
+class Capability(enum.StrEnum):
+    KV = "kv"
+    VECTOR = "vector"
+    BATCH = "batch"                    # write_batch / upsert of many records is all-or-nothing
+    COMPACT = "compact"
+    DERIVE = "derive"                  # copy-on-write child with lineage
+    WITNESS = "witness"                # witness-chain verification
+    WRITER_LOCK = "writer-lock"        # one writer across processes; LockHeld for the second
+    LEASE = "lease"                    # heartbeat lease on the env clock (browser model)
+    WIRE_VERSION = "wire-version"      # option wire_version=N; newer files refused
+    SCHEMA_VERSION = "schema-version"
+    METADATA_FILTER = "metadata-filter"
+    EPOCH = "epoch"                    # epoch reconciliation across two stores
+    FAILPOINTS = "failpoints"          # names the failpoints it hits (Declaration.failpoints)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a store promises; the certificate holds it to exactly this."""
+
+    durability: Durability
+    capabilities: frozenset[Capability]
+    file_format: str | None = None
+    """Stores that name the same format read and write each other's files."""
+    wire_version: int | None = None
+    failpoints: tuple[str, ...] = ()
+    """The names this store passes to ``env.failpoints.hit``, in the order it hits them."""
+    metric: str | None = None
+    """``l2`` (Euclidean distance) or ``cosine`` (1 - cosine similarity), for vector stores."""
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """One vector: ``id`` a u64, ``vector`` a sequence of floats, ``metadata`` JSON-able."""
+
+    id: int
+    vector: tuple[float, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def of(id: int, vector: Iterable[float], metadata: Mapping[str, Any] | None = None
+           ) -> VectorRecord:
+        return VectorRecord(int(id), tuple(float(x) for x in vector), dict(metadata or {}))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One query result. Results are ordered by (distance, id)."""
+
+    id: int
+    distance: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    declaration: Declaration
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class KVStore(Protocol):
+    """Keys are str, values bytes. ``delete`` of a missing key is not an error."""
+
+    declaration: Declaration
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, sorted by key."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchWrite(Protocol):
+    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        """All of it or none of it, after any crash."""
+        ...
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    declaration: Declaration
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        """Insert or replace by id. Atomic as a whole when the store declares ``batch``."""
+        ...
+
+    def query(self, vector: Sequence[float], k: int,
+              where: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` nearest live records (ordered by distance, then id); ``where`` keeps those
+        whose metadata equals every given key's value."""
+        ...
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Delete by id; returns how many were live."""
+        ...
+
+    def count(self) -> int: ...
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        """The live records among ``ids`` (missing ones are left out), ordered by id."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Compactable(Protocol):
+    def compact(self) -> None: ...
+
+
+@runtime_checkable
+class Derivable(Protocol):
+    def derive(self, child_path: str) -> Store:
+        """A copy-on-write child at ``child_path`` that sees this store's data and writes only to
+        itself; the child is returned open for writing."""
+        ...
+
+
+@runtime_checkable
+class WitnessVerifiable(Protocol):
+    def verify(self) -> list[str]:
+        """Recompute the witness chain; the problems found (empty when it verifies), the first
+        bad entry named first."""
+        ...
+
+
+class Factory(Protocol):
+    def __call__(self, path: str, env: Env, **options: str) -> Any: ...

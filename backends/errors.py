@@ -1,0 +1,139 @@
+"""Typed errors of the backend contract.
+
+Every error names what went wrong and how to fix it: the message is the whole story a user reads
+in a CI log, so it carries the argument, its value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "BackendMissing",
+    "BadOption",
+    "CorruptStore",
+    "CrashgateError",
+    "LockHeld",
+    "StoreClosed",
+    "UnknownBackend",
+    "VersionTooNew",
+    "close_matches",
+]
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates that look like ``word``, best first (for "did you mean" hints)."""
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
+
+
+class CrashgateError(Exception):
+    """Base of every error crashgate raises on purpose."""
+
+
+class LockHeld(CrashgateError):
+    """Another writer holds the store (ADR-032's ``ELOCK``)."""
+
+    code = "ELOCK"
+
+    def __init__(self, path: str, holder: str, *, fix: str | None = None) -> None:
+        self.path = path
+        self.holder = holder
+        fix = fix or (
+            "close the other writer, or open this store read-only; a lock whose holder is dead "
+            "is recovered once it is older than the stale interval"
+        )
+        super().__init__(f"ELOCK: {path} is locked by another writer ({holder}).\n  Fix: {fix}")
+
+
+class VersionTooNew(CrashgateError):
+    """The file was written by a newer wire or schema version than this reader supports."""
+
+    def __init__(
+        self, path: str, *, found: int, supported: int, what: str = "RVF wire version",
+        upgrade: str = "npm update @ruvector/rvf",
+    ) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"Error: {path} requires {what} {found}, but this reader supports version "
+            f"{supported}.\n  Run: {upgrade}\n  The file was not modified."
+        )
+
+
+class CorruptStore(CrashgateError):
+    """The store's files are damaged: detected and reported, never returned as data."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"{path} is damaged: {detail}.\n  Fix: restore it from a backup or rebuild it; "
+            "crashgate never guesses at damaged data."
+        )
+
+
+class BackendMissing(CrashgateError):
+    """An explicitly named backend is not installed: fail loud, never fall back silently."""
+
+    def __init__(self, name: str, install: str, cause: str = "") -> None:
+        self.name = name
+        self.install = install
+        why = f" ({cause})" if cause else ""
+        super().__init__(
+            f"Error: backend {name!r} is not installed{why}.\n  Run: {install}\n"
+            f"  Asking for {name!r} explicitly requires it; crashgate does not fall back to "
+            "another backend."
+        )
+
+
+class UnknownBackend(CrashgateError):
+    """A backend name that resolves to nothing."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        known = sorted(known)
+        hints = close_matches(name, known)
+        hint = f" Did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
+        super().__init__(
+            f"unknown backend {name!r}.{hint}\n  Known backends: {', '.join(known)}; "
+            "or give 'package.module:factory', or install a package that registers one under "
+            "the 'crashgate.backends' entry-point group."
+        )
+
+
+class BadOption(CrashgateError):
+    """A backend option that the backend does not know, or a value it does not accept."""
+
+    def __init__(
+        self, backend: str, option: str, value: object, allowed: Iterable[str] | None = None,
+        *, known_options: Iterable[str] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.option = option
+        self.value = value
+        if allowed is not None:
+            allowed = list(allowed)
+            hints = close_matches(str(value), allowed)
+            hint = f" Did you mean {hints[0]!r}?" if hints else ""
+            msg = (
+                f"backend {backend!r}: option {option}={value!r} is not accepted.{hint}\n"
+                f"  Allowed values: {', '.join(allowed)}"
+            )
+        else:
+            known = sorted(known_options or [])
+            hints = close_matches(option, known)
+            hint = f" Did you mean {hints[0]!r}?" if hints else ""
+            msg = (
+                f"backend {backend!r} has no option {option!r}.{hint}\n"
+                f"  Known options: {', '.join(known) or '(none)'}"
+            )
+        super().__init__(msg)
+
+
+class StoreClosed(CrashgateError):
+    """A call on a store after ``close()``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"store {path} is closed; open it again to use it")

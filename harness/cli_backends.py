@@ -1,0 +1,44 @@
+"""``crashgate backends``: the backends crashgate knows, with what each declares."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from crashgate.backends import CrashgateError, known_names, os_env, resolve
+from crashgate.backends.registry import BUILTIN
+
+__all__ = ["add_parser"]
+
+
+def _describe(name: str) -> tuple[str, str, str]:
+    spec = resolve(name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crashgate-probe-") as tmp:
+            store = spec.open(f"{tmp}/store", os_env())
+            decl = store.declaration
+            store.close()
+    except CrashgateError as exc:
+        return name, "unavailable", str(exc).splitlines()[0]
+    caps = ", ".join(sorted(c.value for c in decl.capabilities))
+    return name, decl.durability.value, caps
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [_describe(n) for n in (args.names or known_names())]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'backend':<{width}}  {'durability':<13}  capabilities")
+    for name, durability, caps in rows:
+        print(f"{name:<{width}}  {durability:<13}  {caps}")
+        if name in BUILTIN and not args.names:
+            print(f"{'':<{width}}  {'':<13}  ({BUILTIN[name].summary})")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("backends", help="list the backends and what each declares",
+                       description="List the known backends with the durability and the "
+                       "capabilities each declares (with its default options).")
+    p.add_argument("names", nargs="*", help="backend names with options, e.g. "
+                   "'sqlite?synchronous=OFF' (default: every known backend)")
+    p.set_defaults(func=run)

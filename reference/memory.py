@@ -1,0 +1,161 @@
+"""The simplest backend: a dict and a table of vectors, held in memory.
+
+It declares no durability: a crash loses everything since the store was last closed. A clean
+``close()`` writes a snapshot (temp file, fsync, rename) so that closing and reopening keeps the
+data, and so that even a crash during ``close()`` leaves either the old or the new snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from crashgate.backends import (
+    Capability,
+    CorruptStore,
+    Declaration,
+    Durability,
+    Env,
+    Hit,
+    Option,
+    StoreClosed,
+    VectorRecord,
+    check_options,
+)
+from crashgate.reference.vector_search import METRICS, exact_search
+
+__all__ = ["MemoryStore", "open_memory"]
+
+OPTIONS = {"metric": Option("l2", METRICS, help="distance for vector queries")}
+
+
+class MemoryStore:
+    def __init__(self, path: str, env: Env, metric: str) -> None:
+        self.path = path
+        self._env = env
+        self._metric = metric
+        self._kv: dict[str, bytes] = {}
+        self._vectors: dict[int, VectorRecord] = {}
+        self._closed = False
+        self.declaration = Declaration(
+            durability=Durability.NONE,
+            capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
+                                    Capability.METADATA_FILTER}),
+            metric=metric,
+        )
+        self._load()
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not self._env.fs.exists(self.path):
+            return
+        f = self._env.fs.open(self.path, "r")
+        try:
+            raw = f.read(0, f.size())
+        finally:
+            f.close()
+        try:
+            doc = json.loads(raw)
+            self._kv = {k: base64.b64decode(v) for k, v in doc["kv"].items()}
+            for rec in doc["vectors"]:
+                r = VectorRecord.of(rec["id"], rec["vector"], rec["metadata"])
+                self._vectors[r.id] = r
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptStore(self.path, f"snapshot does not parse: {exc}") from exc
+
+    def _save(self) -> None:
+        doc = {
+            "kv": {k: base64.b64encode(v).decode() for k, v in self._kv.items()},
+            "vectors": [
+                {"id": r.id, "vector": list(r.vector), "metadata": dict(r.metadata)}
+                for r in self._vectors.values()
+            ],
+        }
+        data = json.dumps(doc).encode()
+        tmp = self.path + ".tmp"
+        f = self._env.fs.open(tmp, "w")
+        try:
+            f.write(0, data)
+            f.sync()
+        finally:
+            f.close()
+        self._env.fs.rename(tmp, self.path)
+        self._env.fs.sync_dir(os.path.dirname(self.path) or ".")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(self.path)
+
+    # -- key-value ------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes) -> None:
+        self._check_open()
+        self._kv[key] = bytes(value)
+
+    def get(self, key: str) -> bytes | None:
+        self._check_open()
+        return self._kv.get(key)
+
+    def delete(self, key: str) -> None:
+        self._check_open()
+        self._kv.pop(key, None)
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        self._check_open()
+        return sorted((k, v) for k, v in self._kv.items() if k.startswith(prefix))
+
+    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        self._check_open()
+        for k in deletes:
+            self._kv.pop(k, None)
+        self._kv.update({k: bytes(v) for k, v in puts.items()})
+
+    # -- vectors --------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        self._check_open()
+        dims = {len(r.vector) for r in records} | {
+            len(r.vector) for r in list(self._vectors.values())[:1]}
+        if len(dims) > 1:
+            raise ValueError(f"vectors of different dimensions in one store: {sorted(dims)}")
+        for r in records:
+            self._vectors[int(r.id)] = VectorRecord.of(r.id, r.vector, r.metadata)
+
+    def query(self, vector: Sequence[float], k: int,
+              where: Mapping[str, Any] | None = None) -> list[Hit]:
+        self._check_open()
+        recs = sorted(self._vectors.values(), key=lambda r: r.id)
+        if not recs:
+            return []
+        matrix = np.array([r.vector for r in recs], dtype=np.float64)
+        return exact_search([r.id for r in recs], matrix, [r.metadata for r in recs],
+                            vector, k, self._metric, where)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        self._check_open()
+        return sum(self._vectors.pop(int(i), None) is not None for i in set(ids))
+
+    def count(self) -> int:
+        self._check_open()
+        return len(self._vectors)
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        self._check_open()
+        return [self._vectors[i] for i in sorted({int(i) for i in ids}) if i in self._vectors]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._save()
+            self._closed = True
+
+
+def open_memory(path: str, env: Env, **options: str) -> MemoryStore:
+    """Open (or create) a memory store whose clean-close snapshot lives at ``path``."""
+    opts = check_options("memory", options, OPTIONS)
+    return MemoryStore(path, env, str(opts["metric"]))
