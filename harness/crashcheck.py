@@ -1,0 +1,96 @@
+"""Judging one recovered crash state against the model.
+
+A crash at trace position ``p`` leaves ``a`` ops acknowledged (a prefix of the workload) and at
+most one op in flight. The recovered store must show exactly a prefix state ``S[j]`` of the
+model, with ``lo <= j <= hi``: ``hi`` is ``a`` (``a + 1`` when an op was in flight), and ``lo`` is
+``a`` when the store's declared durability covers this kind of crash, else 0. Anything else is a
+violation, classified for a person to act on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from crashgate.backends import Durability
+from crashgate.harness.model import StoreState
+from crashgate.harness.ops import Batch, Op
+
+__all__ = ["Allowed", "Judgement", "ViolationClass", "allowed_range", "judge"]
+
+
+class ViolationClass(enum.StrEnum):
+    LOST = "acknowledged write lost"
+    BATCH = "batch partly applied"
+    TORN = "torn or garbage data visible"
+    UNOPENABLE = "store cannot be opened"
+    REORDERED = "writes visible out of order"
+
+
+@dataclass(frozen=True)
+class Allowed:
+    lo: int
+    hi: int
+    acknowledged: int
+    in_flight: bool
+
+
+def allowed_range(acknowledged: int, in_flight: bool, durability: Durability,
+                  power_loss: bool) -> Allowed:
+    needed = Durability.POWER_LOSS if power_loss else Durability.PROCESS_CRASH
+    lo = acknowledged if durability.covers(needed) else 0
+    return Allowed(lo, acknowledged + (1 if in_flight else 0), acknowledged, in_flight)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    violation: ViolationClass | None
+    matched: int | None          # the prefix state index the store showed, if any
+    detail: str
+
+
+def judge(seen: StoreState | BaseException, states: Sequence[StoreState],
+          index: dict[str, list[int]], ops: Sequence[Op], allowed: Allowed) -> Judgement:
+    """``index`` maps a state digest to the prefix indices having it (precomputed once)."""
+    if isinstance(seen, BaseException):
+        first = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+        return Judgement(ViolationClass.UNOPENABLE, None, f"{type(seen).__name__}: {first}")
+    candidates = [j for j in index.get(seen.digest, []) if j <= allowed.hi]
+    ok = [j for j in candidates if j >= allowed.lo]
+    if ok:
+        return Judgement(None, ok[-1], f"shows the state after {ok[-1]} ops")
+    if candidates:
+        j = candidates[-1]
+        return Judgement(
+            ViolationClass.LOST, j,
+            f"shows the state after {j} ops but {allowed.acknowledged} were acknowledged; "
+            + "; ".join(seen.describe_diff(states[allowed.lo])),
+        )
+    return Judgement(_classify_mixture(seen, states, ops, allowed), None,
+                     "; ".join(seen.describe_diff(states[allowed.hi])))
+
+
+def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Sequence[Op],
+                      allowed: Allowed) -> ViolationClass:
+    """The store shows no prefix state: say why, as precisely as the evidence allows."""
+    seen_kv = seen.kv_dict()
+    # a value the program never wrote for that key: torn or garbage
+    written: dict[str, set[bytes]] = {}
+    for st in states[: allowed.hi + 1]:
+        for k, v in st.kv:
+            written.setdefault(k, set()).add(v)
+    if any(v not in written.get(k, set()) for k, v in seen_kv.items()):
+        return ViolationClass.TORN
+    seen_ids = {v[0]: v for v in seen.vectors}
+    all_vectors = {v for st in states[: allowed.hi + 1] for v in st.vectors}
+    if any(v not in all_vectors for v in seen_ids.values()):
+        return ViolationClass.TORN
+    # a batch some of whose effects show and some do not
+    for op in ops[: allowed.hi]:
+        if isinstance(op, Batch):
+            effects = [seen_kv.get(k) == v for k, v in op.puts]
+            effects += [k not in seen_kv for k in op.deletes]
+            if any(effects) and not all(effects):
+                return ViolationClass.BATCH
+    return ViolationClass.REORDERED

@@ -1,0 +1,110 @@
+"""Operations on a store, as values: what a workload generates, the interpreter runs and the
+history records. Each op knows how to run itself on a store and how it changes the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crashgate.backends import VectorRecord
+
+__all__ = ["Batch", "Delete", "Op", "Put", "Remove", "Upsert", "describe_op", "is_mutation"]
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+
+    def run(self, store: Any) -> Any:
+        return store.put(self.key, self.value)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        kv[self.key] = self.value
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+    def run(self, store: Any) -> Any:
+        return store.delete(self.key)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        kv.pop(self.key, None)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """An all-or-nothing group of puts and deletes (deletes first, then puts)."""
+
+    puts: tuple[tuple[str, bytes], ...]
+    deletes: tuple[str, ...] = ()
+
+    def run(self, store: Any) -> Any:
+        return store.write_batch(dict(self.puts), list(self.deletes))
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        for k in self.deletes:
+            kv.pop(k, None)
+        kv.update(dict(self.puts))
+
+
+@dataclass(frozen=True)
+class Upsert:
+    records: tuple[VectorRecord, ...]
+
+    def run(self, store: Any) -> Any:
+        return store.upsert(list(self.records))
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        for r in self.records:
+            vectors[r.id] = r
+
+
+@dataclass(frozen=True)
+class Remove:
+    ids: tuple[int, ...]
+
+    def run(self, store: Any) -> Any:
+        return store.remove(list(self.ids))
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        for i in self.ids:
+            vectors.pop(i, None)
+
+
+Op = Put | Delete | Batch | Upsert | Remove
+
+
+def is_mutation(op: object) -> bool:
+    return isinstance(op, Put | Delete | Batch | Upsert | Remove)
+
+
+def _short(value: bytes) -> str:
+    return repr(value if len(value) <= 12 else value[:12] + b"...")
+
+
+def describe_op(op: Op) -> str:
+    """One line for a person: ``put 'a' = b'xy'``, ``batch of 3 puts, 1 delete``."""
+    if isinstance(op, Put):
+        return f"put {op.key!r} = {_short(op.value)} ({len(op.value)} bytes)"
+    if isinstance(op, Delete):
+        return f"delete {op.key!r}"
+    if isinstance(op, Batch):
+        return f"batch of {len(op.puts)} puts, {len(op.deletes)} deletes"
+    if isinstance(op, Upsert):
+        ids = [r.id for r in op.records]
+        return f"upsert {len(ids)} vectors (ids {ids[:5]}{'...' if len(ids) > 5 else ''})"
+    return f"remove ids {list(op.ids)}"
+
+
+def batch_keys(op: Op) -> Mapping[str, bytes | None]:
+    """What a batch sets each key to (None for deleted), for telling a partial batch apart."""
+    if not isinstance(op, Batch):
+        return {}
+    out: dict[str, bytes | None] = dict.fromkeys(op.deletes)
+    out.update(dict(op.puts))
+    return out
