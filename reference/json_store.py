@@ -1,0 +1,244 @@
+"""ARCH-001's legacy JSON state files: a directory holding one JSON document per key.
+
+Layout of ``path`` (a directory)::
+
+    k<percent-encoded key>.json     one document per key (keys up to ~60 characters)
+    h<sha256 of the key>.json       the same, for keys whose encoded name would be too long
+    .tmp-<final name>               a write in progress; ignored on read, removed on open
+
+A document is ``{"schema": 1, "key": str, "encoding": "utf-8" | "base64", "value": str}``:
+the value is stored as text when it is valid UTF-8 (so a person can read the state file, as
+ARCH-001's files are read with ``jq``), else as base64.
+
+Each put is atomic on its own (temp file, write, fsync, rename over, fsync of the directory) and
+acknowledged only after the directory fsync, so it survives power loss. There is no batch
+atomicity: one file per key cannot commit two keys at once, so the store does not declare it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from crashgate.backends import (
+    Capability,
+    CorruptStore,
+    Declaration,
+    Durability,
+    Env,
+    Option,
+    StoreClosed,
+    VersionTooNew,
+    check_options,
+)
+
+__all__ = ["SCHEMA_VERSION", "JsonStore", "file_name_for", "key_for_file_name", "open_json"]
+
+SCHEMA_VERSION = 1
+OPTIONS: dict[str, Option] = {}
+TEMP_PREFIX = ".tmp-"
+SUFFIX = ".json"
+# Letters kept as themselves are lowercase only, so that two keys differing in case never map
+# to names that a case-insensitive file system (macOS, Windows) would treat as one file.
+_SAFE = b"abcdefghijklmnopqrstuvwxyz0123456789-_."
+_MAX_ENCODED = 180  # well under the usual 255-byte name limit, leaving room for the temp prefix
+
+
+def _key_bytes(key: str) -> bytes:
+    # surrogatepass: keys are arbitrary str, lone surrogates included (JSON escapes them too)
+    return key.encode("utf-8", "surrogatepass")
+
+
+def file_name_for(key: str) -> str:
+    """The document's file name for ``key``: ``k`` + percent-encoding, or ``h`` + SHA-256."""
+    raw = _key_bytes(key)
+    encoded = "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
+    if len(encoded) <= _MAX_ENCODED:
+        return f"k{encoded}{SUFFIX}"
+    return f"h{hashlib.sha256(raw).hexdigest()}{SUFFIX}"
+
+
+def key_for_file_name(name: str) -> str | None:
+    """The key a ``k...`` name encodes; ``None`` for a hashed ``h...`` name (read the document).
+
+    Raises ``ValueError`` for a name that is not one this store writes.
+    """
+    if not name.endswith(SUFFIX) or name[:1] not in ("k", "h"):
+        raise ValueError(f"{name!r} is not a document name")
+    body = name[1 : -len(SUFFIX)]
+    if name[0] == "h":
+        return None
+    key = unquote_to_bytes(body).decode("utf-8", "surrogatepass")
+    if file_name_for(key) != name:  # only the canonical spelling is ours
+        raise ValueError(f"{name!r} is not the canonical name of key {key!r}")
+    return key
+
+
+def _encode_document(key: str, value: bytes) -> bytes:
+    try:
+        text, encoding = value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(value).decode("ascii"), "base64"
+    doc = {"schema": SCHEMA_VERSION, "key": key, "encoding": encoding, "value": text}
+    return json.dumps(doc, ensure_ascii=True, sort_keys=True).encode("ascii")
+
+
+class JsonStore:
+    """One JSON document per key in the directory ``path``. Keys: any str; values: bytes."""
+
+    def __init__(self, path: str, env: Env) -> None:
+        self.path = path
+        self._fs = env.fs
+        self._closed = False
+        self.declaration = Declaration(
+            durability=Durability.POWER_LOSS,
+            capabilities=frozenset({Capability.KV}),
+            file_format=f"crashgate-json-state/{SCHEMA_VERSION}",
+            notes={
+                "durability": "each put and delete returns only after fsync of the document and "
+                              "of the directory (rename and unlink are directory entries)",
+                "batch": "not declared: one file per key cannot commit several keys at once",
+                "crash": "a crash mid-put leaves a .tmp- file, ignored on read and removed on "
+                         "the next open",
+            },
+        )
+        self._open_directory()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _open_directory(self) -> None:
+        fs = self._fs
+        created = not fs.exists(self.path)
+        fs.makedirs(self.path)
+        if created:
+            # the new directory is an entry in its parent: durable only once the parent is synced
+            fs.sync_dir(os.path.dirname(os.path.normpath(self.path)) or ".")
+        leftovers = [n for n in fs.listdir(self.path) if n.startswith(TEMP_PREFIX)]
+        for name in leftovers:
+            fs.remove(self._file(name))
+        # Also makes durable whatever this directory shows now: after a process crash between
+        # an unlink and its directory fsync, a later delete of that key sees no file and
+        # would otherwise acknowledge without ever syncing the unlink.
+        fs.sync_dir(self.path)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(self.path)
+
+    def _read_document(self, name: str) -> dict[str, Any] | None:
+        """The parsed document in ``name``, ``None`` if there is no such file."""
+        where = self._file(name)
+        try:
+            f = self._fs.open(where, "r")
+        except FileNotFoundError:
+            return None
+        try:
+            raw = f.read(0, f.size())
+        finally:
+            f.close()
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError(f"top level is {type(doc).__name__}, not an object")
+            schema = doc["schema"]
+            if not isinstance(schema, int):
+                raise ValueError(f"schema is {schema!r}, not an integer")
+        except (ValueError, KeyError) as exc:
+            raise CorruptStore(where, f"the document does not parse: {exc}") from exc
+        if schema > SCHEMA_VERSION:
+            raise VersionTooNew(where, found=schema, supported=SCHEMA_VERSION,
+                                what="JSON state schema version",
+                                upgrade="pip install -U crashgate")
+        return doc
+
+    def _decode_value(self, name: str, doc: dict[str, Any], key: str | None) -> tuple[str, bytes]:
+        where = self._file(name)
+        try:
+            stored_key, encoding, text = doc["key"], doc["encoding"], doc["value"]
+            if not isinstance(stored_key, str) or not isinstance(text, str):
+                raise ValueError("key and value must be strings")
+            if encoding == "utf-8":
+                value = text.encode("utf-8")
+            elif encoding == "base64":
+                value = base64.b64decode(text, validate=True)
+            else:
+                raise ValueError(f"unknown encoding {encoding!r}")
+        except (ValueError, KeyError) as exc:
+            raise CorruptStore(where, f"the document is malformed: {exc}") from exc
+        if file_name_for(stored_key) != name or (key is not None and stored_key != key):
+            raise CorruptStore(where, f"the document holds key {stored_key!r}, which does not "
+                                      f"belong in this file")
+        return stored_key, value
+
+    # -- key-value -------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes) -> None:
+        self._check_open()
+        if not isinstance(key, str):
+            raise TypeError(f"key must be str, got {type(key).__name__}: {key!r}")
+        name = file_name_for(key)
+        data = _encode_document(key, bytes(value))
+        tmp = self._file(TEMP_PREFIX + name)
+        f = self._fs.open(tmp, "w")
+        try:
+            f.write(0, data)
+            f.sync()
+        finally:
+            f.close()
+        self._fs.rename(tmp, self._file(name))
+        self._fs.sync_dir(self.path)
+
+    def get(self, key: str) -> bytes | None:
+        self._check_open()
+        name = file_name_for(key)
+        doc = self._read_document(name)
+        if doc is None:
+            return None
+        return self._decode_value(name, doc, key)[1]
+
+    def delete(self, key: str) -> None:
+        self._check_open()
+        try:
+            self._fs.remove(self._file(file_name_for(key)))
+        except FileNotFoundError:
+            return
+        self._fs.sync_dir(self.path)
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        self._check_open()
+        out: list[tuple[str, bytes]] = []
+        for name in self._fs.listdir(self.path):
+            if name.startswith(TEMP_PREFIX) or not name.endswith(SUFFIX):
+                continue  # a write in progress, or a file that is not ours
+            try:
+                key = key_for_file_name(name)
+            except ValueError:
+                continue  # e.g. a person's notes.json beside the state files
+            if key is not None and not key.startswith(prefix):
+                continue
+            doc = self._read_document(name)
+            if doc is None:
+                continue  # removed since listdir
+            stored_key, value = self._decode_value(name, doc, key)
+            if stored_key.startswith(prefix):
+                out.append((stored_key, value))
+        out.sort()
+        return out
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def open_json(path: str, env: Env, **options: str) -> JsonStore:
+    """Open (or create) the JSON state directory at ``path``. Takes no options."""
+    check_options("json", options, OPTIONS)
+    return JsonStore(path, env)
