@@ -35,10 +35,12 @@ from crashgate.backends.errors import (
     BadOption,
     CorruptStore,
     CrashgateError,
+    LeaseExpired,
     LockHeld,
     StoreClosed,
     UnknownBackend,
     VersionTooNew,
+    close_matches_for,
 )
 from crashgate.backends.options import Option, check_options
 from crashgate.backends.registry import BackendSpec, known_names, resolve
@@ -46,8 +48,9 @@ from crashgate.backends.registry import BackendSpec, known_names, resolve
 __all__ = [
     "BackendMissing", "BackendSpec", "BadOption", "BatchWrite", "Capability", "Clock",
     "Compactable", "CorruptStore", "CrashgateError", "Declaration", "Derivable", "Durability",
-    "Env", "Factory", "Failpoints", "File", "FileSystem", "Hit", "KVStore", "LockHeld",
+    "Env", "Factory", "Failpoints", "File", "FileSystem", "Hit", "KVStore", "LeaseExpired",
+    "LockHeld",
     "NoFailpoints", "OpenMode", "Option", "OsFS", "SimulatedCrash", "Store", "StoreClosed",
     "SystemClock", "UnknownBackend", "VectorRecord", "VectorStore", "VersionTooNew",
-    "WitnessVerifiable", "check_options", "known_names", "os_env", "resolve",
+    "WitnessVerifiable", "check_options", "close_matches_for", "known_names", "os_env", "resolve",
 ]

@@ -14,15 +14,16 @@ __all__ = [
     "BadOption",
     "CorruptStore",
     "CrashgateError",
+    "LeaseExpired",
     "LockHeld",
     "StoreClosed",
     "UnknownBackend",
     "VersionTooNew",
-    "close_matches",
+    "close_matches_for",
 ]
 
 
-def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+def close_matches_for(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates that look like ``word``, best first (for "did you mean" hints)."""
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
 
@@ -44,6 +45,24 @@ class LockHeld(CrashgateError):
             "is recovered once it is older than the stale interval"
         )
         super().__init__(f"ELOCK: {path} is locked by another writer ({holder}).\n  Fix: {fix}")
+
+
+class LeaseExpired(LockHeld):
+    """A writer whose heartbeat lease expired or was taken over tried to write: it is fenced off
+    (ADR-032's browser lease; the fencing token names which lease it held)."""
+
+    def __init__(self, path: str, token: int, reason: str, *, holder: str = "") -> None:
+        self.path = path
+        self.holder = holder
+        self.token = token
+        self.reason = reason
+        CrashgateError.__init__(
+            self,
+            f"ELOCK: the writer lease on {path} was lost (fencing token {token}): {reason}.\n"
+            "  This writer is fenced off; its write was not applied.\n"
+            "  Fix: reopen the store to take a fresh lease (granted once the holder's heartbeat "
+            "is older than 30 s).",
+        )
 
 
 class VersionTooNew(CrashgateError):
@@ -94,7 +113,7 @@ class UnknownBackend(CrashgateError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
         known = sorted(known)
-        hints = close_matches(name, known)
+        hints = close_matches_for(name, known)
         hint = f" Did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
         super().__init__(
             f"unknown backend {name!r}.{hint}\n  Known backends: {', '.join(known)}; "
@@ -115,7 +134,7 @@ class BadOption(CrashgateError):
         self.value = value
         if allowed is not None:
             allowed = list(allowed)
-            hints = close_matches(str(value), allowed)
+            hints = close_matches_for(str(value), allowed)
             hint = f" Did you mean {hints[0]!r}?" if hints else ""
             msg = (
                 f"backend {backend!r}: option {option}={value!r} is not accepted.{hint}\n"
@@ -123,7 +142,7 @@ class BadOption(CrashgateError):
             )
         else:
             known = sorted(known_options or [])
-            hints = close_matches(option, known)
+            hints = close_matches_for(option, known)
             hint = f" Did you mean {hints[0]!r}?" if hints else ""
             msg = (
                 f"backend {backend!r} has no option {option!r}.{hint}\n"

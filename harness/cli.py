@@ -30,7 +30,7 @@ EXIT_OK, EXIT_FAIL, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
 COMMAND_MODULES: tuple[str, ...] = (
     "crashgate.harness.cli_backends",
     "crashgate.harness.cli_powerloss",
-    "crashgate.harness.cli_certify",
+    "crashgate.scenarios.cli",
     "crashgate.reference.rvf.cli",
 )
 

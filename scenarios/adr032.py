@@ -1,0 +1,139 @@
+"""ADR-032's "Failure Modes to Test" and "Key Invariants", as data.
+
+The scenario and expected-behaviour texts are the ADR's own words; each row says what it needs
+from a backend and names its procedure. Procedures are named by import path and loaded when the
+row runs, so one row's broken dependency cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from crashgate.backends import Capability, Declaration
+from crashgate.harness.verdict import Evidence
+from crashgate.scenarios.table import Row, RowContext
+
+__all__ = ["CRASHGATE_ROWS", "FAILURE_MODES", "INVARIANTS", "TABLE", "all_rows"]
+
+TABLE = "ADR-032 Failure Modes to Test"
+INVARIANT_TABLE = "ADR-032 Key Invariants"
+CRASHGATE_TABLE = "crashgate faults"
+
+
+def _proc(target: str) -> Callable[[RowContext], Evidence]:
+    module, _, attr = target.partition(":")
+
+    def run(ctx: RowContext) -> Evidence:
+        fn: Callable[[RowContext], Evidence] = getattr(importlib.import_module(module), attr)
+        return fn(ctx)
+
+    run.__qualname__ = run.__name__ = attr
+    return run
+
+
+def _always(_decl: Declaration) -> str | None:
+    return None
+
+
+def _needs_all(*caps: Capability, why: str) -> Callable[[Declaration], str | None]:
+    def check(decl: Declaration) -> str | None:
+        missing = [c.value for c in caps if not decl.has(c)]
+        return None if not missing else f"{why} (declares no {', '.join(missing)})"
+    return check
+
+
+def _needs_any(*caps: Capability, why: str) -> Callable[[Declaration], str | None]:
+    def check(decl: Declaration) -> str | None:
+        if any(decl.has(c) for c in caps):
+            return None
+        return f"{why} (declares none of {', '.join(c.value for c in caps)})"
+    return check
+
+
+def _needs_failpoints_and_epoch(decl: Declaration) -> str | None:
+    if not decl.has(Capability.EPOCH):
+        return ("not a two-store hybrid: nothing to reconcile by epoch "
+                "(declares no epoch)")
+    if not decl.failpoints:
+        return "declares no failpoints between its writes, so no crash between them can be placed"
+    return None
+
+
+def _needs_format(fmt: str) -> Callable[[Declaration], str | None]:
+    def check(decl: Declaration) -> str | None:
+        if decl.file_format == fmt:
+            return None
+        return f"does not store its data in the {fmt.upper()} file format"
+    return check
+
+
+P = "crashgate.scenarios."
+
+FAILURE_MODES = [
+    Row(TABLE, "adr032-1", "1", "Power loss during ingest",
+        "Reopen succeeds. Last committed epoch is consistent. Partial append is invisible.",
+        _always, _proc(P + "procedures_crash:power_loss_during_ingest")),
+    Row(TABLE, "adr032-2", "2", "Crash between RVF write and metadata write",
+        "Next open reconciles by epoch. Metadata rebuilt from RVF.",
+        _needs_failpoints_and_epoch, _proc(P + "procedures_crash:crash_between_writes")),
+    Row(TABLE, "adr032-3", "3", "Two writers attempting to open same store",
+        "Second writer gets `ELOCK` error with clear message.",
+        _needs_any(Capability.WRITER_LOCK, why="has no writer lock across processes"),
+        _proc(P + "procedures_writers:two_writers")),
+    Row(TABLE, "adr032-4", "4", "Migration rerun on already-migrated store",
+        "No-op. No duplication. Exit code 0.",
+        _needs_format("rvf"), _proc(P + "procedures_format:migration_rerun")),
+    Row(TABLE, "adr032-5", "5", "Write in Node, read in browser, write, read back in Node",
+        "Top-10 nearest neighbors match within 1e-6 distance tolerance.",
+        _needs_all(Capability.VECTOR, why="shares no vector file format with another store"),
+        _proc(P + "procedures_format:cross_store_round_trip")),
+    Row(TABLE, "adr032-6", "6", "Browser refresh during write",
+        "Writer lease expires. Next open acquires fresh lease. No corruption.",
+        _needs_any(Capability.LEASE, why="has no heartbeat writer lease"),
+        _proc(P + "procedures_lease:refresh_during_write")),
+    Row(TABLE, "adr032-7", "7", "Mixed RVF versions (v1 file opened by v2 reader)",
+        "Forward-compatible read succeeds. v1 file opened by v0 reader fails with upgrade hint.",
+        _needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
+                   why="declares no file or schema version"),
+        _proc(P + "procedures_versions:mixed_versions")),
+]
+
+INVARIANTS = [
+    Row(INVARIANT_TABLE, "inv-1", "1", "Single writer rule",
+        "Any open store has exactly one writer lease. Readers are unlimited. A stale lease "
+        "(heartbeat older than 30 seconds) is recoverable by a new writer.",
+        _needs_any(Capability.WRITER_LOCK, Capability.LEASE,
+                   why="has neither a writer lock nor a lease"),
+        _proc(P + "procedures_writers:single_writer_rule")),
+    Row(INVARIANT_TABLE, "inv-2", "2", "Crash ordering rule (rvlite hybrid mode)",
+        "Write RVF first, then metadata, then the shared epoch; on startup an RVF epoch ahead "
+        "rebuilds metadata from RVF, a metadata epoch ahead logs a warning and trusts RVF.",
+        _needs_failpoints_and_epoch, _proc(P + "procedures_crash:crash_ordering_rule")),
+    Row(INVARIANT_TABLE, "inv-3", "3", "Backend selection rule",
+        "Explicit override beats auto detection; no silent fallback; fail loud with a clear "
+        "install hint.",
+        _always, _proc(P + "procedures_selection:backend_selection_rule")),
+    Row(INVARIANT_TABLE, "inv-4", "4", "Cross-platform compatibility rule",
+        "Every file written by one implementation is readable by the other for the same wire "
+        "version; a file using a newer version is refused with an upgrade path.",
+        _needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
+                   why="declares no file or schema version"),
+        _proc(P + "procedures_versions:cross_platform_rule")),
+]
+
+CRASHGATE_ROWS = [
+    Row(CRASHGATE_TABLE, "model", "M", "Stateful model with process crashes, power loss, "
+        "failpoint crashes and reopen",
+        "After every step the store answers as the model does; after a crash it shows a state "
+        "the acknowledged and indeterminate ops allow.",
+        _always, _proc(P + "procedures_model:stateful_model")),
+    Row(CRASHGATE_TABLE, "io-errors", "IO", "I/O errors (EIO, ENOSPC at the n-th operation, "
+        "transient or persistent)",
+        "The store reports the error and loses nothing acknowledged.",
+        _always, _proc(P + "procedures_ioerrors:io_errors")),
+]
+
+
+def all_rows() -> list[Row]:
+    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS]
