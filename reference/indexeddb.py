@@ -1,0 +1,416 @@
+"""A model of a browser IndexedDB database, persisted through ``env.fs`` so it can be crashed.
+
+A database is a set of named object stores, each an ordered map ``key -> value`` (keys are ints
+or strs, ints first as in IndexedDB; values anything ``json.dumps`` accepts except ``None``).
+All access goes through transactions, which are atomic: every write of a transaction is on disk
+or none is.
+
+On disk it is one append-only log of committed transactions::
+
+    header  b"CGIDB" | format u8 | 2 reserved | generation u64 LE                  (16 bytes)
+    frame   length u32 LE | blake2b-64(payload) | payload                         (repeated)
+    payload JSON {"seq": n, "ops": [[op, store, key?, value?], ...], "written"?: {store: seq}}
+
+A commit appends one frame and fsyncs it: the fsync is the commit point. On load, frames are
+replayed until the first one that is short or fails its checksum (a torn tail, which only a crash
+leaves behind); a writer truncates that tail, durably, before it appends. The file is created,
+and compacted when the log outgrows its live data, by writing a new file beside it (the next
+generation), fsyncing it and renaming it over the old one: a crash leaves the old or the new file.
+
+Several connections (tabs) may open one database in one process, used from one thread. Like the
+browser, the model serialises them: each transaction first reads what other connections
+appended, and a read-write transaction whose scope another connection wrote after it began is
+aborted with ``TransactionConflict`` rather than overwrite what it did not see. ``refresh()`` is
+a page reload: in-flight transactions are aborted, committed ones are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Literal
+
+from crashgate.backends import CorruptStore, CrashgateError, Env, StoreClosed
+
+__all__ = [
+    "IndexedDB",
+    "Key",
+    "Transaction",
+    "TransactionAborted",
+    "TransactionConflict",
+    "is_indexeddb_file",
+    "key_order",
+]
+
+Key = int | str
+Mode = Literal["readonly", "readwrite"]
+
+MAGIC = b"CGIDB"
+FORMAT = 1
+_HEADER = struct.Struct("<5sB2xQ")
+_FRAME = struct.Struct("<I8s")
+_COMPACT_MIN = 256 * 1024      # never compact a log smaller than this
+_COMPACT_RATIO = 4             # compact when the log is this many times its live data
+_DELETED = object()
+
+
+class TransactionAborted(CrashgateError):
+    """The transaction was aborted (a refresh, an explicit abort, a conflict or a closed
+    connection): none of its writes happened."""
+
+
+class TransactionConflict(TransactionAborted):
+    """Another connection wrote to this transaction's scope after it began."""
+
+
+def key_order(key: Key) -> tuple[int, int | str]:
+    """IndexedDB's key order for the key types the model allows: numbers before strings."""
+    return (0, key) if isinstance(key, int) else (1, key)
+
+
+def is_indexeddb_file(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) starts like a database of this model."""
+    return head.startswith(MAGIC)
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=8).digest()
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), _digest(payload)) + payload
+
+
+def _encode(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+class Transaction:
+    """A transaction over ``scope`` (object store names). Reads see the committed state as of
+    its start plus its own writes; ``commit()`` writes all of it, ``abort()`` none of it."""
+
+    def __init__(self, db: IndexedDB, scope: frozenset[str], mode: Mode, began: int) -> None:
+        self.db = db
+        self.scope = scope
+        self.mode = mode
+        self.began = began
+        self.state: Literal["active", "committed", "aborted"] = "active"
+        self._why = ""
+        self._ops: list[list[Any]] = []
+        self._overlay: dict[str, dict[Key, Any]] = {}
+        self._cleared: set[str] = set()
+
+    def _check(self, store: str, write: bool = False) -> None:
+        if self.state != "active":
+            raise TransactionAborted(
+                f"transaction on {self.db.path} is {self.state}{self._why}; start a new one")
+        if store not in self.scope:
+            raise ValueError(f"object store {store!r} is not in this transaction's scope "
+                             f"{sorted(self.scope)}")
+        if write and self.mode != "readwrite":
+            raise PermissionError(f"a readonly transaction cannot write to {store!r}; "
+                                  "open it with mode='readwrite'")
+
+    @staticmethod
+    def _check_key(key: Key) -> None:
+        if isinstance(key, bool) or not isinstance(key, int | str):
+            raise TypeError(f"key {key!r} is a {type(key).__name__}; keys are int or str")
+
+    def get(self, store: str, key: Key) -> Any:
+        """The value under ``key`` (a copy), or ``None`` when there is none."""
+        self._check(store)
+        self._check_key(key)
+        over = self._overlay.get(store, {})
+        if key in over:
+            value = over[key]
+        elif store in self._cleared:
+            value = _DELETED
+        else:
+            value = self.db._data[store].get(key, _DELETED)
+        return None if value is _DELETED else json.loads(_encode(value))
+
+    def items(self, store: str) -> list[tuple[Key, Any]]:
+        """Every (key, value) of ``store`` in key order (values are copies)."""
+        self._check(store)
+        merged = {} if store in self._cleared else dict(self.db._data[store])
+        merged.update(self._overlay.get(store, {}))
+        live = sorted(((k, v) for k, v in merged.items() if v is not _DELETED),
+                      key=lambda kv: key_order(kv[0]))
+        return [(k, json.loads(_encode(v))) for k, v in live]
+
+    def put(self, store: str, key: Key, value: Any) -> None:
+        self._check(store, write=True)
+        self._check_key(key)
+        if value is None:
+            raise ValueError(f"value for key {key!r} is None; to remove a key use delete()")
+        try:
+            copy = json.loads(_encode(value))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"value for key {key!r} is not JSON-able: {exc}") from exc
+        self._overlay.setdefault(store, {})[key] = copy
+        self._ops.append(["put", store, key, copy])
+
+    def delete(self, store: str, key: Key) -> None:
+        self._check(store, write=True)
+        self._check_key(key)
+        self._overlay.setdefault(store, {})[key] = _DELETED
+        self._ops.append(["del", store, key])
+
+    def clear(self, store: str) -> None:
+        self._check(store, write=True)
+        self._overlay[store] = {}
+        self._cleared.add(store)
+        self._ops.append(["clear", store])
+
+    def commit(self) -> None:
+        """Write everything, atomically (conflict -> ``TransactionConflict``, nothing written)."""
+        self._check(next(iter(self.scope)))
+        try:
+            self.db._finish(self, self._ops if self.mode == "readwrite" else None)
+        except BaseException:
+            self._end("aborted", "its commit failed")
+            raise
+        self._end("committed")
+
+    def abort(self) -> None:
+        if self.state == "active":
+            self._end("aborted", "it was aborted")
+
+    def _end(self, state: Literal["committed", "aborted"], why: str = "") -> None:
+        self.state = state
+        self._why = f" ({why})" if why else ""
+        self.db._inflight.discard(self)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.state == "active":
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
+
+
+class IndexedDB:
+    """One connection to the database at ``path`` (a browser tab's ``IDBDatabase``).
+
+    ``stores`` are the object stores to create when missing (IndexedDB's upgrade step).
+    ``readonly`` connections never write, never create the file, never truncate a torn tail.
+    """
+
+    def __init__(self, path: str, env: Env, *, stores: Iterable[str] = (),
+                 readonly: bool = False) -> None:
+        self.path = path
+        self.env = env
+        self.readonly = readonly
+        self.incarnation = 0
+        """Bumped by ``refresh()``: whatever a page load held (its lease) dies with it."""
+        self._closed = False
+        self._inflight: set[Transaction] = set()
+        self._reset()
+        if not env.fs.exists(path):
+            if readonly:
+                raise FileNotFoundError(
+                    f"no IndexedDB database at {path}; a read-only connection does not create one")
+            self._write_new_file(0, None)
+        self._catch_up()
+        missing = [s for s in dict.fromkeys(stores) if s not in self._data]
+        if missing:
+            if readonly:
+                raise CorruptStore(path, f"object stores {missing} are missing")
+            self._append([["create", s] for s in missing], set(), None)
+
+    def object_store_names(self) -> list[str]:
+        return sorted(self._data)
+
+    def transaction(self, scope: str | Iterable[str], mode: Mode = "readonly") -> Transaction:
+        """A transaction over the object stores in ``scope``. Use it as a context manager
+        (commit on a clean exit, abort on an exception) or call ``commit()`` / ``abort()``."""
+        self._check_open()
+        if mode not in ("readonly", "readwrite"):
+            raise ValueError(f"mode {mode!r} is not 'readonly' or 'readwrite'")
+        if mode == "readwrite" and self.readonly:
+            raise PermissionError(f"{self.path} is open read-only; open it without readonly=True")
+        self._catch_up()
+        names = frozenset([scope] if isinstance(scope, str) else scope)
+        unknown = sorted(names - set(self._data))
+        if unknown or not names:
+            raise ValueError(f"object stores {unknown} do not exist in {self.path}; known: "
+                             f"{self.object_store_names()} (create them at open with stores=)")
+        txn = Transaction(self, names, mode, self.seq)
+        self._inflight.add(txn)
+        return txn
+
+    def get(self, store: str, key: Key) -> Any:
+        """One value (``None`` when absent), in a readonly transaction of its own."""
+        with self.transaction(store) as t:
+            return t.get(store, key)
+
+    def items(self, store: str) -> list[tuple[Key, Any]]:
+        with self.transaction(store) as t:
+            return t.items(store)
+
+    def refresh(self) -> None:
+        """A page reload: abort every in-flight transaction, let what the page held die with it
+        (``incarnation`` changes, so its lease is gone) and reload the committed state."""
+        self._check_open()
+        for txn in list(self._inflight):
+            txn._end("aborted", "the page was refreshed")
+        self.incarnation += 1
+        self._reset()
+        self._catch_up()
+
+    def compact(self) -> None:
+        """Rewrite the log as one frame holding the live data, in a new generation."""
+        self._check_open()
+        if self.readonly:
+            raise PermissionError(f"{self.path} is open read-only; it cannot be compacted")
+        self._catch_up()
+        ops: list[list[Any]] = []
+        for store in sorted(self._data):
+            ops.append(["create", store])
+            ops.extend(["put", store, k, v] for k, v in self._data[store].items())
+        payload = _encode({"seq": self.seq + 1, "ops": ops, "written": self._written})
+        self._write_new_file(self.generation + 1, payload)
+        self.generation += 1
+        self.seq += 1
+        self._offset = _HEADER.size + _FRAME.size + len(payload)
+        self._compact_at = max(_COMPACT_MIN, _COMPACT_RATIO * self._offset)
+
+    def close(self) -> None:
+        if not self._closed:
+            for txn in list(self._inflight):
+                txn._end("aborted", "the connection was closed")
+            self._closed = True
+
+    # -- the log ----------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._data: dict[str, dict[Key, Any]] = {}
+        self._written: dict[str, int] = {}    # store -> seq of the last frame that wrote it
+        self.generation = 0
+        self.seq = 0
+        self._offset = _HEADER.size           # end of the last valid frame
+        self._torn = False                    # bytes past _offset that are no valid frame
+        self._compact_at = _COMPACT_MIN
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(self.path)
+
+    def _write_new_file(self, generation: int, payload: bytes | None) -> None:
+        tmp = f"{self.path}.tmp"
+        f = self.env.fs.open(tmp, "w")
+        try:
+            body = _frame(payload) if payload is not None else b""
+            f.write(0, _HEADER.pack(MAGIC, FORMAT, generation) + body)
+            f.sync()
+        finally:
+            f.close()
+        self.env.fs.rename(tmp, self.path)
+        self.env.fs.sync_dir(os.path.dirname(self.path) or ".")
+
+    def _catch_up(self) -> None:
+        """Apply the frames that others (or an earlier run) committed since we last read."""
+        f = self.env.fs.open(self.path, "r")
+        try:
+            head = f.read(0, _HEADER.size)
+            if len(head) < _HEADER.size or not is_indexeddb_file(head):
+                raise CorruptStore(self.path, "not an IndexedDB model file (bad header)")
+            _, fmt, generation = _HEADER.unpack(head)
+            if fmt > FORMAT:
+                raise CorruptStore(self.path, f"format {fmt} is newer than this model's {FORMAT}")
+            if generation != self.generation:   # compacted by another connection: start over
+                self._reset()
+                self.generation = generation
+            size = f.size()
+            blob = f.read(self._offset, size - self._offset) if size > self._offset else b""
+        finally:
+            f.close()
+        pos = 0
+        while len(blob) - pos >= _FRAME.size:
+            length, digest = _FRAME.unpack_from(blob, pos)
+            payload = blob[pos + _FRAME.size: pos + _FRAME.size + length]
+            if len(payload) < length or _digest(payload) != digest:
+                break
+            self._replay(payload, first=self._offset + pos == _HEADER.size)
+            pos += _FRAME.size + length
+        self._offset += pos
+        self._torn = pos < len(blob)
+
+    def _replay(self, payload: bytes, first: bool) -> None:
+        """Apply one frame; frames are numbered on from the file's first (a compacted file's
+        first frame carries on the old file's numbering)."""
+        try:
+            doc = json.loads(payload)
+            seq, ops = int(doc["seq"]), doc["ops"]
+            if not first and seq != self.seq + 1:
+                raise ValueError(f"frame {seq} follows frame {self.seq}")
+            for op in ops:
+                self._apply(op, seq)
+            self._written.update({k: int(v) for k, v in doc.get("written", {}).items()})
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CorruptStore(self.path, f"a checksummed frame is invalid: {exc}") from exc
+        self.seq = seq
+
+    def _apply(self, op: list[Any], seq: int) -> None:
+        kind, store = op[0], op[1]
+        if kind == "create":
+            self._data.setdefault(store, {})
+            return
+        table = self._data[store]
+        if kind == "put":
+            table[op[2]] = op[3]
+        elif kind == "del":
+            table.pop(op[2], None)
+        elif kind == "clear":
+            table.clear()
+        else:
+            raise ValueError(f"unknown operation {kind!r}")
+        self._written[store] = seq
+
+    def _append(self, ops: list[list[Any]], scope: set[str], since: int | None) -> None:
+        """Commit ``ops`` as one frame. ``since``: the seq a transaction began at; a frame that
+        another connection wrote to a store of ``scope`` after it is a conflict."""
+        self._catch_up()
+        if since is not None:
+            hit = sorted(s for s in scope if self._written.get(s, 0) > since)
+            if hit:
+                raise TransactionConflict(
+                    f"another connection wrote object stores {hit} of {self.path} after this "
+                    "transaction began; nothing was written: retry the transaction")
+        if not ops:
+            return
+        payload = _encode({"seq": self.seq + 1, "ops": ops})
+        f = self.env.fs.open(self.path, "r+")
+        try:
+            if self._torn:   # a crash left a partial frame: drop it, durably, before appending
+                f.truncate(self._offset)
+                f.sync()
+                self._torn = False
+            f.write(self._offset, _frame(payload))
+            f.sync()
+        finally:
+            f.close()
+        self.seq += 1
+        for op in ops:
+            self._apply(op, self.seq)
+        self._offset += _FRAME.size + len(payload)
+        if self._offset > self._compact_at:
+            live = len(_encode({s: list(t.items()) for s, t in self._data.items()}))
+            if self._offset > _COMPACT_RATIO * live:
+                self.compact()
+            else:
+                self._compact_at = 2 * self._offset
+
+    def _finish(self, txn: Transaction, ops: list[list[Any]] | None) -> None:
+        """A transaction ends: commit ``ops`` (``None`` for a readonly one, nothing to write)."""
+        self._check_open()
+        if ops is not None:
+            self._append(ops, set(txn.scope), txn.began)
