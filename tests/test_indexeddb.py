@@ -3,38 +3,23 @@ writer lease kept in it (heartbeat, stale takeover, fencing)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 from crashgate.backends import Env, LeaseExpired, LockHeld, SimulatedCrash, os_env
+from crashgate.harness.clock import VirtualClock
 from crashgate.reference import indexeddb
 from crashgate.reference.indexeddb import IndexedDB, TransactionAborted, TransactionConflict
 from crashgate.reference.lease import LEASE_STORE, Lease, read_lease
 
 
-@dataclass
-class TickClock:
-    """A virtual clock: time moves only when the test (or a ``sleep``) moves it."""
-
-    now: float = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
 
 
 @pytest.fixture
-def clock() -> TickClock:
-    return TickClock()
-
-
-@pytest.fixture
-def env(clock: TickClock) -> Env:
+def env(clock: VirtualClock) -> Env:
     return replace(os_env(), clock=clock)
 
 
@@ -186,35 +171,35 @@ def test_second_tab_gets_lock_held_naming_the_holder(tmp_path, env: Env) -> None
     assert lease.token == 1
 
 
-def test_heartbeat_every_10s_keeps_the_lease(tmp_path, env: Env, clock: TickClock) -> None:
+def test_heartbeat_every_10s_keeps_the_lease(tmp_path, env: Env, clock: VirtualClock) -> None:
     db = open_db(tmp_path, env)
     lease = Lease.acquire(db, tab="tab-A")
-    start = clock.now
+    start = clock.time()
     for _ in range(10):   # 100 s of a holder beating every 10 s
-        clock.now += 10
+        clock.advance(10)
         lease.heartbeat()
     with db.transaction(LEASE_STORE) as t:
         rec = read_lease(t)
     assert rec is not None and rec.heartbeat == start + 100 and rec.token == 1
-    clock.now += 29
+    clock.advance(29)
     with pytest.raises(LockHeld):
         Lease.acquire(open_db(tmp_path, env), tab="tab-B")
-    clock.now += 0.5
+    clock.advance(0.5)
     lease.heartbeat()   # 29.5 s after the last beat: late, but not stale yet
     seq = db.seq
-    clock.now += 5
+    clock.advance(5)
     lease.heartbeat()   # not due: nothing is written
     assert db.seq == seq
 
 
 def test_stale_takeover_only_after_30s_and_the_old_tab_is_fenced(tmp_path, env: Env,
-                                                                 clock: TickClock) -> None:
+                                                                 clock: VirtualClock) -> None:
     a_db, b_db = open_db(tmp_path, env), open_db(tmp_path, env)
     a = Lease.acquire(a_db, tab="tab-A")
-    clock.now += 30   # exactly 30 s: not older than 30 s yet
+    clock.advance(30)   # exactly 30 s: not older than 30 s yet
     with pytest.raises(LockHeld, match="tab-A"):
         Lease.acquire(b_db, tab="tab-B")
-    clock.now += 0.001
+    clock.advance(0.001)
     b = Lease.acquire(b_db, tab="tab-B")
     assert b.token == a.token + 1
     with pytest.raises(LeaseExpired, match="tab tab-B took it over") as err, \
@@ -231,10 +216,10 @@ def test_stale_takeover_only_after_30s_and_the_old_tab_is_fenced(tmp_path, env: 
 
 
 def test_an_expired_holder_is_fenced_even_if_nobody_took_over(tmp_path, env: Env,
-                                                               clock: TickClock) -> None:
+                                                               clock: VirtualClock) -> None:
     db = open_db(tmp_path, env)
     lease = Lease.acquire(db, tab="tab-A")
-    clock.now += 31
+    clock.advance(31)
     with pytest.raises(LeaseExpired, match="stale after 30 s"), \
             db.transaction(["meta", LEASE_STORE], "readwrite") as t:
         lease.guard(t)
@@ -245,14 +230,14 @@ def test_an_expired_holder_is_fenced_even_if_nobody_took_over(tmp_path, env: Env
 
 
 def test_a_guard_that_raced_a_takeover_cannot_commit(tmp_path, env: Env,
-                                                     clock: TickClock) -> None:
+                                                     clock: VirtualClock) -> None:
     a_db, b_db = open_db(tmp_path, env), open_db(tmp_path, env)
     a = Lease.acquire(a_db, tab="tab-A")
-    clock.now += 29
+    clock.advance(29)
     t = a_db.transaction(["meta", LEASE_STORE], "readwrite")
     a.guard(t)   # passes: 29 s old
     t.put("meta", "late", 1)
-    clock.now += 2
+    clock.advance(2)
     Lease.acquire(b_db, tab="tab-B")   # the takeover lands before tab A commits
     with pytest.raises(TransactionConflict):
         t.commit()
@@ -260,7 +245,7 @@ def test_a_guard_that_raced_a_takeover_cannot_commit(tmp_path, env: Env,
 
 
 def test_refresh_kills_the_lease_and_the_next_open_waits_for_stale(tmp_path, env: Env,
-                                                                  clock: TickClock) -> None:
+                                                                  clock: VirtualClock) -> None:
     db = open_db(tmp_path, env)
     lease = Lease.acquire(db, tab="tab-A")
     t = db.transaction(["meta", LEASE_STORE], "readwrite")
@@ -272,9 +257,9 @@ def test_refresh_kills_the_lease_and_the_next_open_waits_for_stale(tmp_path, env
         lease.guard(t2)
     with pytest.raises(LockHeld):
         Lease.acquire(db, tab="tab-A2")
-    start = clock.now
+    start = clock.time()
     fresh = Lease.acquire(db, tab="tab-A2", wait=60)   # sleeps on the clock until stale
-    assert 30 < clock.now - start <= 31 and fresh.token == 2
+    assert 30 < clock.time() - start <= 31 and fresh.token == 2
     assert db.items("meta") == []
 
 
