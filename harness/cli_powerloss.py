@@ -18,9 +18,26 @@ from crashgate.harness.workload import PROFILES
 __all__ = ["add_parser", "state_from_token", "state_token"]
 
 
+def _encode_indices(indices: tuple[int, ...]) -> str:
+    """Trace indices as ``first+hexmask`` (bit i: index first+i), short even for big sets."""
+    if not indices:
+        return ""
+    first = min(indices)
+    mask = sum(1 << (i - first) for i in indices)
+    return f"{first}+{mask:x}"
+
+
+def _decode_indices(text: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    first, _, mask_hex = text.partition("+")
+    base, mask = int(first), int(mask_hex, 16)
+    return tuple(base + i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
 def state_token(state: CrashState) -> str:
     """A crash state as one shell-safe word: ``position:model:kept:torn:garbage_seed``."""
-    kept = ".".join(map(str, state.kept))
+    kept = _encode_indices(state.kept)
     torn = ";".join(f"{i}-{','.join(map(str, secs))}" for i, secs in state.torn)
     seed = "" if state.garbage_seed is None else str(state.garbage_seed)
     return f"{state.position}:{state.model.value}:{kept}:{torn}:{seed}"
@@ -35,7 +52,7 @@ def state_from_token(token: str) -> CrashState:
         )
         return CrashState(
             position=int(position), model=CrashModel(model),
-            kept=tuple(int(k) for k in kept.split(".") if k), torn=torn_pairs,
+            kept=_decode_indices(kept), torn=torn_pairs,
             garbage_seed=int(seed) if seed else None,
         )
     except ValueError as exc:
@@ -124,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    "'sqlite?journal_mode=WAL&synchronous=FULL'")
     p.add_argument("--seed", type=int, default=None, help="workload and crash-state seed "
                    "(default: random, printed)")
-    p.add_argument("--ops", type=int, default=120, help="workload length (default 120)")
+    p.add_argument("--ops", type=int, default=250, help="workload length (default 250)")
     p.add_argument("--states", type=int, default=1500,
                    help="crash-state budget, spread over the crash points (default 1500)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="small",

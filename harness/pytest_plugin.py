@@ -1,0 +1,127 @@
+"""The crashgate pytest plugin: ``pytest --crashgate-backend SPEC`` adds one test per scenario
+row for that backend; the ``crashgate_model`` fixture runs the stateful model on a factory of
+your own.
+
+Thin on purpose: nothing of crashgate is imported until the option or the fixture is used. The
+rows are loaded by import path (the scenarios package sits above the harness). Works under
+pytest-xdist: the seed is fixed by default (so every worker collects and runs the same thing)
+and every row runs in its own temporary directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROWS = "crashgate.scenarios.adr032:all_rows"
+DEFAULT_SEED = 20260214
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("crashgate", "crashgate certification")
+    group.addoption("--crashgate-backend", action="append", default=[], metavar="SPEC",
+                    help="certify this backend: one test per ADR-032 row (repeatable), e.g. "
+                    "rvf, 'sqlite?synchronous=FULL', mypkg.store:open_store")
+    group.addoption("--crashgate-budget", default="quick",
+                    choices=["quick", "standard", "thorough"],
+                    help="how hard each row looks (default quick)")
+    group.addoption("--crashgate-seed", type=int, default=DEFAULT_SEED,
+                    help=f"run seed (default {DEFAULT_SEED}: fixed, so xdist workers agree)")
+    group.addoption("--crashgate-scenario", action="append", default=[], metavar="KEY",
+                    help="only these rows (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
+                    "model, io-errors")
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class CrashgateRowItem(pytest.Item):
+    def __init__(self, *, spec: Any, row: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.row = row
+        self.evidence: Any = None
+
+    def runtest(self) -> None:
+        from crashgate.harness.certify import certify, probe_declaration
+        from crashgate.harness.verdict import Verdict
+
+        config = self.config
+        budget = _load("crashgate.scenarios.table:BUDGETS")[config.getoption("crashgate_budget")]
+        context = _load("crashgate.scenarios.table:RowContext")
+        tmp = Path(config._tmp_path_factory.mktemp("crashgate-row"))  # type: ignore[attr-defined]
+        cert = certify(self.spec, [self.row], budget=budget,
+                       seed=config.getoption("crashgate_seed"), workdir=tmp,
+                       context_factory=context, declaration=probe_declaration(self.spec))
+        ev = cert.results[0].evidence
+        self.evidence = ev
+        self.user_properties.append(("crashgate_verdict", ev.verdict.value))
+        if ev.verdict is Verdict.NA:
+            pytest.skip(f"n/a: {ev.summary}")
+        if ev.verdict is not Verdict.PASS:
+            raise CrashgateRowFailed(self.row, ev)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+                     ) -> str | Any:
+        if isinstance(excinfo.value, CrashgateRowFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return "crashgate", None, self.name
+
+
+class CrashgateRowFailed(Exception):
+    def __init__(self, row: Any, evidence: Any) -> None:
+        lines = [f"{row.table} #{row.number}: {row.scenario}",
+                 f"  expected: {row.expected}",
+                 f"  verdict: {evidence.verdict.value}: {evidence.summary}",
+                 f"  measured: {dict(evidence.measured)}"]
+        lines += [f"  {d}" for d in evidence.details[:10]]
+        if evidence.reproduce:
+            lines.append(f"  reproduce: {evidence.reproduce}")
+        super().__init__("\n".join(lines))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    specs = config.getoption("crashgate_backend")
+    if not specs:
+        return
+    from crashgate.backends import resolve
+
+    rows = _load(ROWS)()
+    wanted = config.getoption("crashgate_scenario")
+    if wanted:
+        unknown = sorted(set(wanted) - {r.key for r in rows})
+        if unknown:
+            raise pytest.UsageError(f"--crashgate-scenario: no rows {unknown}; rows are "
+                                    f"{', '.join(r.key for r in rows)}")
+        rows = [r for r in rows if r.key in wanted]
+    for text in specs:
+        try:
+            spec = resolve(text)
+        except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
+            raise pytest.UsageError(f"--crashgate-backend: {exc}") from exc
+        for row in rows:
+            items.append(CrashgateRowItem.from_parent(
+                session, name=f"crashgate[{spec.label}][{row.key}]", spec=spec, row=row))
+
+
+@pytest.fixture
+def crashgate_model(tmp_path: Path) -> Callable[..., None]:
+    """``crashgate_model("mypkg.store:open_store")`` runs the stateful model (reopen, process
+    crash, power loss, failpoint crashes) on your factory and fails the test with a runnable
+    reproduction when your store breaks its declared promises."""
+
+    def run(spec: Any, **settings: Any) -> None:
+        from crashgate.harness.stateful import run_conformance_test
+        run_conformance_test(spec, **settings)
+
+    return run
