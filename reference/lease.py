@@ -73,10 +73,15 @@ class Lease:
         self._lost: str | None = None
 
     @classmethod
-    def acquire(cls, db: IndexedDB, *, tab: str | None = None, wait: float = 0.0) -> Lease:
+    def acquire(cls, db: IndexedDB, *, tab: str | None = None, wait: float = 0.0,
+                holder_gone: str | None = None) -> Lease:
         """Take the lease for ``tab`` (a fresh random id by default). While another tab holds a
         fresh lease, wait up to ``wait`` seconds on the env's clock for it to go stale, then
-        raise ``LockHeld`` naming the holder. ``db`` must have the ``lease`` object store."""
+        raise ``LockHeld`` naming the holder. ``db`` must have the ``lease`` object store.
+
+        ``holder_gone``: why the caller knows any current holder is dead (e.g. it holds a file
+        lock every holder also held); a fresh lease is then taken over at once, with a new
+        token, and reported as ``env.observe("lease.recovered", ...)``."""
         clock = db.env.clock
         me = tab or f"tab-{os.urandom(4).hex()}"
         deadline = clock.monotonic() + wait
@@ -84,13 +89,16 @@ class Lease:
             with db.transaction(LEASE_STORE, "readwrite") as txn:
                 now = clock.time()
                 rec = read_lease(txn)
-                if rec is None or rec.holder is None or rec.stale(now):
+                taken = (rec is None or rec.holder is None or rec.stale(now)
+                         or holder_gone is not None)
+                if taken:
                     token = (rec.token if rec else 0) + 1
                     txn.put(LEASE_STORE, _KEY, LeaseRecord(me, token, now).to_json())
-                    taken = True
-                else:
-                    taken = False
             if taken:
+                if rec is not None and rec.holder is not None and not rec.stale(now):
+                    db.env.observe("lease.recovered", {
+                        "path": db.path, "holder": rec.holder, "token": rec.token,
+                        "age": now - rec.heartbeat, "reason": holder_gone})
                 return cls(db, me, token)
             assert rec is not None
             left = deadline - clock.monotonic()

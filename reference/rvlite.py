@@ -1,0 +1,365 @@
+"""ADR-032's rvlite hybrid (Phase 2): vectors and key-value data in an RVF file, vector metadata
+cached in an IndexedDB model, kept in step by a shared monotonic epoch.
+
+Files: ``path`` is the RVF file itself (so the plain ``rvf`` backend reads and writes it: ADR-032
+row 5), ``path + ".idb"`` the metadata cache, ``path + ".lock"`` the RVF writer lock.
+
+Every mutation is one RVF commit and then two IndexedDB transactions, in the ADR's order::
+
+    guard   the writer lease is checked (and its heartbeat renewed) before RVF is touched
+    1       RVF commit of the vectors, their metadata, the kv changes, epoch e+1 (one fsync'd
+            manifest: RVF alone can rebuild everything)
+            failpoint "rvlite.after-rvf-write"
+    2       IndexedDB: the metadata of the upserted / removed ids
+            failpoint "rvlite.after-metadata-write"
+    3       IndexedDB: state.epoch = e+1 (refused unless it was e)
+            failpoint "rvlite.before-epoch-commit" (inside the transaction, before it commits)
+
+On open the epochs are compared (``env.observe("epoch.reconciled", ...)`` says what was done):
+equal, nothing; RVF ahead, the cache is rebuilt from RVF in one transaction that also sets the
+epoch; metadata ahead (it should not happen), a warning (``logging`` and
+``env.observe("epoch.metadata-ahead", ...)``) and the cache is rebuilt from RVF all the same.
+Queries take vectors from RVF and metadata from the cache, which after open always matches.
+
+The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer holds both, so
+holding the file lock proves a lease left behind is a dead writer's (a crash or a page refresh):
+with ``lease_recovery=lock`` (the default) it is taken over at once, with a new fencing token;
+with ``lease_recovery=stale`` the browser rule applies: wait (up to ``lease_wait`` seconds on the
+env clock) until its heartbeat is older than 30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from crashgate.backends import (
+    Capability,
+    CorruptStore,
+    Declaration,
+    Durability,
+    Env,
+    Hit,
+    Option,
+    StoreClosed,
+    VectorRecord,
+    check_options,
+)
+from crashgate.reference.indexeddb import IndexedDB, Transaction
+from crashgate.reference.lease import LEASE_STORE, Lease
+from crashgate.reference.rvf.store import FAILPOINTS as RVF_FAILPOINTS
+from crashgate.reference.rvf.store import RvfStore, open_rvf
+from crashgate.reference.vector_search import METRICS, exact_search, matches
+
+__all__ = ["DECLARED_FAILPOINTS", "FAILPOINTS", "META_STORE", "STATE_STORE", "RvliteStore",
+           "cache_path", "open_rvlite", "rvf_records"]
+
+log = logging.getLogger(__name__)
+
+FAILPOINTS = ("rvlite.after-rvf-write", "rvlite.after-metadata-write",
+              "rvlite.before-epoch-commit")
+"""rvlite's own failpoints, in the order one mutation hits them."""
+DECLARED_FAILPOINTS = tuple(n for n in RVF_FAILPOINTS if ".compact." not in n) + FAILPOINTS
+"""Everything a mutation hits: the RVF commit's own failpoints (step 1), then rvlite's."""
+META_STORE = "metadata"
+STATE_STORE = "state"
+_EPOCH = "epoch"
+STORES = (META_STORE, STATE_STORE, LEASE_STORE)
+
+OPTIONS = {
+    "metric": Option("l2", METRICS, help="distance for vector queries (a new file only)"),
+    "readonly": Option("false", ("true", "false"), help="open as a reader: no lock, no lease"),
+    "lease_recovery": Option("lock", ("lock", "stale"),
+                             help="lock: the RVF file lock proves a lease holder dead; "
+                                  "stale: wait for its heartbeat to be older than 30 s"),
+    "lease_wait": Option("0", convert=float,
+                         help="seconds to wait on the env clock for a held lease to go stale"),
+}
+
+
+def cache_path(path: str) -> str:
+    """Where the IndexedDB metadata cache of the rvlite store at ``path`` lives."""
+    return path + ".idb"
+
+
+def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
+    """Every live record of an RVF store, ordered by id (through the public contract: a query
+    with k = count returns every live id)."""
+    n = rvf.count()
+    if n == 0 or rvf.dimension is None:
+        return []
+    return rvf.fetch(h.id for h in rvf.query([0.0] * rvf.dimension, n))
+
+
+class RvliteStore:
+    """An open rvlite hybrid; build it with ``open_rvlite``."""
+
+    def __init__(self, path: str, env: Env, rvf: RvfStore, db: IndexedDB | None,
+                 lease: Lease | None, metric: str) -> None:
+        self.path = path
+        self._env = env
+        self._rvf = rvf
+        self._db = db
+        self._lease = lease
+        self._metric = metric
+        self._closed = False
+        self._unsettled = False   # a mutation got past its RVF commit but not its epoch commit
+        self._overlay: dict[int, dict[str, Any]] | None = None   # reader's view of a stale cache
+        self.declaration = Declaration(
+            durability=Durability.POWER_LOSS,
+            capabilities=frozenset({
+                Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.EPOCH,
+                Capability.LEASE, Capability.WRITER_LOCK, Capability.METADATA_FILTER,
+                Capability.FAILPOINTS}),
+            file_format="rvf",
+            wire_version=rvf.declaration.wire_version,
+            failpoints=DECLARED_FAILPOINTS,
+            metric=metric,
+            notes={"files": f"{path} (RVF), {cache_path(path)} (metadata cache)"},
+        )
+
+    # -- epochs -----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The shared epoch: the RVF manifest's (the cache's equals it after every mutation)."""
+        return self._rvf.epoch
+
+    def metadata_epoch(self) -> int:
+        """The epoch the metadata cache last committed (0 for a new or missing cache)."""
+        if self._db is None:
+            return 0
+        return int(self._db.get(STATE_STORE, _EPOCH) or 0)
+
+    def reconcile(self) -> str:
+        """Compare the epochs and bring the cache in line with RVF; returns what was done
+        (``none``, ``rebuilt``, ``rebuilt-metadata-ahead``, or ``read-from-rvf`` for a reader)."""
+        rvf_epoch, meta_epoch = self.epoch, self.metadata_epoch()
+        details: dict[str, object] = {"path": self.path, "rvf_epoch": rvf_epoch,
+                                      "metadata_epoch": meta_epoch}
+        if meta_epoch > rvf_epoch:
+            log.warning("rvlite %s: metadata epoch %d is ahead of the RVF epoch %d; this should "
+                        "not happen: trusting RVF and rebuilding the metadata from it",
+                        self.path, meta_epoch, rvf_epoch)
+            self._env.observe("epoch.metadata-ahead", dict(details))
+        if meta_epoch == rvf_epoch:
+            action = "none"
+        elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
+            self._overlay = {r.id: dict(r.metadata) for r in rvf_records(self._rvf)}
+            action = "read-from-rvf"
+        else:
+            details["records"] = self.rebuild()
+            action = "rebuilt" if rvf_epoch > meta_epoch else "rebuilt-metadata-ahead"
+        self._env.observe("epoch.reconciled", {**details, "action": action})
+        return action
+
+    def rebuild(self) -> int:
+        """Rewrite the whole metadata cache from RVF and commit RVF's epoch with it, in one
+        transaction; returns how many records it holds."""
+        self._check_writer()
+        records = rvf_records(self._rvf)
+        with self._write([META_STORE, STATE_STORE]) as txn:
+            txn.clear(META_STORE)
+            for r in records:
+                txn.put(META_STORE, r.id, dict(r.metadata))
+            txn.put(STATE_STORE, _EPOCH, self.epoch)
+        self._unsettled = False
+        return len(records)
+
+    def heartbeat(self) -> None:
+        """Renew the writer lease when due (an idle writer's timer); ``LeaseExpired`` if lost."""
+        self._check_writer()
+        assert self._lease is not None
+        self._lease.heartbeat()
+
+    # -- the write path ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(self.path)
+
+    def _check_writer(self) -> None:
+        self._check_open()
+        if self._lease is None:
+            raise PermissionError(f"rvlite store {self.path} is open read-only; "
+                                  "open it without readonly=true to write")
+
+    def _write(self, scope: list[str]) -> Transaction:
+        """A readwrite transaction that has already checked this writer's lease."""
+        assert self._db is not None and self._lease is not None
+        txn = self._db.transaction([*scope, LEASE_STORE], "readwrite")
+        try:
+            self._lease.guard(txn)
+        except BaseException:
+            txn.abort()
+            raise
+        return txn
+
+    def _commit(self, *, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = (),
+                upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = ()) -> None:
+        self._check_writer()
+        if self._unsettled:   # an earlier mutation failed half-way: settle it first
+            self.reconcile()
+        removes = list(removes)
+        new = self.epoch + 1
+        with self._write([]):
+            pass   # fence before RVF is touched: a lost lease never writes anything
+        self._unsettled = True
+        self._rvf.commit(puts=dict(puts or {}), deletes=list(deletes), upserts=list(upserts),
+                         removes=removes, epoch=new)
+        self._env.failpoints.hit(FAILPOINTS[0])
+        if upserts or removes:
+            with self._write([META_STORE]) as txn:
+                for i in removes:
+                    txn.delete(META_STORE, i)
+                for r in upserts:
+                    txn.put(META_STORE, r.id, dict(r.metadata))
+        self._env.failpoints.hit(FAILPOINTS[1])
+        txn = self._write([STATE_STORE])
+        found = int(txn.get(STATE_STORE, _EPOCH) or 0)
+        if found != new - 1:
+            txn.abort()
+            raise CorruptStore(cache_path(self.path), f"the cache's epoch is {found} where "
+                               f"{new - 1} was expected; reopen the store to reconcile it")
+        txn.put(STATE_STORE, _EPOCH, new)
+        self._env.failpoints.hit(FAILPOINTS[2])
+        txn.commit()
+        self._unsettled = False
+
+    # -- key-value (in RVF) -----------------------------------------------------------------
+
+    def put(self, key: str, value: bytes) -> None:
+        self._commit(puts={key: bytes(value)})
+
+    def get(self, key: str) -> bytes | None:
+        self._check_open()
+        return self._rvf.get(key)
+
+    def delete(self, key: str) -> None:
+        self._commit(deletes=[key])
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        self._check_open()
+        return self._rvf.scan(prefix)
+
+    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        deletes = [k for k in deletes if k not in puts]
+        if puts or deletes:
+            self._commit(puts={k: bytes(v) for k, v in puts.items()}, deletes=deletes)
+
+    # -- vectors: RVF holds them, the cache their metadata ----------------------------------
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        recs = [VectorRecord.of(r.id, r.vector, r.metadata) for r in records]
+        if recs:
+            self._commit(upserts=recs)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        self._check_writer()
+        live = [r.id for r in self._rvf.fetch({int(i) for i in ids})]
+        if live:
+            self._commit(removes=live)
+        return len(live)
+
+    def count(self) -> int:
+        self._check_open()
+        return self._rvf.count()
+
+    def _metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The cached metadata of ``ids``; a live id the cache lacks is damage, not data."""
+        if self._overlay is not None or self._db is None:
+            source = self._overlay or {}
+            got = {i: source.get(i) for i in ids}
+        else:
+            with self._db.transaction(META_STORE) as txn:
+                got = {i: txn.get(META_STORE, i) for i in ids}
+        missing = sorted(i for i, m in got.items() if m is None)
+        if missing:
+            raise CorruptStore(cache_path(self.path), f"no metadata for live ids {missing[:5]}; "
+                               f"run `crashgate rvf rebuild {self.path}`")
+        return {i: m for i, m in got.items() if m is not None}
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        self._check_open()
+        recs = self._rvf.fetch(ids)
+        meta = self._metadata(r.id for r in recs)
+        return [VectorRecord(r.id, r.vector, meta[r.id]) for r in recs]
+
+    def query(self, vector: Sequence[float], k: int,
+              where: Mapping[str, Any] | None = None) -> list[Hit]:
+        self._check_open()
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        if k == 0 or self._rvf.count() == 0:
+            return []
+        if not where:
+            hits = self._rvf.query(vector, k)
+            meta = self._metadata(h.id for h in hits)
+            return [Hit(h.id, h.distance, meta[h.id]) for h in hits]
+        # filter on the cache's metadata, then search the matching vectors read from RVF
+        if self._overlay is not None or self._db is None:
+            cached = list((self._overlay or {}).items())
+        else:
+            cached = [(int(i), m) for i, m in self._db.items(META_STORE)]
+        wanted = [i for i, m in cached if matches(m, where)]
+        recs = self._rvf.fetch(wanted)
+        if not recs:
+            return []
+        meta = self._metadata(r.id for r in recs)
+        matrix = np.array([r.vector for r in recs], dtype=np.float64)
+        return exact_search([r.id for r in recs], matrix, [meta[r.id] for r in recs],
+                            vector, k, self._metric, where)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        self._check_open()
+        return {"path": self.path, "cache": cache_path(self.path), "epoch": self.epoch,
+                "metadata_epoch": self.metadata_epoch(), "count": self._rvf.count(),
+                "writer": self._lease is not None,
+                "lease_token": self._lease.token if self._lease else None}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._lease is not None:
+                self._lease.release()
+        finally:
+            if self._db is not None:
+                self._db.close()
+            self._rvf.close()
+
+
+def open_rvlite(path: str, env: Env, **options: str) -> RvliteStore:
+    """Open (or create) the rvlite store whose RVF file is ``path``; reconciles on open."""
+    opts = check_options("rvlite", options, OPTIONS)
+    readonly = opts["readonly"] == "true"
+    rvf_options = {"readonly": str(readonly).lower(), "lock": str(not readonly).lower()}
+    if "metric" in options:   # an existing file keeps its metric; RVF refuses another
+        rvf_options["metric"] = str(opts["metric"])
+    rvf = open_rvf(path, env, **rvf_options)
+    db: IndexedDB | None = None
+    lease: Lease | None = None
+    try:
+        if not readonly:
+            db = IndexedDB(cache_path(path), env, stores=STORES)
+            gone = None
+            if opts["lease_recovery"] == "lock":
+                gone = "this writer holds the RVF writer lock, which every rvlite writer holds"
+            lease = Lease.acquire(db, wait=float(str(opts["lease_wait"])), holder_gone=gone)
+        elif env.fs.exists(cache_path(path)):
+            db = IndexedDB(cache_path(path), env, readonly=True)
+        store = RvliteStore(path, env, rvf, db, lease, rvf.declaration.metric or "l2")
+        store.reconcile()
+        return store
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        if db is not None:
+            db.close()
+        rvf.close()
+        raise

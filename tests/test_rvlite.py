@@ -1,0 +1,263 @@
+"""The rvlite hybrid: conformance, crashes at each failpoint reconciled on reopen, the
+metadata-ahead warning, the writer lock and lease, readers, and the rebuild tool."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from conformance import conformance_test
+from crashgate.backends import (
+    Env,
+    LeaseExpired,
+    LockHeld,
+    SimulatedCrash,
+    VectorRecord,
+    os_env,
+)
+from crashgate.harness.clock import VirtualClock
+from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.reference.indexeddb import IndexedDB
+from crashgate.reference.rvf.store import open_rvf
+from crashgate.reference.rvf_migrate import rebuild
+from crashgate.reference.rvlite import FAILPOINTS, META_STORE, STATE_STORE, cache_path, open_rvlite
+
+TestRvliteConformance = conformance_test("rvlite", max_examples=25)
+TestRvliteCosineConformance = conformance_test("rvlite?metric=cosine", max_examples=8)
+
+
+@dataclasses.dataclass
+class World:
+    """One test's env parts, with what the store reported through ``observe``."""
+
+    path: str
+    clock: VirtualClock = dataclasses.field(default_factory=VirtualClock)
+    failpoints: ArmedFailpoints = dataclasses.field(default_factory=ArmedFailpoints)
+    events: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
+
+    @property
+    def env(self) -> Env:
+        return dataclasses.replace(os_env(), clock=self.clock, failpoints=self.failpoints,
+                                   observe=lambda e, d: self.events.append((e, d)))
+
+    def actions(self) -> list[object]:
+        return [d["action"] for e, d in self.events if e == "epoch.reconciled"]
+
+    def process_died(self) -> None:
+        """A crashed process's RVF lock is recoverable once it is dead; this test process is
+        alive, so do by hand what the recovery does: remove the lock file."""
+        if os.path.exists(self.path + ".lock"):
+            os.remove(self.path + ".lock")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(str(tmp_path / "store.rvf"))
+
+
+def recs(first: int, n: int, tag: str) -> list[VectorRecord]:
+    return [VectorRecord.of(i, [i * 0.5, (i % 3) * 1.0, 1.0, -i / 7], {"tag": tag, "n": i})
+            for i in range(first, first + n)]
+
+
+def cached_metadata(path: str) -> dict[int, object]:
+    db = IndexedDB(cache_path(path), os_env(), readonly=True)
+    try:
+        return {int(k): v for k, v in db.items(META_STORE)}
+    finally:
+        db.close()
+
+
+def rvf_metadata(path: str) -> dict[int, object]:
+    rvf = open_rvf(path, os_env(), readonly="true", lock="false")
+    try:
+        hits = rvf.query([0.0] * 4, rvf.count())
+        return {r.id: dict(r.metadata) for r in rvf.fetch(h.id for h in hits)}
+    finally:
+        rvf.close()
+
+
+def test_failpoints_are_hit_in_the_write_order(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 3, "a"))
+    store.put("k", b"v")
+    store.close()
+    seen = [n for n in world.failpoints.trace if n in FAILPOINTS]
+    assert seen == list(FAILPOINTS) * 2
+    assert store.declaration.failpoints[-3:] == FAILPOINTS
+
+
+@pytest.mark.parametrize("failpoint", FAILPOINTS)
+@pytest.mark.parametrize("op", ["upsert", "remove", "put"])
+def test_crash_at_each_failpoint_reconciles_on_reopen(world: World, failpoint: str,
+                                                      op: str) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 4, "committed"))
+    store.put("k0", b"committed")
+    world.failpoints.arm(failpoint)
+    with pytest.raises(SimulatedCrash):
+        if op == "upsert":
+            store.upsert(recs(2, 4, "in-flight"))   # replaces 2, 3 and adds 4, 5
+        elif op == "remove":
+            store.remove([1, 2])
+        else:
+            store.put("k1", b"in-flight")
+    world.process_died()   # the store object is abandoned, never closed
+    again = open_rvlite(world.path, world.env)
+    assert world.actions() == ["none", "rebuilt"]   # RVF committed before every failpoint
+    assert again.epoch == again.metadata_epoch() == 3
+    records = {r.id: r for r in again.fetch(range(10))}
+    if op == "upsert":
+        assert sorted(records) == [0, 1, 2, 3, 4, 5]
+        assert records[5].metadata == {"tag": "in-flight", "n": 5}
+    elif op == "remove":
+        assert sorted(records) == [0, 3]
+    else:
+        assert again.get("k1") == b"in-flight"
+    for hit in again.query([0.0, 0.0, 1.0, 0.0], 10):
+        assert dict(hit.metadata) == dict(records[hit.id].metadata)
+    assert cached_metadata(world.path) == rvf_metadata(world.path) == {
+        i: dict(r.metadata) for i, r in records.items()}
+    again.upsert(recs(9, 1, "after"))   # and the epochs carry on in step
+    assert again.epoch == again.metadata_epoch() == 4
+    again.close()
+
+
+def test_metadata_ahead_warns_and_trusts_rvf(world: World, caplog) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 3, "truth"))
+    store.close()
+    db = IndexedDB(cache_path(world.path), os_env())
+    with db.transaction([META_STORE, STATE_STORE], "readwrite") as t:
+        t.put(STATE_STORE, "epoch", 40)
+        t.put(META_STORE, 1, {"tag": "from the future"})
+        t.put(META_STORE, 77, {"tag": "never in RVF"})
+    db.close()
+    with caplog.at_level(logging.WARNING):
+        again = open_rvlite(world.path, world.env)
+    assert "metadata epoch 40 is ahead of the RVF epoch 1" in caplog.text
+    ahead = [d for e, d in world.events if e == "epoch.metadata-ahead"]
+    assert ahead == [{"path": world.path, "rvf_epoch": 1, "metadata_epoch": 40}]
+    assert world.actions()[-1] == "rebuilt-metadata-ahead"
+    assert again.metadata_epoch() == 1
+    assert cached_metadata(world.path) == {i: {"tag": "truth", "n": i} for i in range(3)}
+    assert [h.metadata["tag"] for h in again.query([0, 0, 1, 0], 5)] == ["truth"] * 3
+    again.close()
+
+
+def test_the_rvf_file_is_plain_rvf_both_ways(world: World) -> None:
+    """ADR-032 row 5: written by rvlite, read and written by the plain RVF store, reopened by
+    rvlite, which rebuilds its cache from what RVF wrote."""
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 5, "rvlite"))
+    store.put("kv", b"1")
+    want = store.query([1.0, 0.0, 1.0, 0.0], 3)
+    store.close()
+    rvf = open_rvf(world.path, os_env())
+    assert rvf.query([1.0, 0.0, 1.0, 0.0], 3) == want and rvf.get("kv") == b"1"
+    rvf.upsert(recs(3, 4, "node"))
+    rvf.close()
+    again = open_rvlite(world.path, world.env)
+    assert world.actions()[-1] == "rebuilt"
+    assert {h.id: h.metadata["tag"] for h in again.query([0, 0, 1, 0], 10, {"tag": "node"})} \
+        == {3: "node", 4: "node", 5: "node", 6: "node"}
+    again.close()
+
+
+def test_second_writer_gets_elock_and_readers_are_unlimited(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 2, "a"))
+    with pytest.raises(LockHeld, match="ELOCK"):
+        open_rvlite(world.path, world.env)
+    reader = open_rvlite(world.path, world.env, readonly="true")
+    assert reader.count() == 2 and reader.fetch([1])[0].metadata == {"tag": "a", "n": 1}
+    with pytest.raises(PermissionError):
+        reader.put("k", b"v")
+    reader.close()
+    store.upsert(recs(5, 1, "b"))   # the writer is unharmed
+    assert store.count() == 3
+    store.close()
+
+
+def test_a_reader_never_sees_a_stale_cache_and_never_writes_it(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 2, "old"))
+    world.failpoints.arm(FAILPOINTS[0])
+    with pytest.raises(SimulatedCrash):
+        store.upsert(recs(0, 2, "new"))
+    cache = Path(cache_path(world.path)).read_bytes()
+    reader = open_rvlite(world.path, world.env, readonly="true")
+    assert world.actions()[-1] == "read-from-rvf"
+    assert {h.metadata["tag"] for h in reader.query([0, 0, 0, 0], 5)} == {"new"}
+    assert {h.id for h in reader.query([0, 0, 0, 0], 5, {"tag": "old"})} == set()
+    reader.close()
+    assert Path(cache_path(world.path)).read_bytes() == cache
+
+
+def test_an_expired_lease_fences_the_writer_before_rvf_is_touched(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 2, "a"))
+    world.clock.advance(20)
+    store.heartbeat()                    # an idle writer's timer keeps it alive
+    world.clock.advance(25)
+    store.put("still", b"mine")          # 25 s after the last beat: fine, and renewed
+    world.clock.advance(31)
+    with pytest.raises(LeaseExpired, match="stale after 30 s"):
+        store.put("late", b"write")
+    assert store.epoch == 2
+    with pytest.raises(LeaseExpired):    # fenced for good
+        store.upsert(recs(9, 1, "late"))
+    store.close()
+    again = open_rvlite(world.path, world.env)
+    assert again.get("late") is None and again.count() == 2 and again.epoch == 2
+    again.close()
+
+
+def test_refresh_during_write_with_the_browser_rule(world: World) -> None:
+    """ADR-032 row 6 with lease_recovery=stale: the dead tab's lease must go stale (30 s on
+    the clock) before the next open gets a fresh one; nothing is corrupted."""
+    store = open_rvlite(world.path, world.env, lease_recovery="stale")
+    store.upsert(recs(0, 2, "a"))
+    world.failpoints.arm(FAILPOINTS[1])
+    with pytest.raises(SimulatedCrash):
+        store.upsert(recs(2, 2, "b"))
+    world.process_died()
+    with pytest.raises(LockHeld, match="holds the writer lease"):
+        open_rvlite(world.path, world.env, lease_recovery="stale")
+    world.process_died()
+    world.clock.advance(30.5)
+    again = open_rvlite(world.path, world.env, lease_recovery="stale")
+    assert again.status()["lease_token"] == 2 and again.count() == 4
+    again.close()
+    world.process_died()
+
+
+def test_default_recovery_takes_a_dead_writers_lease_at_once(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 2, "a"))
+    world.failpoints.arm(FAILPOINTS[2])
+    with pytest.raises(SimulatedCrash):
+        store.upsert(recs(2, 2, "b"))
+    world.process_died()
+    again = open_rvlite(world.path, world.env)
+    recovered = [d for e, d in world.events if e == "lease.recovered"]
+    assert len(recovered) == 1 and recovered[0]["token"] == 1
+    assert again.status()["lease_token"] == 2 and again.count() == 4
+    again.close()
+
+
+def test_rebuild_moves_a_damaged_cache_aside_and_rebuilds(world: World) -> None:
+    store = open_rvlite(world.path, world.env)
+    store.upsert(recs(0, 3, "a"))
+    store.close()
+    Path(cache_path(world.path)).write_bytes(b"not an indexeddb file")
+    report = rebuild(world.path, world.env)
+    assert report.records == 3 and report.epoch == 1 and report.moved_aside is not None
+    assert Path(report.moved_aside).read_bytes() == b"not an indexeddb file"
+    assert cached_metadata(world.path) == {i: {"tag": "a", "n": i} for i in range(3)}
+    Path(cache_path(world.path)).unlink()    # a missing cache rebuilds just the same
+    assert rebuild(world.path, world.env).on_open == "rebuilt"
+    assert cached_metadata(world.path) == {i: {"tag": "a", "n": i} for i in range(3)}
