@@ -1,7 +1,9 @@
 """``crashgate rvf migrate`` and ``crashgate rvf rebuild``: the command-line face of
 ``rvf_migrate`` (ADR-032's ``rvlite rvf-migrate`` and ``rvlite rvf-rebuild``).
 
-``add_migrate_commands(rvf_subparsers)`` adds both to the ``rvf`` command group's sub-parsers.
+``add_migrate_commands(rvf_subparsers)`` adds both to the ``rvf`` command group's sub-parsers;
+``add_parser(sub)`` (the ``COMMAND_MODULES`` hook of ``crashgate.harness.cli``) finds or creates
+that group through ``crashgate.reference.rvf.cli.rvf_subparsers`` and adds them.
 Exit codes: 0 done (a rerun of a finished migration is a no-op and exits 0), 1 refused or
 ``--verify`` found a difference, 3 the source cannot be read.
 """
@@ -12,6 +14,7 @@ import argparse
 import sys
 
 from crashgate.backends import CrashgateError, os_env
+from crashgate.reference.rvf.cli import rvf_subparsers
 from crashgate.reference.rvf_migrate import (
     BATCH_SIZE,
     BadSource,
@@ -20,7 +23,7 @@ from crashgate.reference.rvf_migrate import (
 )
 from crashgate.reference.vector_search import METRICS
 
-__all__ = ["add_migrate_commands", "run_migrate", "run_rebuild"]
+__all__ = ["add_migrate_commands", "add_parser", "run_migrate", "run_rebuild"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 3
 
@@ -90,3 +93,8 @@ def add_migrate_commands(rvf_sub: argparse._SubParsersAction) -> None:
         "source of truth). A damaged cache is moved aside, never deleted.")
     r.add_argument("path", metavar="PATH", help="the rvlite store's RVF file")
     r.set_defaults(func=run_rebuild)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``rvf migrate`` and ``rvf rebuild`` to the ``crashgate`` command."""
+    add_migrate_commands(rvf_subparsers(sub))

@@ -16,7 +16,7 @@ from crashgate.reference.indexeddb import IndexedDB
 from crashgate.reference.rvf.store import open_rvf
 from crashgate.reference.rvf_migrate import FAILPOINT, PROGRESS_PREFIX, migrate
 from crashgate.reference.rvlite import cache_path, open_rvlite
-from crashgate.reference.rvlite_cli import add_migrate_commands
+from crashgate.reference.rvlite_cli import add_migrate_commands, add_parser
 
 
 def records(n: int, dim: int = 3) -> list[dict[str, object]]:
@@ -167,3 +167,17 @@ def test_rebuild_command(tmp_path: Path, capsys) -> None:
     assert cli("rebuild", path) == 0
     assert "4 records, epoch 1 (reconciliation on open: rebuilt)" in capsys.readouterr().out
     assert cli("rebuild", str(tmp_path / "nothing.rvf")) == 3
+
+
+def test_commands_join_the_rvf_group(tmp_path: Path, json_source: Path) -> None:
+    from crashgate.reference.rvf import cli as rvf_cli
+
+    parser = argparse.ArgumentParser(prog="crashgate")
+    sub = parser.add_subparsers()
+    rvf_cli.add_parser(sub)
+    add_parser(sub)
+    args = parser.parse_args(["rvf", "migrate", "--from", str(json_source), "--to",
+                              str(tmp_path / "x.rvf"), "--dry-run"])
+    assert args.func(args) == 0
+    args = parser.parse_args(["rvf", "status", str(tmp_path / "x.rvf")])   # still there
+    assert args.func(args) == 3
