@@ -1,0 +1,206 @@
+"""Finding the committed state of an RVF file: walk forward, choose the newest manifest that
+verifies, and tell a torn tail from damage and from a newer wire version.
+
+The rules (FORMAT.md "Opening" says the same in prose):
+
+1. Walk forward from offset 0, header by header, seeking by each header's lengths. The walk stops
+   at the first header that is not intact (bad magic or header check), at a segment that runs
+   past the end of the file, or at the end. Only headers are read.
+2. An intact header whose version is above the reader's is decisive: ``VersionTooNew``, even when
+   that segment's payload is torn, because this reader cannot judge what a newer writer
+   considers committed. A header that is not intact claims nothing, not even its version.
+3. The newest manifest in the walk whose content hash verifies (and whose zero padding is all
+   there) is the commit point. Everything
+   after it is the tail: never visible, truncated by the next writer.
+4. The tail is searched at 64-byte aligned offsets (every header is aligned) for an intact
+   manifest that verifies, or an intact newer-version header. A verified manifest behind a
+   broken header means the committed region is damaged: ``CorruptStore``. A torn commit can
+   never leave one, because its manifest is written only after its data was fsynced.
+5. A non-empty file with no verified manifest is ``CorruptStore`` (files are created whole, by
+   a rename); an empty file is a new store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crashgate.backends import CorruptStore, File, VersionTooNew
+from crashgate.reference.rvf.segments import (
+    ALIGN,
+    CHECKSUM_SHAKE256,
+    HEADER_SIZE,
+    MAGIC_BYTES,
+    HeaderError,
+    SegmentHeader,
+    SegType,
+    content_hash,
+)
+
+__all__ = ["ChunkReader", "Located", "Seg", "Walk", "locate", "payload_verifies", "read_payload",
+           "resync", "walk", "whole_manifest"]
+
+CHUNK = 1 << 20
+
+
+class ChunkReader:
+    """Positional reads served from one cached chunk, so walking many small segments costs one
+    read per megabyte rather than one per segment."""
+
+    def __init__(self, file: File, size: int, chunk: int = CHUNK) -> None:
+        self.file = file
+        self.size = size
+        self._chunk = chunk
+        self._buf = b""
+        self._start = 0
+
+    def read(self, offset: int, n: int) -> bytes:
+        rel = offset - self._start
+        if rel >= 0 and rel + n <= len(self._buf):
+            return self._buf[rel:rel + n]
+        if n >= self._chunk:
+            return self.file.read(offset, n)
+        self._buf = self.file.read(offset, max(self._chunk, n))
+        self._start = offset
+        return self._buf[:n]
+
+
+@dataclass(frozen=True)
+class Seg:
+    """An intact segment header and where it is."""
+
+    offset: int
+    header: SegmentHeader
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.header.total_length
+
+    @property
+    def seg_type(self) -> int:
+        return self.header.seg_type
+
+
+@dataclass(frozen=True)
+class Walk:
+    segments: tuple[Seg, ...]
+    """Intact headers whose segment fits inside the file, in file order."""
+    stop: int
+    """Where the walk stopped: the file size when it ended cleanly."""
+    stop_reason: str
+    newer: Seg | None
+    """The first intact header of a version above the reader's (the walk stops there)."""
+    size: int
+
+
+def walk(reader: ChunkReader, supported: int) -> Walk:
+    segs: list[Seg] = []
+    pos, size = 0, reader.size
+    while pos < size:
+        if size - pos < HEADER_SIZE:
+            return Walk(tuple(segs), pos, f"{size - pos} bytes at offset {pos} are shorter "
+                        "than a header", None, size)
+        try:
+            header = SegmentHeader.decode(reader.read(pos, HEADER_SIZE))
+        except HeaderError as exc:
+            return Walk(tuple(segs), pos, f"header at offset {pos}: {exc}", None, size)
+        seg = Seg(pos, header)
+        if header.version > supported:
+            return Walk(tuple(segs), pos, "newer version", seg, size)
+        if seg.end > size:
+            return Walk(tuple(segs), pos, f"segment at offset {pos} needs {header.total_length} "
+                        f"bytes, the file ends {size - pos} bytes after it", None, size)
+        segs.append(seg)
+        pos = seg.end
+    return Walk(tuple(segs), pos, "", None, size)
+
+
+def read_payload(reader: ChunkReader, seg: Seg) -> bytes:
+    return reader.read(seg.offset + HEADER_SIZE, seg.header.payload_length)
+
+
+def payload_verifies(seg: Seg, payload: bytes) -> bool:
+    h = seg.header
+    return (h.checksum_algo == CHECKSUM_SHAKE256 and h.compression == 0
+            and len(payload) == h.payload_length and content_hash(payload) == h.content_hash)
+
+
+def whole_manifest(reader: ChunkReader, seg: Seg) -> bytes | None:
+    """The payload of a manifest that is whole: its content hash verifies and its padding is
+    present and zero (so a commit whose last bytes were torn off is never chosen)."""
+    h = seg.header
+    raw = reader.read(seg.offset + HEADER_SIZE, h.payload_length + h.padding)
+    payload, pad = raw[:h.payload_length], raw[h.payload_length:]
+    if len(pad) == h.padding and not pad.strip(b"\0") and payload_verifies(seg, payload):
+        return payload
+    return None
+
+
+def resync(reader: ChunkReader, start: int, supported: int) -> tuple[str, Seg] | None:
+    """Search ``[start, size)`` at aligned offsets for proof of what lies behind a broken header:
+    ``("newer", seg)`` for an intact header of a newer version, ``("manifest", seg)`` for an
+    intact manifest whose payload verifies; ``None`` when it holds neither (a torn tail)."""
+    pos = start - start % ALIGN + (ALIGN if start % ALIGN else 0)
+    if pos == start:
+        pos += ALIGN  # the header at ``start`` itself is the broken one
+    size = reader.size
+    while pos + HEADER_SIZE <= size:
+        block = reader.file.read(pos, CHUNK)
+        if not block:
+            break
+        at = block.find(MAGIC_BYTES)
+        while at >= 0:
+            if at % ALIGN == 0 and at + HEADER_SIZE <= len(block):
+                off = pos + at
+                try:
+                    header = SegmentHeader.decode(block[at:at + HEADER_SIZE])
+                except HeaderError:
+                    header = None
+                if header is not None:
+                    seg = Seg(off, header)
+                    if header.version > supported:
+                        return "newer", seg
+                    if header.seg_type == SegType.MANIFEST and seg.end <= size and \
+                            whole_manifest(reader, seg) is not None:
+                        return "manifest", seg
+            at = block.find(MAGIC_BYTES, at + 1)
+        pos += len(block)
+    return None
+
+
+@dataclass(frozen=True)
+class Located:
+    walk: Walk
+    manifest: Seg | None
+    """The commit point: the newest manifest that verifies (None for an empty file)."""
+    manifest_payload: bytes
+
+    @property
+    def committed_end(self) -> int:
+        return self.manifest.end if self.manifest else 0
+
+
+def locate(reader: ChunkReader, path: str, supported: int) -> Located:
+    """The commit point of the file (rules 1-5 above); ``VersionTooNew`` or ``CorruptStore``."""
+    w = walk(reader, supported)
+    if w.newer is not None:
+        raise VersionTooNew(path, found=w.newer.header.version, supported=supported)
+    chosen: Seg | None = None
+    payload = b""
+    for seg in reversed(w.segments):
+        if seg.seg_type == SegType.MANIFEST:
+            data = whole_manifest(reader, seg)
+            if data is not None:
+                chosen, payload = seg, data
+                break
+    if w.stop < w.size:
+        found = resync(reader, w.stop, supported)
+        if found is not None and found[0] == "newer":
+            raise VersionTooNew(path, found=found[1].header.version, supported=supported)
+        if found is not None:
+            raise CorruptStore(path, f"{w.stop_reason}, but a committed manifest follows at "
+                                     f"offset {found[1].offset}")
+    if chosen is None and w.size > 0:
+        why = w.stop_reason or "no manifest verifies"
+        raise CorruptStore(path, f"no committed manifest in its {w.size} bytes ({why}); it is "
+                                 "not an RVF file or its first commit is damaged")
+    return Located(w, chosen, payload)

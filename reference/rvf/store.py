@@ -1,0 +1,536 @@
+"""The reference RVF store: key-value records and vectors in one append-only segment file.
+
+``open_rvf(path, env, **options)`` opens (creating if missing) ``path``. A commit appends its data
+segments (JOURNAL, META, VEC) and a WITNESS entry, fsyncs, appends a MANIFEST and fsyncs again:
+the manifest's fsync is the commit point. Opening rebuilds the live state from the newest
+manifest that verifies (scan.py, replay.py); a writer then truncates the uncommitted tail.
+The live state is held in memory; queries are exact (``vector_search.exact_search``).
+FORMAT.md describes the layout and every choice the specification leaves open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from crashgate.backends import (
+    BadOption,
+    Capability,
+    CorruptStore,
+    Declaration,
+    Durability,
+    Env,
+    File,
+    Hit,
+    Option,
+    StoreClosed,
+    VectorRecord,
+    check_options,
+)
+from crashgate.reference.rvf.audit import list_segments, verify_file, witness_history
+from crashgate.reference.rvf.lock import WriterLock
+from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
+from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
+from crashgate.reference.rvf.replay import Loaded, load
+from crashgate.reference.rvf.rewrite import FreshFile, write_fresh
+from crashgate.reference.rvf.scan import ChunkReader, Seg, locate
+from crashgate.reference.rvf.segments import (
+    HEADER_SIZE,
+    Flag,
+    SegmentHeader,
+    SegmentInfo,
+    SegType,
+    encode_segment,
+    hash256,
+)
+from crashgate.reference.rvf.table import VectorTable
+from crashgate.reference.rvf.witness import ZERO_HASH, WitnessEntry, WitnessType
+from crashgate.reference.vector_search import METRICS
+
+__all__ = ["FAILPOINTS", "OPTIONS", "RvfStore", "open_rvf"]
+
+MAX_WIRE_VERSION = 255
+OPTIONS = {
+    "dimension": Option("0", convert=int, help="vector dimension; 0 = from the file or the "
+                        "first upsert"),
+    "metric": Option("l2", METRICS, help="distance for queries; a file keeps the one it was "
+                     "created with"),
+    "wire_version": Option("1", convert=int, help="newest RVF wire version this reader/writer "
+                           "supports; segments it writes carry it"),
+    "readonly": Option("false", ("true", "false"), help="open without the writer lock"),
+    "lock": Option("true", ("true", "false"), help="take the <file>.lock writer lock"),
+    "stale_after": Option("30", convert=float, help="seconds after which a dead writer's lock "
+                          "is recovered"),
+}
+FAILPOINTS = ("rvf.after-data-write", "rvf.after-data-sync", "rvf.after-manifest-write",
+              "rvf.compact.after-new-file", "rvf.compact.after-rename")
+CAPABILITIES = frozenset({
+    Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.COMPACT, Capability.DERIVE,
+    Capability.WITNESS, Capability.WRITER_LOCK, Capability.WIRE_VERSION,
+    Capability.METADATA_FILTER, Capability.EPOCH, Capability.FAILPOINTS,
+})
+U64 = 2**64
+
+
+def _dir_of(path: str) -> str:
+    return os.path.dirname(path) or "."
+
+
+class RvfStore:
+    """An open RVF file. Implements KVStore, BatchWrite, VectorStore, Compactable, Derivable and
+    WitnessVerifiable; every mutating call is one ``commit``."""
+
+    def __init__(self, path: str, env: Env, options: Mapping[str, object],
+                 given: Mapping[str, object], *, lock: WriterLock | None = None) -> None:
+        self.path = path
+        self._env = env
+        self._opts = dict(options)
+        self._version = int(options["wire_version"])  # type: ignore[call-overload]
+        if not 0 <= self._version <= MAX_WIRE_VERSION:
+            raise BadOption("rvf", "wire_version", self._version, ["an integer from 0 to 255"])
+        self.readonly = options["readonly"] == "true"
+        self._file: File | None = None
+        self._lock = lock
+        self._closed = False
+        self._tail_dirty = False
+        self._size = self._end = 0
+        if not self.readonly and self._env.fs.exists(path):
+            self._probe()  # refuse a newer or damaged file before taking its lock
+        if lock is None and not self.readonly and options["lock"] == "true":
+            self._lock = WriterLock(env.fs, env.clock, path,
+                                    stale_after=float(options["stale_after"]))  # type: ignore[arg-type]
+            self._lock.acquire()
+        try:
+            self._open_file()
+            self._check_given(given)
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        f = self._env.fs.open(self.path, "r")
+        try:
+            locate(ChunkReader(f, f.size()), self.path, self._version)
+        finally:
+            f.close()
+
+    def _open_file(self) -> None:
+        fs = self._env.fs
+        if self.readonly:
+            self._file = fs.open(self.path, "r")
+        else:
+            if not fs.exists(self.path) or self._size_of(self.path) == 0:
+                self._create()
+            if fs.exists(self.path + ".tmp-rvf"):
+                fs.remove(self.path + ".tmp-rvf")  # a compaction that crashed before its rename
+            self._file = fs.open(self.path, "r+")
+        self._adopt(load(self._file, self.path, self._version))
+        if not self.readonly and self._size > self._end:
+            self._file.truncate(self._end)  # the torn or uncommitted tail, never visible
+            self._file.sync()
+            self._size = self._end
+
+    def _size_of(self, path: str) -> int:
+        f = self._env.fs.open(path, "r")
+        try:
+            return f.size()
+        finally:
+            f.close()
+
+    def _create(self) -> None:
+        dim = int(self._opts["dimension"])  # type: ignore[call-overload]
+        self._publish(self.path, FreshFile(
+            kind="create", witness_type=WitnessType.CREATE, version=self._version, epoch=0,
+            dimension=dim, metric=str(self._opts["metric"]), lineage=Lineage(os.urandom(16)),
+            kv={}, table=VectorTable(dim or None)))
+
+    def _publish(self, target: str, spec: FreshFile, after_write: str | None = None,
+                 after_rename: str | None = None) -> None:
+        """Write a whole file beside ``target``, fsync it, rename it over ``target``, fsync the
+        directory (with the failpoints between, for compaction)."""
+        tmp = target + ".tmp-rvf"
+        write_fresh(self._env.fs, tmp, spec, self._now)
+        if after_write:
+            self._env.failpoints.hit(after_write)
+        self._env.fs.rename(tmp, target)
+        if after_rename:
+            self._env.failpoints.hit(after_rename)
+        self._env.fs.sync_dir(_dir_of(target))
+
+    def _adopt(self, st: Loaded) -> None:
+        m = st.manifest
+        self._kv = st.kv
+        self._table = st.table
+        self._dead = st.dead
+        self._end = st.committed_end
+        self._size = st.file_size
+        self._next_seg_id = st.next_seg_id
+        self._witness_segs = st.witness_segs
+        self._unknown = st.unknown
+        self._committed_segments = st.committed_segments
+        self._manifest_digest = st.manifest_digest
+        self._last_manifest = st.manifest_seg.offset if st.manifest_seg else -1
+        self._max_version = st.max_version
+        if m is None:  # an empty file opened read-only
+            m = Manifest("create", 0, int(self._opts["dimension"]),  # type: ignore[call-overload]
+                         str(self._opts["metric"]), 0, 0, 0, -1, (), SegRef(-1, 0, 0), 0,
+                         ZERO_HASH, Lineage(b"\0" * 16), 0)
+        self.epoch = m.epoch
+        self.dimension = m.dimension or self._table.dimension or None
+        self.metric = m.metric
+        self._lineage = m.lineage
+        self._witness_count = m.witness_count
+        self._witness_head = m.witness_head
+        self.declaration = Declaration(
+            durability=Durability.POWER_LOSS, capabilities=CAPABILITIES, file_format="rvf",
+            wire_version=self._version, failpoints=FAILPOINTS, metric=self.metric,
+            notes={"vectors": "float64", "queries": "exact (NumPy)",
+                   "derive": "copies the live data into the child"},
+        )
+
+    def _check_given(self, given: Mapping[str, object]) -> None:
+        if "metric" in given and str(given["metric"]).lower() != self.metric:
+            raise BadOption("rvf", "metric", given["metric"], [self.metric])
+        dim = int(self._opts["dimension"])  # type: ignore[call-overload]
+        if dim and self.dimension and dim != self.dimension:
+            raise BadOption("rvf", "dimension", dim, [str(self.dimension), "0"])
+
+    @property
+    def file_id(self) -> bytes:
+        return self._lineage.file_id
+
+    @property
+    def parent_id(self) -> bytes:
+        return self._lineage.parent_id
+
+    @property
+    def parent_hash(self) -> bytes:
+        return self._lineage.parent_hash
+
+    @property
+    def lineage_depth(self) -> int:
+        return self._lineage.depth
+
+    def _now(self) -> int:
+        return int(self._env.clock.time() * 1e9)
+
+    def _check_open(self) -> File:
+        if self._closed or self._file is None:
+            raise StoreClosed(self.path)
+        return self._file
+
+    def _check_writable(self, what: str) -> File:
+        f = self._check_open()
+        if self.readonly:
+            raise PermissionError(f"{what}: {self.path} was opened with readonly=true; open it "
+                                  "with readonly=false (taking the writer lock) to change it")
+        return f
+
+    # -- the commit ---------------------------------------------------------------------------
+
+    def commit(self, *, puts: Mapping[str, bytes] = {}, deletes: Iterable[str] = (),
+               upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = (),
+               epoch: int | None = None) -> None:
+        """One atomic commit: deletions (``deletes``, ``removes``) apply first, then ``puts`` and
+        ``upserts``. The epoch goes to ``self.epoch + 1``; ``epoch``, if given, must be that."""
+        f = self._check_writable("commit")
+        if epoch is not None and epoch != self.epoch + 1:
+            raise ValueError(f"commit(epoch={epoch}): the committed epoch is {self.epoch}, so "
+                             f"the next commit's epoch must be exactly {self.epoch + 1}")
+        puts = _check_puts(puts)
+        del_keys = [k for k in dict.fromkeys(_check_key(k) for k in deletes) if k in self._kv]
+        rm_ids = [i for i in dict.fromkeys(_check_id(i) for i in removes) if i in self._table]
+        ups = {r.id: r for r in (_check_record(r) for r in upserts)}
+        dim = self._dimension_for(ups.values())
+        vec_ids = list(ups)
+        matrix = np.array([ups[i].vector for i in vec_ids], dtype=np.float64).reshape(
+            len(vec_ids), dim or 0)
+        metas = [dict(ups[i].metadata) for i in vec_ids]
+
+        ts = self._now()
+        at, seg_id = self._end, self._next_seg_id
+        raw: list[bytes] = []
+        refs: list[SegRef] = []
+
+        def add(seg_type: int, payload: bytes, flags: int = 0) -> SegRef:
+            nonlocal at, seg_id
+            data = encode_segment(version=self._version, seg_type=seg_type, seg_id=seg_id,
+                                  payload=payload, timestamp_ns=ts, flags=flags)
+            ref = SegRef(at, seg_id, seg_type)
+            raw.append(data)
+            at += len(data)
+            seg_id += 1
+            return ref
+
+        if del_keys or rm_ids:
+            refs.append(add(SegType.JOURNAL, encode_journal(del_keys, rm_ids), Flag.TOMBSTONE))
+        if puts:
+            refs.append(add(SegType.META, encode_meta(puts)))
+        if vec_ids:
+            refs.append(add(SegType.VEC, encode_vec(vec_ids, matrix, metas)))
+        entry = WitnessEntry.after(self._witness_head, hash256(b"".join(raw)), ts,
+                                   WitnessType.COMMIT)
+        wref = add(SegType.WITNESS, entry.encode())
+
+        gone_keys, gone_ids = set(del_keys), set(rm_ids)
+        kept_keys = sum(1 for k in puts if k in self._kv and k not in gone_keys)
+        kept_ids = sum(1 for i in vec_ids if i in self._table and i not in gone_ids)
+        manifest = Manifest(
+            kind="commit", epoch=self.epoch + 1, dimension=dim or 0, metric=self.metric,
+            vectors=len(self._table) - len(rm_ids) + len(vec_ids) - kept_ids,
+            keys=len(self._kv) - len(del_keys) + len(puts) - kept_keys,
+            dead=self._dead + len(del_keys) + len(rm_ids) + kept_keys + kept_ids,
+            prev=self._last_manifest, segments=tuple(refs), witness=wref,
+            witness_count=self._witness_count + 1, witness_head=entry.digest(),
+            lineage=self._lineage, committed_ns=ts,
+        )
+        m_at = at
+        m_raw = encode_segment(version=self._version, seg_type=SegType.MANIFEST, seg_id=seg_id,
+                               payload=manifest.encode(), timestamp_ns=ts, flags=Flag.HAS_LINEAGE)
+
+        if self._tail_dirty or self._size != self._end:
+            f.truncate(self._end)  # what a failed commit left behind must not follow ours
+            f.sync()
+            self._size = self._end
+        self._tail_dirty = True
+        fp = self._env.failpoints
+        f.write(self._end, b"".join(raw))
+        fp.hit("rvf.after-data-write")
+        f.sync()
+        fp.hit("rvf.after-data-sync")
+        f.write(m_at, m_raw)
+        fp.hit("rvf.after-manifest-write")
+        f.sync()
+        self._tail_dirty = False
+
+        # Acknowledged: now the in-memory state follows.
+        for k in del_keys:
+            del self._kv[k]
+        self._kv.update(puts)
+        self._table.remove(rm_ids)
+        if vec_ids:
+            self._table.upsert(vec_ids, matrix, metas)
+        self.dimension = dim
+        self.epoch = manifest.epoch
+        self._dead = manifest.dead
+        self._end = self._size = m_at + len(m_raw)
+        self._next_seg_id = seg_id + 1
+        self._last_manifest = m_at
+        self._witness_count = manifest.witness_count
+        self._witness_head = manifest.witness_head
+        self._witness_segs.append(_seg_at(wref, raw[-1]))
+        self._committed_segments += len(raw) + 1
+        self._manifest_digest = hash256(m_raw)
+        self._max_version = max(self._max_version, self._version)
+
+    def _dimension_for(self, records: Iterable[VectorRecord]) -> int | None:
+        dim = self.dimension
+        for r in records:
+            if dim is None:
+                dim = len(r.vector)
+                if dim == 0:
+                    raise ValueError(f"vector id {r.id} is empty; vectors need a dimension >= 1")
+            if len(r.vector) != dim:
+                raise ValueError(f"vector id {r.id} has dimension {len(r.vector)}, the store "
+                                 f"{self.path} holds dimension {dim}")
+        return dim
+
+    # -- key-value ----------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes) -> None:
+        self.commit(puts={key: value})
+
+    def get(self, key: str) -> bytes | None:
+        self._check_open()
+        return self._kv.get(key)
+
+    def delete(self, key: str) -> None:
+        self._check_writable("delete")
+        if _check_key(key) in self._kv:
+            self.commit(deletes=[key])
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        self._check_open()
+        return sorted((k, v) for k, v in self._kv.items() if k.startswith(prefix))
+
+    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        self._check_writable("write_batch")
+        deletes = list(deletes)
+        if puts or any(k in self._kv for k in deletes):
+            self.commit(puts=puts, deletes=deletes)
+
+    # -- vectors ------------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        self._check_writable("upsert")
+        if records:
+            self.commit(upserts=records)
+
+    def query(self, vector: Sequence[float], k: int,
+              where: Mapping[str, Any] | None = None) -> list[Hit]:
+        self._check_open()
+        return self._table.search(vector, k, self.metric, where)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        self._check_writable("remove")
+        live = [i for i in dict.fromkeys(_check_id(i) for i in ids) if i in self._table]
+        if live:
+            self.commit(removes=live)
+        return len(live)
+
+    def count(self) -> int:
+        self._check_open()
+        return len(self._table)
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        self._check_open()
+        return self._table.fetch(ids)
+
+    def ids(self) -> list[int]:
+        """Every live vector id, sorted."""
+        self._check_open()
+        return self._table.ids()
+
+    # -- compaction, derive, audit --------------------------------------------------------------
+
+    def _fresh(self, kind: str, wtype: WitnessType, lineage: Lineage) -> FreshFile:
+        f = self._check_open()
+        problems = verify_file(f, self._end, self._version)
+        if problems:
+            raise CorruptStore(self.path, f"{kind} refused, the file does not verify: "
+                                          f"{problems[0]}")
+        carried = [f.read(s.offset, s.header.total_length) for s in self._unknown]
+        return FreshFile(
+            kind=kind, witness_type=wtype, version=self._version, epoch=self.epoch,
+            dimension=self.dimension or 0, metric=self.metric, lineage=lineage, kv=self._kv,
+            table=self._table, carried=carried, history=witness_history(f, self._witness_segs),
+            first_seg_id=self._next_seg_id)
+
+    def compact(self) -> None:
+        """Rewrite the file with only live data (plus carried segments and the witness chain);
+        the epoch is unchanged. The old file stays valid until the rename."""
+        self._check_writable("compact")
+        spec = self._fresh("compact", WitnessType.COMPACT, self._lineage)
+        self._publish(self.path, spec, "rvf.compact.after-new-file", "rvf.compact.after-rename")
+        old = self._check_open()
+        self._file = self._env.fs.open(self.path, "r+")
+        old.close()
+        self._adopt(load(self._file, self.path, self._version))
+
+    def derive(self, child_path: str) -> RvfStore:
+        """A child file holding a copy of this store's live data, with lineage (new file id,
+        parent id and hash, depth + 1), returned open for writing."""
+        self._check_open()
+        if self._env.fs.exists(child_path):
+            raise FileExistsError(f"derive: {child_path} already exists; give a new path")
+        opts = dict(self._opts, readonly="false")
+        lock = None
+        if opts["lock"] == "true":
+            lock = WriterLock(self._env.fs, self._env.clock, child_path,
+                              stale_after=float(opts["stale_after"]))  # type: ignore[arg-type]
+            lock.acquire()
+        try:
+            lineage = Lineage(os.urandom(16), self.file_id, self._manifest_digest,
+                              self.lineage_depth + 1, self.path)
+            self._publish(child_path, self._fresh("derive", WitnessType.DERIVE, lineage))
+            return RvfStore(child_path, self._env, opts, {}, lock=lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def verify(self) -> list[str]:
+        """Recompute the witness chain and every content hash of the committed region; the
+        problems found, the first bad witness entry first (empty when all verifies)."""
+        return verify_file(self._check_open(), self._end, self._version)
+
+    def segments(self) -> list[SegmentInfo]:
+        return list_segments(self._check_open(), self._end, self._version)
+
+    def status(self) -> dict[str, object]:
+        f = self._check_open()
+        lin = self._lineage
+        return {
+            "path": self.path, "epoch": self.epoch, "dimension": self.dimension,
+            "metric": self.metric, "count": len(self._table), "keys": len(self._kv),
+            "deleted": self._dead, "file_size": f.size(), "committed_bytes": self._end,
+            "segments": self._committed_segments, "witness_entries": self._witness_count,
+            "wire_version": self._version, "file_wire_version": self._max_version,
+            "readonly": self.readonly,
+            "lineage": {"file_id": lin.file_id.hex(), "parent_id": lin.parent_id.hex(),
+                        "parent_hash": lin.parent_hash.hex(), "depth": lin.depth,
+                        "parent_path": lin.parent_path},
+        }
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> RvfStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RvfStore({self.path!r}, epoch={self.epoch}, count={len(self._table)})"
+
+
+def _seg_at(ref: SegRef, raw: bytes) -> Seg:
+    return Seg(ref.offset, SegmentHeader.decode(raw[:HEADER_SIZE]))
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"key {key!r} is a {type(key).__name__}; keys are str")
+    return key
+
+
+def _check_puts(puts: Mapping[str, bytes]) -> dict[str, bytes]:
+    out = {}
+    for key, value in puts.items():
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"value for key {key!r} is a {type(value).__name__}; values are bytes")
+        out[_check_key(key)] = bytes(value)
+    return out
+
+
+def _check_id(vid: object) -> int:
+    i = int(vid)  # type: ignore[call-overload]
+    if not 0 <= i < U64:
+        raise ValueError(f"vector id {vid!r} is not a u64 (0 <= id < 2**64)")
+    return i
+
+
+def _check_record(r: VectorRecord) -> VectorRecord:
+    _check_id(r.id)
+    try:
+        json.dumps(dict(r.metadata))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata of vector id {r.id} is not JSON-serialisable: {exc}") from None
+    return r
+
+
+def open_rvf(path: str, env: Env, **options: str) -> RvfStore:
+    """Open (creating it if missing, unless ``readonly=true``) the RVF file at ``path``.
+
+    Options: ``dimension`` (0 = from the file), ``metric`` l2|cosine, ``wire_version`` (default
+    1), ``readonly`` true|false, ``lock`` true|false, ``stale_after`` seconds (default 30).
+    Raises ``LockHeld``, ``VersionTooNew``, ``CorruptStore``, ``BadOption``.
+    """
+    opts = check_options("rvf", options, OPTIONS)
+    return RvfStore(path, env, opts, options)

@@ -1,0 +1,121 @@
+"""The live vectors of a store in memory: one float64 matrix, ids and metadata by row.
+
+Rows are kept dense (a removed row is filled with the last one), so a query hands the first
+``n`` rows straight to ``exact_search`` without copying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from crashgate.backends import Hit, VectorRecord
+from crashgate.reference.vector_search import exact_search
+
+__all__ = ["VectorTable"]
+
+
+class VectorTable:
+    def __init__(self, dimension: int | None = None) -> None:
+        self.dimension = dimension
+        self._ids = np.zeros(0, dtype=np.uint64)
+        self._mat = np.zeros((0, dimension or 0), dtype=np.float64)
+        self._meta: list[dict[str, Any]] = []
+        self._rows: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._rows
+
+    def fix_dimension(self, dimension: int) -> None:
+        """Set the dimension of a table that holds no vectors yet."""
+        if len(self._meta):
+            raise ValueError(f"the table already holds vectors of dimension {self.dimension}")
+        self.dimension = dimension
+        self._mat = np.zeros((len(self._ids), dimension), dtype=np.float64)
+
+    def _reserve(self, extra: int) -> None:
+        n = len(self._meta)
+        if n + extra <= len(self._ids):
+            return
+        cap = max(16, 2 * len(self._ids), n + extra)
+        ids = np.zeros(cap, dtype=np.uint64)
+        mat = np.zeros((cap, self.dimension or 0), dtype=np.float64)
+        ids[:n] = self._ids[:n]
+        mat[:n] = self._mat[:n]
+        self._ids, self._mat = ids, mat
+
+    def upsert(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray,
+               metadata: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or replace rows; ``vectors`` is (n, dim). Returns how many replaced a live id."""
+        if len(ids) == 0:
+            return 0
+        if self.dimension is None:
+            self.fix_dimension(int(vectors.shape[1]))
+        if vectors.shape[1] != self.dimension:
+            raise ValueError(f"vectors of dimension {vectors.shape[1]} in a table of dimension "
+                             f"{self.dimension}")
+        self._reserve(len(ids))
+        replaced = 0
+        for i, raw_id in enumerate(ids):
+            vid = int(raw_id)
+            row = self._rows.get(vid)
+            if row is None:
+                row = len(self._meta)
+                self._rows[vid] = row
+                self._ids[row] = vid
+                self._meta.append(dict(metadata[i]))
+            else:
+                replaced += 1
+                self._meta[row] = dict(metadata[i])
+            self._mat[row] = vectors[i]
+        return replaced
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove the live ones among ``ids``; returns how many were live."""
+        removed = 0
+        for vid in ids:
+            row = self._rows.pop(int(vid), None)
+            if row is None:
+                continue
+            removed += 1
+            last = len(self._meta) - 1
+            if row != last:
+                moved = int(self._ids[last])
+                self._ids[row] = moved
+                self._mat[row] = self._mat[last]
+                self._meta[row] = self._meta[last]
+                self._rows[moved] = row
+            self._meta.pop()
+        return removed
+
+    def ids(self) -> list[int]:
+        return sorted(self._rows)
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        out = []
+        for vid in sorted({int(i) for i in ids}):
+            row = self._rows.get(vid)
+            if row is not None:
+                out.append(VectorRecord.of(vid, self._mat[row], self._meta[row]))
+        return out
+
+    def search(self, query: Sequence[float], k: int, metric: str,
+               where: Mapping[str, Any] | None = None) -> list[Hit]:
+        n = len(self._meta)
+        if n == 0:
+            if k < 0:
+                raise ValueError(f"k must be >= 0, got {k}")
+            return []
+        return exact_search(self._ids[:n], self._mat[:n], self._meta, query, k, metric, where)
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]]:
+        """All live rows ordered by id, as ``(ids, vectors, metadata)`` blocks of up to ``size``."""
+        n = len(self._meta)
+        order = np.argsort(self._ids[:n], kind="stable")
+        for at in range(0, n, size):
+            rows = order[at:at + size]
+            yield self._ids[rows], self._mat[rows], [self._meta[r] for r in rows]
