@@ -127,7 +127,7 @@ class Clock(Protocol):
 @runtime_checkable
 class Failpoints(Protocol):
     def hit(self, name: str) -> None:
-        """Called by a store at a named point; raises ``SimulatedCrash`` when the harness armed it."""
+        """Called by a store at a named point; raises ``SimulatedCrash`` when armed."""
         ...
 
 

@@ -53,7 +53,8 @@ class StoreState:
         mine, theirs = dict(self.kv), dict(other.kv)
         for k in sorted(set(mine) | set(theirs)):
             if mine.get(k) != theirs.get(k):
-                out.append(f"key {k!r}: seen {_short(mine.get(k))}, expected {_short(theirs.get(k))}")
+                out.append(
+                    f"key {k!r}: seen {_short(mine.get(k))}, expected {_short(theirs.get(k))}")
         vm = {v[0]: v for v in self.vectors}
         vt = {v[0]: v for v in other.vectors}
         for i in sorted(set(vm) | set(vt)):

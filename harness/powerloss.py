@@ -8,12 +8,13 @@ built afterwards from the trace.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from crashgate.backends import BackendSpec, Capability, Durability, Env, VectorRecord
+from crashgate.backends import BackendSpec, Durability, Env
 from crashgate.harness.crashcheck import Judgement, ViolationClass, allowed_range, judge
 from crashgate.harness.crashstates import (
     CrashModel,
@@ -64,11 +65,9 @@ class Recorded:
 
 
 def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -> Recorded:
-    disk = SimDisk()
-    fs = disk.fs()
-    fs.makedirs(DATA_DIR)
-    fs.sync_dir("/")
-    base = disk.durable_image()
+    # the store's directory is durable from the start: the crashes under test are the store's
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
+    base = disk.base
     start_pos = disk.position
     env = sim_env(disk)
     store = spec.open(f"{DATA_DIR}/store", env)
@@ -83,10 +82,8 @@ def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -
     start = disk.position
     store.close()
     spans.append((start, disk.position))
-    # the open and close spans change nothing in the model: give them no-op slots
     ids = frozenset(r.id for op in ops if isinstance(op, Upsert) for r in op.records)
-    model_ops: list[Op] = list(ops)
-    return Recorded(spec, tuple(model_ops), tuple(spans), base, disk, decl.durability, ids)
+    return Recorded(spec, tuple(ops), tuple(spans), base, disk, decl.durability, ids)
 
 
 @dataclass(frozen=True)
@@ -126,10 +123,9 @@ def _recover(rec: Recorded, image: DiskImage) -> StoreState | BaseException:
     except Exception as exc:  # noqa: BLE001
         return exc
     finally:
-        try:
+        # closing a recovered copy cannot change the verdict
+        with contextlib.suppress(Exception):
             store.close()
-        except Exception:  # noqa: BLE001, S110 - closing a recovered copy cannot change the verdict
-            pass
 
 
 class _Judge:
@@ -207,9 +203,3 @@ def check_state(spec: BackendSpec, *, seed: int, ops: int, profile: Profile,
         lines[-1] += "   <- in flight when the crash came"
     return verdict, lines[-8:]
 
-
-def vector_ids(ops: Iterable[Op]) -> set[int]:
-    return {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
-
-
-_ = (Capability, VectorRecord)

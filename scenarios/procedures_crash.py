@@ -10,7 +10,6 @@ from typing import Any
 from crashgate.backends import Capability, Env, SimulatedCrash, VectorRecord
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.crashcheck import allowed_range, judge
-from crashgate.harness.crashstates import CrashModel
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.model import StoreState, prefix_states, read_state
 from crashgate.harness.ops import Op, Put, Upsert
@@ -107,10 +106,7 @@ def _metadata_agrees(store: Any, ids: list[int]) -> str | None:
 def _crash_at(ctx: RowContext, failpoint: str, power: bool) -> Evidence:
     decl = ctx.declaration
     events: list[tuple[str, dict[str, object]]] = []
-    disk = SimDisk()
-    fs = disk.fs()
-    fs.makedirs(DATA_DIR)
-    fs.sync_dir("/")
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
     fps = ArmedFailpoints()
     path = f"{DATA_DIR}/store"
     store = ctx.spec.open(path, _env(disk, fps, events))
@@ -169,10 +165,7 @@ def crash_between_writes(ctx: RowContext) -> Evidence:
 
 def crash_ordering_rule(ctx: RowContext) -> Evidence:
     """The failpoints are hit in the declared write order, and a crash at each is survived."""
-    disk = SimDisk()
-    fs = disk.fs()
-    fs.makedirs(DATA_DIR)
-    fs.sync_dir("/")
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
     fps = ArmedFailpoints()
     store = ctx.spec.open(f"{DATA_DIR}/store", _env(disk, fps, []))
     _, write = _ops(ctx.declaration)

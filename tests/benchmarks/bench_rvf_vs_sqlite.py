@@ -1,0 +1,107 @@
+"""Benchmark: RVF get/put latency against the SQLite store (WAL, FULL), in one process and one
+run, interleaved, with an A/A run of SQLite against itself to show the noise; then exact query
+latency at 10,000 x 384.
+
+    python tests/benchmarks/bench_rvf_vs_sqlite.py [--ops N] [--rows N] [--dim D]
+
+ADR-072 asks RVF reads within 2x and writes within 1.5x of SQLite. Prints figures; asserts
+nothing. Ratios are of medians, with a 95% bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from crashgate.backends import VectorRecord, os_env, resolve
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    a = np.asarray(samples) * 1e6
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def _ratio_ci(cand: list[float], base: list[float], rng: np.random.Generator
+              ) -> tuple[float, float, float]:
+    c, b = np.asarray(cand), np.asarray(base)
+    point = float(np.median(c) / np.median(b))
+    boots = [float(np.median(rng.choice(c, c.size)) / np.median(rng.choice(b, b.size)))
+             for _ in range(500)]
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def _interleaved(calls: dict[str, Callable[[int], None]], n: int) -> dict[str, list[float]]:
+    """Run each store's call n times, alternating order each round, timing every call."""
+    out: dict[str, list[float]] = {k: [] for k in calls}
+    names = list(calls)
+    for i in range(n):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            t = time.perf_counter()
+            calls[name](i)
+            out[name].append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ops", type=int, default=400)
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--dim", type=int, default=384)
+    args = ap.parse_args()
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="crashgate-bench-") as tmp:
+        env = os_env()
+        stores = {
+            "rvf": resolve("rvf").open(f"{tmp}/bench.rvf", env),
+            "sqlite": resolve("sqlite?journal_mode=WAL&synchronous=FULL").open(f"{tmp}/a.db", env),
+            "sqlite-AA": resolve("sqlite?journal_mode=WAL&synchronous=FULL").open(
+                f"{tmp}/b.db", env),
+        }
+        value = random.Random(1).randbytes(256)
+        puts = _interleaved({k: (lambda i, s=s: s.put(f"key{i:06d}", value))
+                             for k, s in stores.items()}, args.ops)
+        gets = _interleaved({k: (lambda i, s=s: s.get(f"key{(i * 7919) % args.ops:06d}"))
+                             for k, s in stores.items()}, args.ops * 5)
+        print(f"key-value latency, {args.ops} puts (256-byte values) and {args.ops * 5} gets, "
+              "microseconds, real files:")
+        print(f"  {'store':<10} {'put p50':>9} {'put p99':>9} {'get p50':>9} {'get p99':>9}")
+        for name in stores:
+            p50, p99 = _percentiles(puts[name])
+            g50, g99 = _percentiles(gets[name])
+            print(f"  {name:<10} {p50:>9.1f} {p99:>9.1f} {g50:>9.1f} {g99:>9.1f}")
+        for what, samples, gate in (("put", puts, 1.5), ("get", gets, 2.0)):
+            r, lo, hi = _ratio_ci(samples["rvf"], samples["sqlite"], rng)
+            a, alo, ahi = _ratio_ci(samples["sqlite-AA"], samples["sqlite"], rng)
+            print(f"  {what}: rvf/sqlite median ratio {r:.2f} (95% CI {lo:.2f}-{hi:.2f}; "
+                  f"ADR-072 gate <= {gate}); A/A sqlite/sqlite {a:.2f} ({alo:.2f}-{ahi:.2f})")
+        for s in stores.values():
+            s.close()
+
+        store = resolve("rvf").open(f"{tmp}/vectors.rvf", env)
+        data = rng.standard_normal((args.rows, args.dim))
+        t = time.perf_counter()
+        for start in range(0, args.rows, 2000):
+            store.upsert([VectorRecord.of(i, data[i], {"i": i})
+                          for i in range(start, min(start + 2000, args.rows))])
+        ingest = time.perf_counter() - t
+        queries = rng.standard_normal((50, args.dim))
+        store.query(queries[0], 10)  # warm: first query builds the matrix
+        lat = []
+        for q in queries:
+            t = time.perf_counter()
+            store.query(q, 10)
+            lat.append(time.perf_counter() - t)
+        p50, p99 = _percentiles(lat)
+        print(f"exact query, {args.rows} x {args.dim}, k=10, {len(lat)} queries: "
+              f"p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms (ingest {ingest:.2f} s)")
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
