@@ -126,7 +126,8 @@ def conformance_test(
                 d = 1 - np.where(norms > 0, (m @ q) / np.where(norms > 0, norms, 1), 0)
             want = sorted(d)[: len(hits)]
             got = [h.distance for h in hits]
-            assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for a, b in zip(got, want, strict=True))
+            assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+                       for a, b in zip(got, want, strict=True))
             by_id = {r.id: r for r in live}
             for h in hits:
                 assert h.id in by_id
