@@ -43,10 +43,10 @@ from crashgate.backends.errors import (
     close_matches_for,
 )
 from crashgate.backends.options import Option, check_options
-from crashgate.backends.registry import BackendSpec, known_names, resolve
+from crashgate.backends.registry import BUILTIN_NAMES, BackendSpec, known_names, resolve
 
 __all__ = [
-    "BackendMissing", "BackendSpec", "BadOption", "BatchWrite", "Capability", "Clock",
+    "BUILTIN_NAMES", "BackendMissing", "BackendSpec", "BadOption", "BatchWrite", "Capability", "Clock",
     "Compactable", "CorruptStore", "CrashgateError", "Declaration", "Derivable", "Durability",
     "Env", "Factory", "Failpoints", "File", "FileSystem", "Hit", "KVStore", "LeaseExpired",
     "LockHeld",

@@ -23,7 +23,7 @@ from crashgate.backends.contract import Factory
 from crashgate.backends.env import Env
 from crashgate.backends.errors import BackendMissing, UnknownBackend
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "BackendSpec", "known_names", "resolve"]
+__all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "known_names", "resolve"]
 
 ENTRY_POINT_GROUP = "crashgate.backends"
 
@@ -47,6 +47,8 @@ BUILTIN: dict[str, _Builtin] = {
     "rvlite": _Builtin("crashgate.reference.rvlite:open_rvlite", "pip install crashgate",
                        "ADR-032's hybrid: vectors in RVF, metadata in an IndexedDB model"),
 }
+
+BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crashgate.harness.cli_powerloss",
     "crashgate.scenarios.cli",
     "crashgate.reference.rvf.cli",
+    "crashgate.reference.rvlite_cli",
 )
 
 

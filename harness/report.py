@@ -69,7 +69,7 @@ def render_markdown(cert: Certificate) -> str:
 
 def verdict_table(cert: Certificate) -> str:
     """The plain-text table printed at the end of a run."""
-    rows = [(f"{r.row.table.split(' ')[0]} #{r.row.number}", r.evidence.verdict.value,
+    rows = [(r.row.key, r.evidence.verdict.value,
              r.evidence.summary) for r in cert.results]
     w0 = max((len(r[0]) for r in rows), default=3)
     out = [f"{cert.backend}: {cert.verdict.value.upper()}"]
