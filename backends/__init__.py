@@ -43,7 +43,12 @@ from crashgate.backends.errors import (
     close_matches_for,
 )
 from crashgate.backends.options import Option, check_options
-from crashgate.backends.registry import BUILTIN_NAMES, BackendSpec, known_names, resolve
+from crashgate.backends.registry import (
+    BUILTIN_NAMES,
+    BackendSpec,
+    known_names,
+    resolve,
+)
 
 __all__ = [
     "BUILTIN_NAMES", "BackendMissing", "BackendSpec", "BadOption", "BatchWrite", "Capability", "Clock",
