@@ -1,0 +1,297 @@
+"""ADR-032 row 6 (browser refresh during write) and the lease half of invariant 1, on a
+virtual clock (``LeaseExpiry``).
+
+Row 6, per crash point (before the write's fsync, and at each failpoint the store declares):
+the holder runs in a process of its own and dies mid-write (a refresh); the next writer is
+refused while the lease may still be fresh (unless the store can prove the holder dead and takes
+over at once: both are allowed, and said), acquires a fresh lease once it is stale (30 s), finds
+the store uncorrupted (exactly the acknowledged writes, plus or minus the one in flight), can
+write with its new lease, and hands the store on cleanly.
+
+Invariant 1's lease half (``check_fencing``, in this process): a second writer is refused while
+the holder's lease is fresh; readers open meanwhile; once the idle holder's lease is stale a new
+writer may take it over, and then the old holder's late write must be refused and never land
+(fencing); if the takeover is refused instead (the holder is alive and the store knows it), a
+late write either lands (acknowledged) or does not (refused), never both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from crashgate.backends import BackendSpec, Capability, LockHeld, VectorRecord
+from crashgate.harness.crashcheck import allowed_range, judge
+from crashgate.harness.faults.base import requires
+from crashgate.harness.faults.lease import LeaseExpiry
+from crashgate.harness.faults.lease_proc import DATA_DIR, STORE_PATH
+from crashgate.harness.faults.probe import accepts_readonly
+from crashgate.harness.faults.repro import on_failure
+from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.ops import Op, Put, Upsert
+from crashgate.harness.simdisk import DiskImage, SimDisk
+from crashgate.harness.verdict import Evidence, Verdict, combine
+from crashgate.harness.workload import PROFILES, random_workload
+from crashgate.scenarios.table import RowContext
+
+__all__ = ["check_fencing", "check_refresh", "lease_rule", "refresh_during_write"]
+
+HOLDER_OPS = 4          # the holder's acknowledged writes, one virtual second apart
+FRESH_PROBES = (0.0, 20.0)  # seconds after the death: the lease is at most 25 s old then
+
+
+def _extra_op(ops: Sequence[Op], kv: bool, tag: str, rid: int) -> Op:
+    """A write no workload makes: a key or vector id of its own."""
+    if kv:
+        return Put(f"{tag}-write", f"{tag}!".encode())
+    dim = next((len(r.vector) for op in ops if isinstance(op, Upsert) for r in op.records),
+               PROFILES["small"].dimension)
+    return Upsert((VectorRecord.of(rid, [0.25] * dim, {"tag": tag}),))
+
+
+def _ids(ops: Sequence[Op]) -> set[int]:
+    return {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
+
+
+def _index(states: Sequence[StoreState]) -> dict[str, list[int]]:
+    index: dict[str, list[int]] = {}
+    for j, s in enumerate(states):
+        index.setdefault(s.digest, []).append(j)
+    return index
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def check_refresh(spec: BackendSpec, *, crash_at: str, seed: int, workdir: str,
+                  ops: int = HOLDER_OPS) -> Evidence:
+    """One refresh: the holder dies at ``crash_at``; the lease expires; the next open gets a
+    fresh lease; no corruption."""
+    t0 = time.perf_counter()
+    fault = LeaseExpiry(crash_at=crash_at)
+    holder = fault.run_holder(spec.label, ops=ops, seed=seed, workdir=Path(workdir))
+    measured: dict[str, Any] = {"processes": 1, "writes": holder.acknowledged, "seed": seed}
+    if holder.error:
+        return Evidence(Verdict.UNKNOWN, f"the lease holder could not run: "
+                        f"{holder.error.strip().splitlines()[-1]}", measured)
+    disk = SimDisk(holder.image)
+    notes: list[str] = []
+    problems: list[str] = []
+    nxt = None
+    for probe in FRESH_PROBES:
+        fault.wait(probe)
+        try:
+            nxt = spec.open(STORE_PATH, fault.env(disk))
+        except LockHeld as exc:
+            notes.append(f"{fault.clock.time() - holder.wall:.0f} s after the refresh: refused "
+                         f"({str(exc).splitlines()[0]})")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a damaged store is the finding
+            problems.append(f"opening after the refresh failed: {_line(exc)}")
+            break
+        notes.append(f"{fault.clock.time() - holder.wall:.0f} s after the refresh the next "
+                     "writer got the store (the store knew its holder was dead)")
+        break
+    if nxt is None and not problems:
+        fault.expire()
+        try:
+            nxt = spec.open(STORE_PATH, fault.env(disk))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{fault.clock.time() - holder.wall:.0f} s after the refresh (the "
+                            f"lease stale) the next open still failed: {_line(exc)}")
+    if nxt is not None:
+        problems += _after_takeover(spec, fault, disk, holder.ops, holder.acknowledged,
+                                    holder.in_flight, nxt, notes)
+    measured["seconds"] = round(time.perf_counter() - t0, 2)
+    where = holder.crashed or "between writes (the crash point was not on a write's path)"
+    details = (f"holder died at {where} after {holder.acknowledged} acknowledged writes",
+               *notes, *fault.fired)
+    if problems:
+        return Evidence(Verdict.FAIL, f"refresh at {crash_at}: " + "; ".join(problems),
+                        measured, details)
+    return Evidence(Verdict.PASS, f"refresh at {crash_at}: the lease expired, the next open got "
+                    "a fresh lease, no corruption", measured, details)
+
+
+def _after_takeover(spec: BackendSpec, fault: LeaseExpiry, disk: SimDisk, ops: Sequence[Op],
+                    acked: int, in_flight: bool, store: Any, notes: list[str]) -> list[str]:
+    """The new writer sees no corruption, can write, and hands the store on."""
+    states = prefix_states(ops)
+    kv = store.declaration.has(Capability.KV)
+    extra = _extra_op(ops, kv, "after-refresh", 900_001)
+    ids = _ids([*ops, extra])
+    try:
+        seen: StoreState | BaseException = read_state(store, ids)
+    except Exception as exc:  # noqa: BLE001
+        seen = exc
+    verdict = judge(seen, states, _index(states), ops,
+                    allowed_range(acked, in_flight, store.declaration.durability, False))
+    if verdict.violation is not None:
+        store.close()
+        return [f"after the takeover: {verdict.violation.value}: {verdict.detail}"]
+    try:
+        extra.run(store)
+        store.close()
+    except Exception as exc:  # noqa: BLE001
+        return [f"the new writer could not write with its fresh lease: {_line(exc)}"]
+    want = prefix_states([*ops[: verdict.matched or 0], extra])[-1]
+    try:
+        again = spec.open(STORE_PATH, fault.env(disk))
+        seen2 = read_state(again, ids)
+        again.close()
+    except Exception as exc:  # noqa: BLE001
+        return [f"after the new writer closed, the store could not be reopened: {_line(exc)}"]
+    if seen2 != want:
+        return ["after the new writer closed, the store shows "
+                + "; ".join(seen2.describe_diff(want))]
+    notes.append(f"the new writer saw the state after {verdict.matched} of {len(ops)} ops, "
+                 "wrote with its fresh lease and closed; a reopen saw it all")
+    return []
+
+
+def check_fencing(spec: BackendSpec, *, seed: int) -> Evidence:
+    """In this process: single writer while fresh, readers alongside, takeover only when
+    stale, and a fenced-off late write never lands."""
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
+    fault = LeaseExpiry()
+    x = spec.open(STORE_PATH, fault.env(disk))
+    decl = x.declaration
+    ops = random_workload(decl, 2, seed, PROFILES["small"])
+    kv = decl.has(Capability.KV)
+    late = _extra_op(ops, kv, "late", 900_002)
+    newer = _extra_op(ops, kv, "new-writer", 900_003)
+    ids = _ids([*ops, late, newer])
+    problems: list[str] = []
+    notes: list[str] = []
+    opens = 1
+    for op in ops:
+        fault.wait(1.0)
+        op.run(x)
+    try:
+        opens += 1
+        y = spec.open(STORE_PATH, fault.env(disk))
+    except LockHeld as exc:
+        notes.append(f"a second writer was refused while the lease was fresh: "
+                     f"{str(exc).splitlines()[0]}")
+    else:
+        y.close()
+        problems.append("a second writer opened the store while the first held a fresh lease")
+    if accepts_readonly(spec):
+        opens += 1
+        try:
+            r = spec.open(STORE_PATH, fault.env(disk), readonly="true")
+            read_state(r, ids)
+            r.close()
+            notes.append("a reader (readonly=true) read while the writer held the lease")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"a reader could not read while the writer held the lease: "
+                            f"{_line(exc)}")
+    fault.expire()  # the holder idles past the stale interval: no heartbeat
+    y = None
+    try:
+        opens += 1
+        y = spec.open(STORE_PATH, fault.env(disk))
+    except LockHeld as exc:
+        notes.append(f"after {fault.stale_after:g} s idle, a takeover was refused (the holder "
+                     f"is alive and the store knows it): {str(exc).splitlines()[0]}")
+    try:
+        late.run(x)
+        late_acked = True
+    except Exception as exc:  # noqa: BLE001 - a refusal is what fencing looks like
+        late_acked = False
+        notes.append(f"the old holder's late write was refused: {_line(exc)}")
+    if y is not None:
+        if late_acked:
+            problems.append("the old holder's late write was acknowledged after a new writer "
+                            "took its lease over (no fencing)")
+        try:
+            newer.run(y)
+            y.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"the new writer could not write: {_line(exc)}")
+    with contextlib.suppress(Exception):  # a fenced writer may refuse even to close
+        x.close()
+    opens += 1
+    try:
+        z = spec.open(STORE_PATH, fault.env(disk))
+        seen = read_state(z, ids)
+        z.close()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"the store could not be reopened at the end: {_line(exc)}")
+    else:
+        landed = _has(seen, late)
+        if late_acked and not landed:
+            problems.append("an acknowledged late write is missing")
+        if not late_acked and landed:
+            problems.append("a refused (fenced-off) late write landed in the store")
+        if y is not None and not _has(seen, newer):
+            problems.append("the new writer's write is missing")
+    measured = {"opens": opens, "writes": 4, "seed": seed}
+    if problems:
+        return Evidence(Verdict.FAIL, "lease: " + "; ".join(problems), measured, tuple(notes))
+    taken = "taken over once stale and the old holder fenced off" if y is not None else \
+        "kept by its live holder past the stale interval"
+    return Evidence(Verdict.PASS, f"lease: single writer while fresh; {taken}; no late write "
+                    "landed unacknowledged", measured, tuple(notes))
+
+
+def _has(state: StoreState, op: Op) -> bool:
+    if isinstance(op, Put):
+        return state.kv_dict().get(op.key) == op.value
+    if isinstance(op, Upsert):
+        have = {v[0] for v in state.vectors}
+        return all(r.id in have for r in op.records)
+    return False
+
+
+# -- the rows ------------------------------------------------------------------------------
+
+
+def _needs(ctx: RowContext) -> str | None:
+    return requires(ctx.declaration, Capability.LEASE, what="heartbeat writer lease")
+
+
+def _crash_points(ctx: RowContext) -> list[str]:
+    return ["sync", *(f"failpoint:{n}" for n in ctx.declaration.failpoints)]
+
+
+def _refresh(ctx: RowContext, crash_at: str, seed: int, i: int) -> Evidence:
+    kwargs = {"crash_at": crash_at, "seed": seed, "workdir": str(ctx.workdir)}
+    ev = check_refresh(ctx.spec, **kwargs)  # type: ignore[arg-type]
+    return on_failure(ev, workdir=ctx.workdir, name=f"reproduce_refresh_{i}.py", spec=ctx.spec,
+                      check=check_refresh, kwargs=kwargs)
+
+
+def refresh_during_write(ctx: RowContext) -> Evidence:
+    """Row 6: a refresh kills the writer mid-write at each crash point; the lease expires, the
+    next open acquires a fresh one, and nothing is corrupt."""
+    if (na := _needs(ctx)) is not None:
+        return Evidence.na(na + "; a writer lock alone is checked by row 3 and invariant 1")
+    t0 = time.perf_counter()
+    parts: list[Evidence] = []
+    for r in range(max(1, ctx.budget.processes)):
+        for crash_at in _crash_points(ctx):
+            parts.append(_refresh(ctx, crash_at, ctx.seed + r, len(parts)))
+    ev = combine(parts, f"{len(parts)} refreshes mid-write: each lease expired, the next open "
+                 "got a fresh lease, no corruption")
+    return Evidence(ev.verdict, ev.summary, {**ev.measured, "seed": ctx.seed,
+                    "seconds": round(time.perf_counter() - t0, 2)}, ev.details, ev.reproduce,
+                    ev.replay, ev.attachments)
+
+
+def lease_rule(ctx: RowContext) -> Evidence:
+    """Invariant 1's lease half: fencing and single writer in process, one refresh takeover."""
+    if (na := _needs(ctx)) is not None:
+        return Evidence.na(na)
+    kwargs = {"seed": ctx.seed}
+    fencing = on_failure(check_fencing(ctx.spec, **kwargs), workdir=ctx.workdir,
+                         name="reproduce_fencing.py", spec=ctx.spec, check=check_fencing,
+                         kwargs=kwargs)
+    return combine([fencing, _refresh(ctx, "sync", ctx.seed, 99)],
+                   "one writer lease at a time; a stale lease is recovered and the old holder "
+                   "fenced off")
