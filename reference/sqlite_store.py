@@ -30,6 +30,7 @@ from typing import Any
 
 import apsw
 import numpy as np
+
 from crashgate.backends import (
     Capability,
     CorruptStore,
@@ -204,7 +205,7 @@ class SqliteStore:
                     self._pragma("locking_mode", "EXCLUSIVE")
                 self._check_file()
                 self._set_modes(journal_mode, synchronous, exclusive)
-                self._db.execute(_SCHEMA)
+                self._db.execute(_SCHEMA).fetchall()
             if not existed:
                 # the new database file is an entry of its directory (SQLite syncs directories
                 # only for journals and WAL files)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import apsw
+
 from crashgate.backends import File, FileSystem, OpenMode, SimulatedCrash
 
 __all__ = ["SECTOR_SIZE", "RoutedVFS"]

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 from conformance import conformance_test
+from hypothesis import given
+from hypothesis import strategies as st
+
 from crashgate.backends import (
     BadOption,
     Capability,
@@ -28,8 +31,6 @@ from crashgate.reference.json_store import (
     key_for_file_name,
     open_json,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 TestJsonConformance = conformance_test("json", max_examples=30)
 
