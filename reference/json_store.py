@@ -112,11 +112,11 @@ class JsonStore:
 
     def _open_directory(self) -> None:
         fs = self._fs
-        created = not fs.exists(self.path)
         fs.makedirs(self.path)
-        if created:
-            # the new directory is an entry in its parent: durable only once the parent is synced
-            fs.sync_dir(os.path.dirname(os.path.normpath(self.path)) or ".")
+        # The directory is an entry in its parent: durable only once the parent is synced.
+        # Every open does it, not just the one that created it: that one may have crashed
+        # before its sync, leaving a directory that exists in the page cache only.
+        fs.sync_dir(os.path.dirname(os.path.normpath(self.path)) or ".")
         leftovers = [n for n in fs.listdir(self.path) if n.startswith(TEMP_PREFIX)]
         for name in leftovers:
             fs.remove(self._file(name))

@@ -59,10 +59,12 @@ OPTIONS = {
     "metric": Option("l2", METRICS, help="distance for vector queries"),
 }
 _SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL);
 PRAGMA user_version = 1;
+COMMIT;
 """
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -187,7 +189,6 @@ class SqliteStore:
         if not env.fs.exists(parent):
             env.fs.makedirs(parent)
             env.fs.sync_dir(posixpath.dirname(parent.rstrip("/")) or "/")
-        existed = env.fs.exists(path)
         native = env.fs.native_path(path)
         self._vfs: RoutedVFS | None = None
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
@@ -203,13 +204,14 @@ class SqliteStore:
             with self._errors():
                 if exclusive:
                     self._pragma("locking_mode", "EXCLUSIVE")
-                self._check_file()
+                version = self._check_file()
                 self._set_modes(journal_mode, synchronous, exclusive)
-                self._db.execute(_SCHEMA).fetchall()
-            if not existed:
-                # the new database file is an entry of its directory (SQLite syncs directories
-                # only for journals and WAL files)
-                env.fs.sync_dir(parent)
+                if version == 0:  # a new file: tables and version in one transaction
+                    self._db.execute(_SCHEMA).fetchall()
+            # The database file is an entry of its directory, and SQLite syncs directories only
+            # for journals and WAL files. Every open syncs it, not just the one that created the
+            # file: that one may have crashed before doing so.
+            env.fs.sync_dir(parent)
         except BaseException:
             self._release()
             raise
@@ -221,7 +223,8 @@ class SqliteStore:
         rows = self._db.execute(sql).fetchall()
         return rows[0][0] if rows else None
 
-    def _check_file(self) -> None:
+    def _check_file(self) -> int:
+        """The schema version, after refusing a newer one and a damaged file."""
         version = int(self._pragma("user_version"))
         if version > SCHEMA_VERSION:
             raise VersionTooNew(self.path, found=version, supported=SCHEMA_VERSION,
@@ -229,6 +232,7 @@ class SqliteStore:
         problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))
+        return version
 
     def _set_modes(self, journal_mode: str, synchronous: str, exclusive: bool) -> None:
         got = str(self._pragma("journal_mode", journal_mode)).upper()

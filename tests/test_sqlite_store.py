@@ -129,6 +129,18 @@ def test_newer_schema_is_refused_and_the_file_left_unchanged(tmp_path: Path, rou
 
 
 @pytest.mark.parametrize("routed", [False, True])
+def test_reopening_writes_nothing(tmp_path: Path, routed: bool) -> None:
+    path = tmp_path / "db"
+    env = Env(fs=NonNativeFS()) if routed else os_env()
+    store = open_sqlite(str(path), env, journal_mode="DELETE")
+    store.put("a", b"1")
+    store.close()
+    before = path.read_bytes()
+    open_sqlite(str(path), env, journal_mode="DELETE").close()
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("routed", [False, True])
 def test_a_file_that_is_not_a_database_is_corrupt(tmp_path: Path, routed: bool) -> None:
     path = tmp_path / "db"
     path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
