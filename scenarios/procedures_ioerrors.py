@@ -191,11 +191,17 @@ def _ops_lines(ops: Sequence[Op], case: _Case) -> tuple[str, ...]:
 
 
 def _cases(count: int, limit: int, seed: int) -> tuple[list[tuple[str, int, bool]], bool]:
-    every = [(k, n, p) for n in range(1, count + 1) for k in KINDS for p in (False, True)]
+    """Every (kind, n, persistent) when the budget allows; else every n at least once (kinds
+    and persistence rotating), then a seeded sample of the rest up to ``limit``."""
+    combos = [(k, p) for k in KINDS for p in (False, True)]
+    every = [(k, n, p) for n in range(1, count + 1) for k, p in combos]
     if len(every) <= limit:
         return every, True
-    chosen = sorted(random.Random(seed).sample(every, limit), key=lambda c: (c[1], c[0], c[2]))
-    return chosen, False
+    first = [(combos[(n + seed) % 4][0], n, combos[(n + seed) % 4][1])
+             for n in range(1, count + 1)][:limit]
+    rest = sorted(set(every) - set(first))
+    more = random.Random(seed).sample(rest, max(0, limit - len(first)))
+    return sorted(first + more, key=lambda c: (c[1], c[0], c[2])), False
 
 
 def io_errors(ctx: RowContext) -> Evidence:
@@ -224,7 +230,8 @@ def io_errors(ctx: RowContext) -> Evidence:
     measured = {"cases": len(chosen), "mutating_ops": count, "n_values": len(swept),
                 "ops": len(workload), "seed": ctx.seed, "errors_absorbed": absorbed,
                 "seconds": round(time.perf_counter() - t0, 3)}
-    how = "every" if complete else f"a seeded sample of {len(chosen)} of"
+    how = "every case of" if complete else (
+        f"{len(chosen)} cases (budget), every n at least once, of")
     details = [f"swept {how} (EIO|ENOSPC) x (transient|persistent) x n in 1..{count}",
                "reported as: " + (", ".join(f"{k} x{v}" for k, v in sorted(reported.items()))
                                   or "nothing raised"),

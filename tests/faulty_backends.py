@@ -27,7 +27,8 @@ from crashgate.reference.json_store import open_json
 from crashgate.reference.lease import LEASE_STORE, Lease
 
 __all__ = ["LeaseKV", "open_accepts_newer", "open_ignores_fsync_errors", "open_ignores_lock",
-           "open_lease_kv", "open_lease_kv_steals", "open_lease_kv_unfenced"]
+           "open_lease_kv", "open_lease_kv_steals", "open_lease_kv_unfenced",
+           "open_leaves_sidecar"]
 
 
 # -- duplicate writers: an RVF store that ignores its lock but still declares one ------------
@@ -52,6 +53,17 @@ def open_accepts_newer(path: str, env: Env, **options: str) -> Any:
         return open_rvf(path, env, **options)
     except VersionTooNew as exc:
         return open_rvf(path, env, **{**options, "wire_version": str(exc.found)})
+
+
+def open_leaves_sidecar(path: str, env: Env, **options: str) -> Any:
+    """Drops a marker file beside the store before it looks at the file, and never removes it
+    when the open fails: a refused file is then no longer left as it was found."""
+    from crashgate.reference.rvf.store import open_rvf
+
+    env.fs.open(path + ".opening", "w").close()
+    store = open_rvf(path, env, **options)
+    env.fs.remove(path + ".opening")
+    return store
 
 
 # -- I/O errors: a JSON store that ignores a failed fsync ----------------------------------
