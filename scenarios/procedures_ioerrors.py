@@ -49,6 +49,7 @@ class _Case:
     outcomes: list[str] = field(default_factory=list)     # "ok" / "info" per op run
     reported: list[str] = field(default_factory=list)     # exception type names seen
     fired: int = 0
+    read_only_recoveries: int = 0
     problem: str | None = None
 
     @property
@@ -69,8 +70,8 @@ def _workload(spec: BackendSpec, ops: int, seed: int) -> tuple[list[Op], int]:
     return workload, counter.count
 
 
-def _recover(spec: BackendSpec, image: DiskImage, ids: set[int], readonly: bool
-             ) -> StoreState | BaseException:
+def _recover(spec: BackendSpec, image: DiskImage, ids: set[int], readonly: bool,
+             case: _Case) -> StoreState | BaseException:
     """Reopen a copy of ``image`` as a writer; when a writer lock left behind by this (live)
     process refuses that, and the backend can, as a reader (a reader of a store that was
     never created sees an empty one)."""
@@ -80,6 +81,7 @@ def _recover(spec: BackendSpec, image: DiskImage, ids: set[int], readonly: bool
     except LockHeld as exc:
         if not readonly:
             return exc
+        case.read_only_recoveries += 1
         try:
             store = spec.open(PATH, sim_env(disk), readonly="true")
         except FileNotFoundError:
@@ -156,7 +158,7 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
     if durability is Durability.POWER_LOSS:
         checks.append(("durable image", disk.durable_image(), durability, True))
     for where, image, dur, power in checks:
-        seen = _recover(spec, image, ids, readonly)
+        seen = _recover(spec, image, ids, readonly, case)
         problem = _judge(seen, ops, case.outcomes, dur, power)
         if problem is not None:
             acked = case.outcomes.count("ok")
@@ -218,10 +220,12 @@ def io_errors(ctx: RowContext) -> Evidence:
     failures: list[_Case] = []
     reported: dict[str, int] = {}
     absorbed = 0
+    read_only = 0
     for kind, at, persistent in chosen:
         case = _run_case(ctx.spec, workload, _Case(kind, at, persistent), durability, readonly)
         for name in case.reported:
             reported[name] = reported.get(name, 0) + 1
+        read_only += case.read_only_recoveries
         if case.fired and not case.reported:
             absorbed += 1
         if case.problem:
@@ -237,9 +241,9 @@ def io_errors(ctx: RowContext) -> Evidence:
                                   or "nothing raised"),
                f"{absorbed} cases where the store absorbed the error (no op raised) and lost "
                "nothing"]
-    if readonly:
-        details.append("a recovered copy refused as a writer (its lock names this live "
-                       "process) was read with readonly=true")
+    if read_only:
+        details.append(f"{read_only} recovered copies refused as a writer (a lock naming this "
+                       "live process) were read with readonly=true")
     if not failures:
         return Evidence(Verdict.PASS, f"{len(chosen)} I/O-error cases over {count} mutating "
                         f"ops: every error was reported or absorbed, nothing acknowledged lost",

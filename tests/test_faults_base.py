@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from crashgate.backends import Capability, Declaration, Durability
 from crashgate.harness.faults import (
     Composed,

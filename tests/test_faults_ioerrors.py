@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 
 import pytest
+
 from crashgate.backends import SimulatedCrash
-from crashgate.harness.faults import FailpointCrash, IOErrors, ProcessCrash, count_mutating_ops
 from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.faults import FailpointCrash, IOErrors, ProcessCrash, count_mutating_ops
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from crashgate.backends import VersionTooNew, resolve
-from crashgate.harness.faults import VersionSkew, Versioning, damage, probe_versioning
+from crashgate.harness.faults import Versioning, VersionSkew, damage, probe_versioning
 from crashgate.harness.faults.skew import main_file, read_user_version, write_user_version
 from crashgate.harness.ops import Put
 from crashgate.harness.simdisk import DiskImage, SimDisk

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from procedure_helpers import assert_caught, context
+
 from crashgate.backends import resolve
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.procedures_ioerrors import check_io_error, io_errors
-from procedure_helpers import assert_caught, context
 
 
 @pytest.mark.parametrize("name", ["memory", "json", "sqlite", "sqlite?journal_mode=DELETE",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from procedure_helpers import assert_caught, context
+
 from crashgate.backends import resolve
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.procedures_lease import (
@@ -13,7 +15,6 @@ from crashgate.scenarios.procedures_lease import (
     lease_rule,
     refresh_during_write,
 )
-from procedure_helpers import assert_caught, context
 
 
 def test_row6_passes_on_a_lease_store(tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from procedure_helpers import assert_caught, context
+
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.procedures_versions import (
     check_too_new,
     cross_platform_rule,
     mixed_versions,
 )
-from procedure_helpers import assert_caught, context
 
 
 @pytest.mark.parametrize("name", ["rvf", "sqlite", "sqlite?journal_mode=DELETE"])

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from procedure_helpers import assert_caught, context
+
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.procedures_writers import single_writer_rule, two_writers
-from procedure_helpers import assert_caught, context
 
 
 def test_row3_passes_on_rvf(tmp_path: Path) -> None:

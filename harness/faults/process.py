@@ -58,7 +58,8 @@ class ProcessCrash(PowerLoss):
 
     @property
     def fired(self) -> tuple[str, ...]:
-        return tuple(f"process crash before {op.describe()}" for op in self._fired)
+        return super().fired + tuple(f"process crash before {op.describe()}"
+                                     for op in self._fired)
 
     def _trigger(self, op: FsOp) -> BaseException | None:
         if not self._armed or op.kind != self.on:
