@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from crashgate.backends import BackendSpec, Capability, Durability, LockHeld
+from crashgate.backends import BackendSpec, Capability, CrashgateError, Durability, LockHeld
 from crashgate.harness.crashcheck import allowed_range, judge
 from crashgate.harness.faults.ioerrors import IOErrors, count_mutating_ops
 from crashgate.harness.faults.probe import accepts_readonly
@@ -55,6 +55,14 @@ class _Case:
     @property
     def label(self) -> str:
         return f"{self.kind} at op {self.at} ({'persistent' if self.persistent else 'transient'})"
+
+
+def _name(exc: BaseException) -> str:
+    """The exception's class name; module-qualified (and marked) when it is neither an
+    ``OSError`` nor a ``CrashgateError``, the two kinds the contract expects here."""
+    if isinstance(exc, OSError | CrashgateError):
+        return type(exc).__name__
+    return f"*{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def _workload(spec: BackendSpec, ops: int, seed: int) -> tuple[list[Op], int]:
@@ -131,14 +139,14 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
     try:
         store = spec.open(PATH, env)
     except Exception as exc:  # noqa: BLE001 - the open reported the error
-        case.reported.append(type(exc).__name__)
+        case.reported.append(_name(exc))
         store = None
     if store is not None:
         for op in ops:
             try:
                 op.run(store)
             except Exception as exc:  # noqa: BLE001 - reported: indeterminate
-                case.reported.append(type(exc).__name__)
+                case.reported.append(_name(exc))
                 case.outcomes.append("info")
                 if case.persistent or case.outcomes.count("info") > 1:
                     break  # the application stops (or the store refuses to go on)
@@ -148,7 +156,7 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
             store.close()
             closed = True
         except Exception as exc:  # noqa: BLE001
-            case.reported.append(type(exc).__name__)
+            case.reported.append(_name(exc))
     fault.heal()
     case.fired = len(fault.fired)
     ids = {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
@@ -241,6 +249,10 @@ def io_errors(ctx: RowContext) -> Evidence:
                                   or "nothing raised"),
                f"{absorbed} cases where the store absorbed the error (no op raised) and lost "
                "nothing"]
+    other = sorted(k for k in reported if k.startswith("*"))
+    if other:
+        details.append("* reported, so accepted, but neither an OSError nor a CrashgateError "
+                       f"(no typed error naming the fix): {', '.join(k[1:] for k in other)}")
     if read_only:
         details.append(f"{read_only} recovered copies refused as a writer (a lock naming this "
                        "live process) were read with readonly=true")
