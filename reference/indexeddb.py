@@ -226,6 +226,10 @@ class IndexedDB:
                 raise CorruptStore(path, f"object stores {missing} are missing")
             self._append([["create", s] for s in missing], set(), None)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def object_store_names(self) -> list[str]:
         return sorted(self._data)
 

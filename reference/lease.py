@@ -15,11 +15,18 @@ over can never commit again. A lease that was lost stays lost: the tab must take
 
 There is no background timer in the model: the heartbeat is renewed by the holder's writes and by
 ``heartbeat()`` (the browser's ``setInterval``), so an idle holder must call it.
+
+A caller that can prove more than the heartbeat shows (the rvlite hybrid holds the RVF file lock,
+which every holder of its lease also holds) may pass ``recover_dead`` to ``acquire``: a fresh
+lease is then taken over at once unless its holder is alive *in this process*, i.e. a ``Lease``
+object here still holds it through a connection that is open, not refreshed, and whose file
+system still works (a simulated crash kills the file system of the process it ends).
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +39,8 @@ STALE_AFTER = 30.0
 HEARTBEAT_EVERY = 10.0
 LEASE_STORE = "lease"
 _KEY = "writer"
+_LIVE: weakref.WeakSet[Lease] = weakref.WeakSet()
+"""The leases taken in this process (to tell a live holder from a dead one)."""
 
 
 @dataclass(frozen=True)
@@ -71,17 +80,18 @@ class Lease:
         self.token = token
         self._incarnation = db.incarnation
         self._lost: str | None = None
+        _LIVE.add(self)
 
     @classmethod
     def acquire(cls, db: IndexedDB, *, tab: str | None = None, wait: float = 0.0,
-                holder_gone: str | None = None) -> Lease:
+                recover_dead: str | None = None) -> Lease:
         """Take the lease for ``tab`` (a fresh random id by default). While another tab holds a
         fresh lease, wait up to ``wait`` seconds on the env's clock for it to go stale, then
         raise ``LockHeld`` naming the holder. ``db`` must have the ``lease`` object store.
 
-        ``holder_gone``: why the caller knows any current holder is dead (e.g. it holds a file
-        lock every holder also held); a fresh lease is then taken over at once, with a new
-        token, and reported as ``env.observe("lease.recovered", ...)``."""
+        ``recover_dead``: why a holder that is not alive in this process must be dead; such a
+        fresh lease is then taken over at once, with a new token, and reported as
+        ``env.observe("lease.recovered", ...)``."""
         clock = db.env.clock
         me = tab or f"tab-{os.urandom(4).hex()}"
         deadline = clock.monotonic() + wait
@@ -89,16 +99,17 @@ class Lease:
             with db.transaction(LEASE_STORE, "readwrite") as txn:
                 now = clock.time()
                 rec = read_lease(txn)
-                taken = (rec is None or rec.holder is None or rec.stale(now)
-                         or holder_gone is not None)
-                if taken:
+                held = rec if rec and rec.holder is not None and not rec.stale(now) else None
+                dead = held is not None and recover_dead is not None and not _alive_here(
+                    db.path, held)
+                if held is None or dead:
                     token = (rec.token if rec else 0) + 1
                     txn.put(LEASE_STORE, _KEY, LeaseRecord(me, token, now).to_json())
-            if taken:
-                if rec is not None and rec.holder is not None and not rec.stale(now):
+            if held is None or dead:
+                if held is not None:
                     db.env.observe("lease.recovered", {
-                        "path": db.path, "holder": rec.holder, "token": rec.token,
-                        "age": now - rec.heartbeat, "reason": holder_gone})
+                        "path": db.path, "holder": held.holder, "token": held.token,
+                        "age": now - held.heartbeat, "reason": recover_dead})
                 return cls(db, me, token)
             assert rec is not None
             left = deadline - clock.monotonic()
@@ -113,6 +124,17 @@ class Lease:
     def lost(self) -> str | None:
         """Why this lease was lost, once a check found it so (it then stays lost)."""
         return self._lost
+
+    def holds(self, path: str, rec: LeaseRecord) -> bool:
+        """Whether this lease object is ``rec``'s holder at ``path`` and still alive: not lost
+        or released, its page not refreshed, its connection open and its file system working."""
+        if (self._lost is not None or self.db.incarnation != self._incarnation or self.db.closed
+                or (self.tab, self.token, self.db.path) != (rec.holder, rec.token, path)):
+            return False
+        try:
+            return self.db.env.fs.exists(self.db.path)
+        except OSError:   # the file system of a crashed (simulated) process
+            return False
 
     def _fence(self, reason: str, holder: str = "") -> LeaseExpired:
         self._lost = reason
@@ -154,3 +176,7 @@ class Lease:
             if rec is not None and rec.token == self.token and rec.holder == self.tab:
                 txn.put(LEASE_STORE, _KEY, LeaseRecord(None, self.token, rec.heartbeat).to_json())
         self._lost = "it was released"
+
+
+def _alive_here(path: str, rec: LeaseRecord) -> bool:
+    return any(lease.holds(path, rec) for lease in list(_LIVE))

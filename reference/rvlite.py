@@ -21,11 +21,15 @@ epoch; metadata ahead (it should not happen), a warning (``logging`` and
 ``env.observe("epoch.metadata-ahead", ...)``) and the cache is rebuilt from RVF all the same.
 Queries take vectors from RVF and metadata from the cache, which after open always matches.
 
-The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer holds both, so
-holding the file lock proves a lease left behind is a dead writer's (a crash or a page refresh):
-with ``lease_recovery=lock`` (the default) it is taken over at once, with a new fencing token;
-with ``lease_recovery=stale`` the browser rule applies: wait (up to ``lease_wait`` seconds on the
-env clock) until its heartbeat is older than 30 s.
+The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer takes both, the
+file lock first, so once this writer holds the file lock no writer in another process holds the
+store: with ``lease_recovery=lock`` (the default) a fresh lease left behind is taken over at once
+(new fencing token) unless its holder is alive in this process (lease.py says how that is told);
+with ``lease_recovery=stale`` the browser rule alone applies: wait (up to ``lease_wait`` seconds
+on the env clock) until its heartbeat is older than 30 s.
+
+``wire_version`` is passed to the RVF store: a file of a newer wire version is refused with
+``VersionTooNew`` before anything (not even the cache) is created.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from crashgate.backends import (
     Capability,
     CorruptStore,
@@ -76,6 +81,7 @@ OPTIONS = {
                                   "stale: wait for its heartbeat to be older than 30 s"),
     "lease_wait": Option("0", convert=float,
                          help="seconds to wait on the env clock for a held lease to go stale"),
+    "wire_version": Option("1", convert=int, help="newest RVF wire version to read and write"),
 }
 
 
@@ -112,12 +118,13 @@ class RvliteStore:
             capabilities=frozenset({
                 Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.EPOCH,
                 Capability.LEASE, Capability.WRITER_LOCK, Capability.METADATA_FILTER,
-                Capability.FAILPOINTS}),
+                Capability.FAILPOINTS, Capability.WIRE_VERSION}),
             file_format="rvf",
             wire_version=rvf.declaration.wire_version,
             failpoints=DECLARED_FAILPOINTS,
             metric=metric,
-            notes={"files": f"{path} (RVF), {cache_path(path)} (metadata cache)"},
+            notes={"files": "PATH: the RVF file (vectors, kv); PATH.idb: the metadata cache; "
+                            "PATH.lock: the RVF writer lock"},
         )
 
     # -- epochs -----------------------------------------------------------------------------
@@ -339,18 +346,20 @@ def open_rvlite(path: str, env: Env, **options: str) -> RvliteStore:
     opts = check_options("rvlite", options, OPTIONS)
     readonly = opts["readonly"] == "true"
     rvf_options = {"readonly": str(readonly).lower(), "lock": str(not readonly).lower()}
-    if "metric" in options:   # an existing file keeps its metric; RVF refuses another
-        rvf_options["metric"] = str(opts["metric"])
+    for name in ("metric", "wire_version"):   # an existing file keeps its metric
+        if name in options:
+            rvf_options[name] = str(opts[name])
     rvf = open_rvf(path, env, **rvf_options)
     db: IndexedDB | None = None
     lease: Lease | None = None
     try:
         if not readonly:
             db = IndexedDB(cache_path(path), env, stores=STORES)
-            gone = None
+            dead = None
             if opts["lease_recovery"] == "lock":
-                gone = "this writer holds the RVF writer lock, which every rvlite writer holds"
-            lease = Lease.acquire(db, wait=float(str(opts["lease_wait"])), holder_gone=gone)
+                dead = ("this writer holds the RVF writer lock, which every rvlite writer takes "
+                        "first, and no writer in this process holds the lease")
+            lease = Lease.acquire(db, wait=float(str(opts["lease_wait"])), recover_dead=dead)
         elif env.fs.exists(cache_path(path)):
             db = IndexedDB(cache_path(path), env, readonly=True)
         store = RvliteStore(path, env, rvf, db, lease, rvf.declaration.metric or "l2")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from crashgate.backends import Env, LeaseExpired, LockHeld, SimulatedCrash, os_env
 from crashgate.harness.clock import VirtualClock
 from crashgate.reference import indexeddb

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from crashgate.backends import SimulatedCrash, VectorRecord, os_env
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.reference.indexeddb import IndexedDB

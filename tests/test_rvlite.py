@@ -1,61 +1,106 @@
 """The rvlite hybrid: conformance, crashes at each failpoint reconciled on reopen, the
-metadata-ahead warning, the writer lock and lease, readers, and the rebuild tool."""
+metadata-ahead warning, the writer lock and lease, readers, and the rebuild tool.
+
+Crashes run on the harness's simulated disk: ``disk.crash()`` kills the process's file system
+(its handles die, the page cache survives), as a real process death would."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from pathlib import Path
 
 import pytest
 from conformance import conformance_test
+
 from crashgate.backends import (
     Env,
     LeaseExpired,
     LockHeld,
     SimulatedCrash,
     VectorRecord,
-    os_env,
+    VersionTooNew,
 )
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.simdisk import DiskImage, SimDisk
+from crashgate.harness.simenv import sim_env
 from crashgate.reference.indexeddb import IndexedDB
 from crashgate.reference.rvf.store import open_rvf
 from crashgate.reference.rvf_migrate import rebuild
-from crashgate.reference.rvlite import FAILPOINTS, META_STORE, STATE_STORE, cache_path, open_rvlite
+from crashgate.reference.rvlite import (
+    FAILPOINTS,
+    META_STORE,
+    STATE_STORE,
+    cache_path,
+    open_rvlite,
+    rvf_records,
+)
 
 TestRvliteConformance = conformance_test("rvlite", max_examples=25)
 TestRvliteCosineConformance = conformance_test("rvlite?metric=cosine", max_examples=8)
 
+PATH = "/data/store.rvf"
+
 
 @dataclasses.dataclass
 class World:
-    """One test's env parts, with what the store reported through ``observe``."""
+    """One simulated machine: a disk, a clock, failpoints, and what stores ``observe``d."""
 
-    path: str
+    disk: SimDisk = dataclasses.field(default_factory=lambda: SimDisk(DiskImage.empty("/data")))
     clock: VirtualClock = dataclasses.field(default_factory=VirtualClock)
     failpoints: ArmedFailpoints = dataclasses.field(default_factory=ArmedFailpoints)
     events: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
+    _env: Env | None = None
 
     @property
     def env(self) -> Env:
-        return dataclasses.replace(os_env(), clock=self.clock, failpoints=self.failpoints,
-                                   observe=lambda e, d: self.events.append((e, d)))
+        """This process's env (one file system view, as one process has)."""
+        if self._env is None:
+            self._env = sim_env(self.disk, self.clock, self.failpoints,
+                                observe=lambda e, d: self.events.append((e, d)))
+        return self._env
+
+    def crash(self) -> None:
+        """The process dies; the next ``env`` is a new process on the same disk."""
+        self.disk.crash()
+        self.failpoints.disarm()
+        self._env = None
 
     def actions(self) -> list[object]:
         return [d["action"] for e, d in self.events if e == "epoch.reconciled"]
 
-    def process_died(self) -> None:
-        """A crashed process's RVF lock is recoverable once it is dead; this test process is
-        alive, so do by hand what the recovery does: remove the lock file."""
-        if os.path.exists(self.path + ".lock"):
-            os.remove(self.path + ".lock")
+    def read(self, path: str) -> bytes:
+        f = self.env.fs.open(path, "r")
+        try:
+            return f.read(0, f.size())
+        finally:
+            f.close()
+
+    def write(self, path: str, data: bytes) -> None:
+        f = self.env.fs.open(path, "w")
+        try:
+            f.write(0, data)
+        finally:
+            f.close()
+
+    def cached_metadata(self) -> dict[int, object]:
+        db = IndexedDB(cache_path(PATH), self.env, readonly=True)
+        try:
+            return {int(k): v for k, v in db.items(META_STORE)}
+        finally:
+            db.close()
+
+    def rvf_metadata(self) -> dict[int, object]:
+        rvf = open_rvf(PATH, self.env, readonly="true", lock="false")
+        try:
+            return {r.id: dict(r.metadata) for r in rvf_records(rvf)}
+        finally:
+            rvf.close()
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(str(tmp_path / "store.rvf"))
+def world() -> World:
+    return World()
 
 
 def recs(first: int, n: int, tag: str) -> list[VectorRecord]:
@@ -63,38 +108,21 @@ def recs(first: int, n: int, tag: str) -> list[VectorRecord]:
             for i in range(first, first + n)]
 
 
-def cached_metadata(path: str) -> dict[int, object]:
-    db = IndexedDB(cache_path(path), os_env(), readonly=True)
-    try:
-        return {int(k): v for k, v in db.items(META_STORE)}
-    finally:
-        db.close()
-
-
-def rvf_metadata(path: str) -> dict[int, object]:
-    rvf = open_rvf(path, os_env(), readonly="true", lock="false")
-    try:
-        hits = rvf.query([0.0] * 4, rvf.count())
-        return {r.id: dict(r.metadata) for r in rvf.fetch(h.id for h in hits)}
-    finally:
-        rvf.close()
-
-
 def test_failpoints_are_hit_in_the_write_order(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 3, "a"))
     store.put("k", b"v")
     store.close()
-    seen = [n for n in world.failpoints.trace if n in FAILPOINTS]
-    assert seen == list(FAILPOINTS) * 2
-    assert store.declaration.failpoints[-3:] == FAILPOINTS
+    declared = store.declaration.failpoints
+    assert declared[-3:] == FAILPOINTS
+    assert [n for n in world.failpoints.trace if n in declared] == list(declared) * 2
 
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
 @pytest.mark.parametrize("op", ["upsert", "remove", "put"])
 def test_crash_at_each_failpoint_reconciles_on_reopen(world: World, failpoint: str,
                                                       op: str) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 4, "committed"))
     store.put("k0", b"committed")
     world.failpoints.arm(failpoint)
@@ -105,8 +133,8 @@ def test_crash_at_each_failpoint_reconciles_on_reopen(world: World, failpoint: s
             store.remove([1, 2])
         else:
             store.put("k1", b"in-flight")
-    world.process_died()   # the store object is abandoned, never closed
-    again = open_rvlite(world.path, world.env)
+    world.crash()
+    again = open_rvlite(PATH, world.env)
     assert world.actions() == ["none", "rebuilt"]   # RVF committed before every failpoint
     assert again.epoch == again.metadata_epoch() == 3
     records = {r.id: r for r in again.fetch(range(10))}
@@ -119,31 +147,44 @@ def test_crash_at_each_failpoint_reconciles_on_reopen(world: World, failpoint: s
         assert again.get("k1") == b"in-flight"
     for hit in again.query([0.0, 0.0, 1.0, 0.0], 10):
         assert dict(hit.metadata) == dict(records[hit.id].metadata)
-    assert cached_metadata(world.path) == rvf_metadata(world.path) == {
+    assert world.cached_metadata() == world.rvf_metadata() == {
         i: dict(r.metadata) for i, r in records.items()}
     again.upsert(recs(9, 1, "after"))   # and the epochs carry on in step
     assert again.epoch == again.metadata_epoch() == 4
     again.close()
 
 
+def test_a_crash_inside_the_rvf_commit_leaves_nothing_to_reconcile(world: World) -> None:
+    store = open_rvlite(PATH, world.env)
+    store.upsert(recs(0, 2, "committed"))
+    world.failpoints.arm("rvf.after-data-sync")   # data fsynced, manifest not written
+    with pytest.raises(SimulatedCrash):
+        store.upsert(recs(5, 2, "lost"))
+    world.crash()
+    again = open_rvlite(PATH, world.env)
+    assert world.actions() == ["none", "none"]
+    assert again.count() == 2 and again.epoch == again.metadata_epoch() == 1
+    again.close()
+
+
 def test_metadata_ahead_warns_and_trusts_rvf(world: World, caplog) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 3, "truth"))
     store.close()
-    db = IndexedDB(cache_path(world.path), os_env())
+    db = IndexedDB(cache_path(PATH), world.env)
     with db.transaction([META_STORE, STATE_STORE], "readwrite") as t:
         t.put(STATE_STORE, "epoch", 40)
         t.put(META_STORE, 1, {"tag": "from the future"})
         t.put(META_STORE, 77, {"tag": "never in RVF"})
     db.close()
     with caplog.at_level(logging.WARNING):
-        again = open_rvlite(world.path, world.env)
+        again = open_rvlite(PATH, world.env)
     assert "metadata epoch 40 is ahead of the RVF epoch 1" in caplog.text
     ahead = [d for e, d in world.events if e == "epoch.metadata-ahead"]
-    assert ahead == [{"path": world.path, "rvf_epoch": 1, "metadata_epoch": 40}]
+    assert ahead == [{"path": PATH, "rvf_epoch": 1, "metadata_epoch": 40}]
     assert world.actions()[-1] == "rebuilt-metadata-ahead"
     assert again.metadata_epoch() == 1
-    assert cached_metadata(world.path) == {i: {"tag": "truth", "n": i} for i in range(3)}
+    assert world.cached_metadata() == {i: {"tag": "truth", "n": i} for i in range(3)}
     assert [h.metadata["tag"] for h in again.query([0, 0, 1, 0], 5)] == ["truth"] * 3
     again.close()
 
@@ -151,16 +192,16 @@ def test_metadata_ahead_warns_and_trusts_rvf(world: World, caplog) -> None:
 def test_the_rvf_file_is_plain_rvf_both_ways(world: World) -> None:
     """ADR-032 row 5: written by rvlite, read and written by the plain RVF store, reopened by
     rvlite, which rebuilds its cache from what RVF wrote."""
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 5, "rvlite"))
     store.put("kv", b"1")
     want = store.query([1.0, 0.0, 1.0, 0.0], 3)
     store.close()
-    rvf = open_rvf(world.path, os_env())
+    rvf = open_rvf(PATH, world.env)
     assert rvf.query([1.0, 0.0, 1.0, 0.0], 3) == want and rvf.get("kv") == b"1"
     rvf.upsert(recs(3, 4, "node"))
     rvf.close()
-    again = open_rvlite(world.path, world.env)
+    again = open_rvlite(PATH, world.env)
     assert world.actions()[-1] == "rebuilt"
     assert {h.id: h.metadata["tag"] for h in again.query([0, 0, 1, 0], 10, {"tag": "node"})} \
         == {3: "node", 4: "node", 5: "node", 6: "node"}
@@ -168,11 +209,16 @@ def test_the_rvf_file_is_plain_rvf_both_ways(world: World) -> None:
 
 
 def test_second_writer_gets_elock_and_readers_are_unlimited(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 2, "a"))
     with pytest.raises(LockHeld, match="ELOCK"):
-        open_rvlite(world.path, world.env)
-    reader = open_rvlite(world.path, world.env, readonly="true")
+        open_rvlite(PATH, world.env)
+    # another view of the same disk: the RVF lock mistakes the holder for a dead one, the lease
+    # does not (its holder is alive in this process)
+    other = sim_env(world.disk, world.clock, ArmedFailpoints())
+    with pytest.raises(LockHeld, match="holds the writer lease"):
+        open_rvlite(PATH, other)
+    reader = open_rvlite(PATH, world.env, readonly="true")
     assert reader.count() == 2 and reader.fetch([1])[0].metadata == {"tag": "a", "n": 1}
     with pytest.raises(PermissionError):
         reader.put("k", b"v")
@@ -183,22 +229,23 @@ def test_second_writer_gets_elock_and_readers_are_unlimited(world: World) -> Non
 
 
 def test_a_reader_never_sees_a_stale_cache_and_never_writes_it(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 2, "old"))
     world.failpoints.arm(FAILPOINTS[0])
     with pytest.raises(SimulatedCrash):
         store.upsert(recs(0, 2, "new"))
-    cache = Path(cache_path(world.path)).read_bytes()
-    reader = open_rvlite(world.path, world.env, readonly="true")
+    world.crash()
+    cache = world.read(cache_path(PATH))
+    reader = open_rvlite(PATH, world.env, readonly="true")
     assert world.actions()[-1] == "read-from-rvf"
     assert {h.metadata["tag"] for h in reader.query([0, 0, 0, 0], 5)} == {"new"}
     assert {h.id for h in reader.query([0, 0, 0, 0], 5, {"tag": "old"})} == set()
     reader.close()
-    assert Path(cache_path(world.path)).read_bytes() == cache
+    assert world.read(cache_path(PATH)) == cache
 
 
 def test_an_expired_lease_fences_the_writer_before_rvf_is_touched(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 2, "a"))
     world.clock.advance(20)
     store.heartbeat()                    # an idle writer's timer keeps it alive
@@ -211,53 +258,78 @@ def test_an_expired_lease_fences_the_writer_before_rvf_is_touched(world: World) 
     with pytest.raises(LeaseExpired):    # fenced for good
         store.upsert(recs(9, 1, "late"))
     store.close()
-    again = open_rvlite(world.path, world.env)
+    again = open_rvlite(PATH, world.env)
     assert again.get("late") is None and again.count() == 2 and again.epoch == 2
+    again.close()
+
+
+def test_a_writer_whose_lease_was_taken_over_is_fenced(world: World) -> None:
+    old = open_rvlite(PATH, world.env)
+    old.upsert(recs(0, 2, "a"))
+    world.clock.advance(31)   # the holder idles past the stale interval
+    # a second process on the same machine (its own view of the disk)
+    new = open_rvlite(PATH, sim_env(world.disk, world.clock, ArmedFailpoints()))
+    assert new.status()["lease_token"] == 2
+    with pytest.raises(LeaseExpired, match="took it over with token 2"):
+        old.upsert(recs(7, 1, "late"))
+    new.upsert(recs(8, 1, "new"))
+    old.close()
+    new.close()
+    again = open_rvlite(PATH, world.env)
+    assert sorted(r.id for r in again.fetch(range(10))) == [0, 1, 8]
     again.close()
 
 
 def test_refresh_during_write_with_the_browser_rule(world: World) -> None:
     """ADR-032 row 6 with lease_recovery=stale: the dead tab's lease must go stale (30 s on
     the clock) before the next open gets a fresh one; nothing is corrupted."""
-    store = open_rvlite(world.path, world.env, lease_recovery="stale")
+    store = open_rvlite(PATH, world.env, lease_recovery="stale")
     store.upsert(recs(0, 2, "a"))
     world.failpoints.arm(FAILPOINTS[1])
     with pytest.raises(SimulatedCrash):
         store.upsert(recs(2, 2, "b"))
-    world.process_died()
+    world.crash()
     with pytest.raises(LockHeld, match="holds the writer lease"):
-        open_rvlite(world.path, world.env, lease_recovery="stale")
-    world.process_died()
+        open_rvlite(PATH, world.env, lease_recovery="stale")
     world.clock.advance(30.5)
-    again = open_rvlite(world.path, world.env, lease_recovery="stale")
+    again = open_rvlite(PATH, world.env, lease_recovery="stale")
     assert again.status()["lease_token"] == 2 and again.count() == 4
     again.close()
-    world.process_died()
 
 
 def test_default_recovery_takes_a_dead_writers_lease_at_once(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 2, "a"))
     world.failpoints.arm(FAILPOINTS[2])
     with pytest.raises(SimulatedCrash):
         store.upsert(recs(2, 2, "b"))
-    world.process_died()
-    again = open_rvlite(world.path, world.env)
+    world.crash()
+    again = open_rvlite(PATH, world.env)
     recovered = [d for e, d in world.events if e == "lease.recovered"]
     assert len(recovered) == 1 and recovered[0]["token"] == 1
     assert again.status()["lease_token"] == 2 and again.count() == 4
     again.close()
 
 
+def test_a_too_new_file_is_refused_and_left_alone(world: World) -> None:
+    store = open_rvlite(PATH, world.env, wire_version="2")
+    store.upsert(recs(0, 2, "v2"))
+    store.close()
+    before = sorted(world.env.fs.listdir("/data")), world.read(PATH)
+    with pytest.raises(VersionTooNew, match="requires RVF wire version 2"):
+        open_rvlite(PATH, world.env, wire_version="1")
+    assert (sorted(world.env.fs.listdir("/data")), world.read(PATH)) == before
+
+
 def test_rebuild_moves_a_damaged_cache_aside_and_rebuilds(world: World) -> None:
-    store = open_rvlite(world.path, world.env)
+    store = open_rvlite(PATH, world.env)
     store.upsert(recs(0, 3, "a"))
     store.close()
-    Path(cache_path(world.path)).write_bytes(b"not an indexeddb file")
-    report = rebuild(world.path, world.env)
+    world.write(cache_path(PATH), b"not an indexeddb file")
+    report = rebuild(PATH, world.env)
     assert report.records == 3 and report.epoch == 1 and report.moved_aside is not None
-    assert Path(report.moved_aside).read_bytes() == b"not an indexeddb file"
-    assert cached_metadata(world.path) == {i: {"tag": "a", "n": i} for i in range(3)}
-    Path(cache_path(world.path)).unlink()    # a missing cache rebuilds just the same
-    assert rebuild(world.path, world.env).on_open == "rebuilt"
-    assert cached_metadata(world.path) == {i: {"tag": "a", "n": i} for i in range(3)}
+    assert world.read(report.moved_aside) == b"not an indexeddb file"
+    assert world.cached_metadata() == {i: {"tag": "a", "n": i} for i in range(3)}
+    world.env.fs.remove(cache_path(PATH))   # a missing cache rebuilds just the same
+    assert rebuild(PATH, world.env).on_open == "rebuilt"
+    assert world.cached_metadata() == {i: {"tag": "a", "n": i} for i in range(3)}
