@@ -77,8 +77,9 @@ OPTIONS = {
     "metric": Option("l2", METRICS, help="distance for vector queries (a new file only)"),
     "readonly": Option("false", ("true", "false"), help="open as a reader: no lock, no lease"),
     "lease_recovery": Option("lock", ("lock", "stale"),
-                             help="lock: the RVF file lock proves a lease holder dead; "
-                                  "stale: wait for its heartbeat to be older than 30 s"),
+                             help="lock: holding the RVF file lock, take over a lease whose "
+                                  "holder is not alive in this process; stale: only once its "
+                                  "heartbeat is older than 30 s"),
     "lease_wait": Option("0", convert=float,
                          help="seconds to wait on the env clock for a held lease to go stale"),
     "wire_version": Option("1", convert=int, help="newest RVF wire version to read and write"),
@@ -151,7 +152,7 @@ class RvliteStore:
                         "not happen: trusting RVF and rebuilding the metadata from it",
                         self.path, meta_epoch, rvf_epoch)
             self._env.observe("epoch.metadata-ahead", dict(details))
-        if meta_epoch == rvf_epoch:
+        if meta_epoch == rvf_epoch and self._db is not None:
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
             self._overlay = {r.id: dict(r.metadata) for r in rvf_records(self._rvf)}
@@ -362,6 +363,9 @@ def open_rvlite(path: str, env: Env, **options: str) -> RvliteStore:
             lease = Lease.acquire(db, wait=float(str(opts["lease_wait"])), recover_dead=dead)
         elif env.fs.exists(cache_path(path)):
             db = IndexedDB(cache_path(path), env, readonly=True)
+            if not set(STORES) <= set(db.object_store_names()):   # created, never filled
+                db.close()
+                db = None
         store = RvliteStore(path, env, rvf, db, lease, rvf.declaration.metric or "l2")
         store.reconcile()
         return store

@@ -333,3 +333,15 @@ def test_rebuild_moves_a_damaged_cache_aside_and_rebuilds(world: World) -> None:
     world.env.fs.remove(cache_path(PATH))   # a missing cache rebuilds just the same
     assert rebuild(PATH, world.env).on_open == "rebuilt"
     assert world.cached_metadata() == {i: {"tag": "a", "n": i} for i in range(3)}
+
+
+def test_a_reader_of_a_plain_rvf_file_creates_no_cache(world: World) -> None:
+    rvf = open_rvf(PATH, world.env)
+    rvf.upsert(recs(0, 3, "node"))
+    rvf.close()
+    reader = open_rvlite(PATH, world.env, readonly="true")
+    assert world.actions() == ["read-from-rvf"]
+    assert [h.metadata for h in reader.query([0, 0, 1, 0], 1, {"n": 2})] == [
+        {"tag": "node", "n": 2}]
+    reader.close()
+    assert world.env.fs.listdir("/data") == ["store.rvf"]
