@@ -311,11 +311,10 @@ class RvliteStore:
             cached = list((self._overlay or {}).items())
         else:
             cached = [(int(i), m) for i, m in self._db.items(META_STORE)]
-        wanted = [i for i, m in cached if matches(m, where)]
-        recs = self._rvf.fetch(wanted)
+        meta = {i: m for i, m in cached if matches(m, where)}
+        recs = self._rvf.fetch(meta)
         if not recs:
             return []
-        meta = self._metadata(r.id for r in recs)
         matrix = np.array([r.vector for r in recs], dtype=np.float64)
         return exact_search([r.id for r in recs], matrix, [meta[r.id] for r in recs],
                             vector, k, self._metric, where)
