@@ -272,3 +272,16 @@ def test_release_lets_the_next_tab_in_at_once_and_tokens_keep_rising(tmp_path, e
     a.release()   # releasing a lost lease is a no-op: it must not free tab B's
     with pytest.raises(LockHeld, match="tab-B"):
         Lease.acquire(open_db(tmp_path, env), tab="tab-C")
+
+
+def test_recover_dead_takes_over_only_from_a_holder_not_alive_here(tmp_path, env: Env) -> None:
+    seen: list[tuple[str, dict[str, object]]] = []
+    watched = replace(env, observe=lambda e, d: seen.append((e, d)))
+    a_db = open_db(tmp_path, env)
+    a = Lease.acquire(a_db, tab="tab-A")
+    with pytest.raises(LockHeld, match="tab-A"):   # alive in this process: refused
+        Lease.acquire(open_db(tmp_path, watched), tab="tab-B", recover_dead="test")
+    a_db.refresh()   # the holder's page is gone: its lease with it
+    b = Lease.acquire(open_db(tmp_path, watched), tab="tab-B", recover_dead="test")
+    assert b.token == a.token + 1
+    assert [e for e, _ in seen] == ["lease.recovered"] and seen[0][1]["holder"] == "tab-A"
