@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from crashgate.backends import CrashgateError, os_env
 from crashgate.reference.rvf.cli import rvf_subparsers
 from crashgate.reference.rvf_migrate import (
     BATCH_SIZE,
     BadSource,
+    MigrationReport,
+    RebuildReport,
     migrate,
     rebuild,
 )
@@ -28,33 +31,28 @@ __all__ = ["add_migrate_commands", "add_parser", "run_migrate", "run_rebuild"]
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 3
 
 
-def run_migrate(args: argparse.Namespace) -> int:
+def _report(command: str, make: Callable[[], MigrationReport | RebuildReport]) -> int:
+    """Run ``make``, print its report; errors go to stderr as exit 3 (the source or path cannot
+    be read) or 1 (refused, locked, damaged)."""
     try:
-        report = migrate(args.source, args.dest, os_env(), dry_run=args.dry_run,
-                         verify=args.verify, batch_size=args.batch_size, metric=args.metric)
-    except BadSource as exc:
-        print(f"crashgate rvf migrate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        report = make()
     except CrashgateError as exc:
-        print(f"crashgate rvf migrate: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        print(f"crashgate rvf {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, BadSource) else EXIT_FAIL
     for line in report.lines():
         print(line)
-    return EXIT_OK if report.ok else EXIT_FAIL
+    ok = report.ok if isinstance(report, MigrationReport) else True
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    return _report("migrate", lambda: migrate(
+        args.source, args.dest, os_env(), dry_run=args.dry_run, verify=args.verify,
+        batch_size=args.batch_size, metric=args.metric))
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    try:
-        report = rebuild(args.path, os_env())
-    except BadSource as exc:
-        print(f"crashgate rvf rebuild: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CrashgateError as exc:
-        print(f"crashgate rvf rebuild: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    for line in report.lines():
-        print(line)
-    return EXIT_OK
+    return _report("rebuild", lambda: rebuild(args.path, os_env()))
 
 
 def _positive(text: str) -> int:
