@@ -19,6 +19,8 @@ On open the epochs are compared (``env.observe("epoch.reconciled", ...)`` says w
 equal, nothing; RVF ahead, the cache is rebuilt from RVF in one transaction that also sets the
 epoch; metadata ahead (it should not happen), a warning (``logging`` and
 ``env.observe("epoch.metadata-ahead", ...)``) and the cache is rebuilt from RVF all the same.
+A rebuild also records the RVF file id, so that a cache of another file (one copied over this
+one) is rebuilt even at an equal epoch.
 Queries take vectors from RVF and metadata from the cache, which after open always matches.
 
 The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer takes both, the
@@ -71,6 +73,7 @@ DECLARED_FAILPOINTS = tuple(n for n in RVF_FAILPOINTS if ".compact." not in n) +
 META_STORE = "metadata"
 STATE_STORE = "state"
 _EPOCH = "epoch"
+_FILE_ID = "rvf_file_id"
 STORES = (META_STORE, STATE_STORE, LEASE_STORE)
 
 OPTIONS = {
@@ -147,19 +150,24 @@ class RvliteStore:
         rvf_epoch, meta_epoch = self.epoch, self.metadata_epoch()
         details: dict[str, object] = {"path": self.path, "rvf_epoch": rvf_epoch,
                                       "metadata_epoch": meta_epoch}
+        # a cache built from another RVF file (one copied over this one) is stale even at an
+        # equal epoch; a cache from before file ids were recorded has none
+        cached_id = self._db.get(STATE_STORE, _FILE_ID) if self._db is not None else None
+        other_file = cached_id not in (None, self._rvf.file_id.hex())
         if meta_epoch > rvf_epoch:
             log.warning("rvlite %s: metadata epoch %d is ahead of the RVF epoch %d; this should "
                         "not happen: trusting RVF and rebuilding the metadata from it",
                         self.path, meta_epoch, rvf_epoch)
             self._env.observe("epoch.metadata-ahead", dict(details))
-        if meta_epoch == rvf_epoch and self._db is not None:
+        if meta_epoch == rvf_epoch and self._db is not None and not other_file:
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
             self._overlay = {r.id: dict(r.metadata) for r in rvf_records(self._rvf)}
             action = "read-from-rvf"
         else:
             details["records"] = self.rebuild()
-            action = "rebuilt" if rvf_epoch > meta_epoch else "rebuilt-metadata-ahead"
+            action = ("rebuilt-other-file" if other_file and meta_epoch == rvf_epoch
+                      else "rebuilt" if rvf_epoch > meta_epoch else "rebuilt-metadata-ahead")
         self._env.observe("epoch.reconciled", {**details, "action": action})
         return action
 
@@ -173,6 +181,7 @@ class RvliteStore:
             for r in records:
                 txn.put(META_STORE, r.id, dict(r.metadata))
             txn.put(STATE_STORE, _EPOCH, self.epoch)
+            txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
         self._unsettled = False
         return len(records)
 
@@ -232,6 +241,7 @@ class RvliteStore:
             raise CorruptStore(cache_path(self.path), f"the cache's epoch is {found} where "
                                f"{new - 1} was expected; reopen the store to reconcile it")
         txn.put(STATE_STORE, _EPOCH, new)
+        txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
         self._env.failpoints.hit(FAILPOINTS[2])
         txn.commit()
         self._unsettled = False

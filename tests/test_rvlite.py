@@ -345,3 +345,15 @@ def test_a_reader_of_a_plain_rvf_file_creates_no_cache(world: World) -> None:
         {"tag": "node", "n": 2}]
     reader.close()
     assert world.env.fs.listdir("/data") == ["store.rvf"]
+
+
+def test_a_cache_of_another_rvf_file_is_rebuilt_at_an_equal_epoch(world: World) -> None:
+    for path, tag in ((PATH, "mine"), ("/data/other.rvf", "other")):
+        store = open_rvlite(path, world.env)
+        store.upsert(recs(0, 3, tag))
+        store.close()
+    world.write(PATH, world.read("/data/other.rvf"))   # a different file copied over this one
+    again = open_rvlite(PATH, world.env)
+    assert world.actions()[-1] == "rebuilt-other-file"
+    assert {h.metadata["tag"] for h in again.query([0, 0, 1, 0], 5)} == {"other"}
+    again.close()
