@@ -16,6 +16,11 @@ older than ``stale_after`` seconds on the env clock. A lock held from another ho
 recovered automatically: its holder's liveness cannot be checked from here. A lock that stays
 unreadable (its writer died between creating and writing it) is recovered after a short grace.
 The lock is released only by the writer id that took it.
+
+A lock naming *this* process is judged without guessing: it is held if a writer open in this
+process holds it (a second store on the same file gets ``LockHeld``), and otherwise it is a
+ghost, recovered at once: it was left by a store abandoned at a simulated crash, or it sits on
+a copy of a disk (the crash states of a simulated power loss).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import hashlib
 import os
 import socket
 import struct
+import weakref
 from dataclasses import dataclass
 
 import psutil
+
 from crashgate.backends import Clock, FileSystem, LockHeld
 
 __all__ = ["LOCK_MAGIC", "LockInfo", "WriterLock", "read_lock"]
@@ -37,6 +44,10 @@ _FIXED = struct.Struct("<IHHIIQQ16s")
 _SUM = 16
 _UNREADABLE_TRIES = 20
 _UNREADABLE_WAIT = 0.05
+
+
+_LIVE: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+"""The writer locks this process holds (to judge locks that name this process)."""
 
 
 def _checksum(data: bytes) -> bytes:
@@ -127,6 +138,16 @@ class WriterLock:
         self.writer_id = os.urandom(16)
         self.held = False
 
+    def _same_file(self, other: WriterLock) -> bool:
+        mine, theirs = self.fs.native_path(self.path), other.fs.native_path(other.path)
+        if mine is not None and theirs is not None:
+            return os.path.realpath(mine) == os.path.realpath(theirs)
+        return self.fs is other.fs and self.path == other.path
+
+    def _held_in_this_process(self, info: LockInfo) -> bool:
+        return any(w.held and w.writer_id == info.writer_id and w._same_file(self)
+                   for w in list(_LIVE))
+
     def _dir(self) -> str:
         return os.path.dirname(self.path) or "."
 
@@ -141,6 +162,7 @@ class WriterLock:
             f.close()
         self.fs.sync_dir(self._dir())
         self.held = True
+        _LIVE.add(self)
 
     def _read_settled(self) -> tuple[bytes, LockInfo | None] | None:
         """Read the lock, giving a writer that is between creating and writing it a moment."""
@@ -183,6 +205,12 @@ class WriterLock:
             if info is None:
                 self._recover(raw)  # unreadable after the grace: its writer died creating it
                 continue
+            if info.pid == os.getpid() and info.hostname == socket.gethostname():
+                if not self._held_in_this_process(info):
+                    self._recover(raw)  # a ghost: no writer in this process holds it
+                    continue
+                raise LockHeld(self.store_path, f"{info.describe(now)}; another store open in "
+                               "this process holds it")
             alive = info.alive()
             if alive is False and info.age(now) > self.stale_after:
                 self._recover(raw)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from crashgate.backends import Hit, VectorRecord
 from crashgate.reference.vector_search import exact_search
 
