@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ class ShiftedClock:
         self.offset += seconds
 
 
+Holder = tuple[str, "subprocess.Popen[str]"]
 HOLDER = r"""
 import sys
 from crashgate.backends import os_env
@@ -48,7 +50,7 @@ for line in sys.stdin:
 
 
 @pytest.fixture
-def holder(tmp_path: Path):  # type: ignore[no-untyped-def]
+def holder(tmp_path: Path) -> Iterator[Holder]:
     path = str(tmp_path / "held.rvf")
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
@@ -66,7 +68,7 @@ def ask(proc: subprocess.Popen[str], line: str) -> str:
     return proc.stdout.readline().strip()
 
 
-def test_second_writer_process_is_refused_while_the_first_works(holder) -> None:  # type: ignore[no-untyped-def]
+def test_second_writer_process_is_refused_while_the_first_works(holder: Holder) -> None:
     path, proc = holder
     with pytest.raises(LockHeld) as err:
         open_rvf(path, os_env())
@@ -81,7 +83,7 @@ def test_second_writer_process_is_refused_while_the_first_works(holder) -> None:
     assert ask(proc, "b 2") == "ok 2"
 
 
-def test_a_killed_writers_lock_is_recovered_once_stale(holder) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_writers_lock_is_recovered_once_stale(holder: Holder) -> None:
     path, proc = holder
     assert ask(proc, "a 1") == "ok 1"
     proc.send_signal(signal.SIGKILL)
@@ -97,7 +99,7 @@ def test_a_killed_writers_lock_is_recovered_once_stale(holder) -> None:  # type:
     assert not os.path.exists(path + ".lock")  # released on close
 
 
-def test_stale_after_option(holder) -> None:  # type: ignore[no-untyped-def]
+def test_stale_after_option(holder: Holder) -> None:
     path, proc = holder
     proc.kill()
     proc.wait()

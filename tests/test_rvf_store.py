@@ -406,7 +406,8 @@ def test_derive_copies_with_lineage_and_writes_only_to_the_child(tmp_path: Path)
         assert state(p) == want and p.get("only-child") is None
     with open_rvf(str(tmp_path / "child.rvf"), os_env()) as c:
         assert c.lineage_depth == 1 and c.get("only-child") == b"1" and c.verify() == []
-        assert c.status()["lineage"]["parent_path"] == str(parent_path)  # type: ignore[index]
+        lineage = c.status()["lineage"]
+        assert isinstance(lineage, dict) and lineage["parent_path"] == str(parent_path)
     with pytest.raises(FileExistsError):
         open_rvf(str(parent_path), os_env()).derive(str(tmp_path / "child.rvf"))
 
