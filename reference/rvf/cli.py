@@ -337,7 +337,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = command("query", _query, "the k nearest vectors (exact search)")
     # A vector such as "-0.3,0.1" must be taken as --vector's value, not as an option:
     # argparse does so for what its negative-number pattern matches.
-    c._negative_number_matcher = re.compile(r"^-\.?\d")  # type: ignore[attr-defined]
+    c._negative_number_matcher = re.compile(r"^-\.?\d")
     c.add_argument("path")
     c.add_argument("--vector", required=True, help="comma-separated numbers")
     c.add_argument("--k", type=int, default=10)
