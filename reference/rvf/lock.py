@@ -17,10 +17,12 @@ recovered automatically: its holder's liveness cannot be checked from here. A lo
 unreadable (its writer died between creating and writing it) is recovered after a short grace.
 The lock is released only by the writer id that took it.
 
-A lock naming *this* process is judged without guessing: it is held if a writer open in this
-process holds it (a second store on the same file gets ``LockHeld``), and otherwise it is a
-ghost, recovered at once: it was left by a store abandoned at a simulated crash, or it sits on
-a copy of a disk (the crash states of a simulated power loss).
+A lock naming *this* process is judged without guessing: it is held if a writer lock object in
+this process took it (same 16-byte writer id), has not released it, and its file system still
+works; a second store on the file then gets ``LockHeld``, whichever env it was opened with.
+Otherwise it is a ghost, recovered at once: it was left by a store abandoned at a simulated crash
+(whose file system the crash killed), or it sits on a copy of a disk (the crash states of a
+simulated power loss, built after the recorded store was closed).
 """
 
 from __future__ import annotations
@@ -138,15 +140,17 @@ class WriterLock:
         self.writer_id = os.urandom(16)
         self.held = False
 
-    def _same_file(self, other: WriterLock) -> bool:
-        mine, theirs = self.fs.native_path(self.path), other.fs.native_path(other.path)
-        if mine is not None and theirs is not None:
-            return os.path.realpath(mine) == os.path.realpath(theirs)
-        return self.fs is other.fs and self.path == other.path
-
-    def _held_in_this_process(self, info: LockInfo) -> bool:
-        return any(w.held and w.writer_id == info.writer_id and w._same_file(self)
-                   for w in list(_LIVE))
+    def holds(self, info: LockInfo) -> bool:
+        """Whether this object is the live holder of the lock record ``info``: it took it, has
+        not released it, and its file system still works (a simulated crash kills the file
+        system of the process it ends, as a real crash ends the process)."""
+        if not self.held or self.writer_id != info.writer_id:
+            return False
+        try:
+            self.fs.exists(self.path)
+        except OSError:
+            return False
+        return True
 
     def _dir(self) -> str:
         return os.path.dirname(self.path) or "."
@@ -206,7 +210,7 @@ class WriterLock:
                 self._recover(raw)  # unreadable after the grace: its writer died creating it
                 continue
             if info.pid == os.getpid() and info.hostname == socket.gethostname():
-                if not self._held_in_this_process(info):
+                if not any(w.holds(info) for w in list(_LIVE)):
                     self._recover(raw)  # a ghost: no writer in this process holds it
                     continue
                 raise LockHeld(self.store_path, f"{info.describe(now)}; another store open in "

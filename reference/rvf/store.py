@@ -133,8 +133,12 @@ class RvfStore:
         self._adopt(load(self._file, self.path, self._version))
         if not self.readonly and self._size > self._end:
             self._file.truncate(self._end)  # the torn or uncommitted tail, never visible
-            self._file.sync()
             self._size = self._end
+        # What this open shows must survive power loss: a crashed writer may have left its last
+        # manifest written but not fsynced, or its file renamed into place (create, compaction)
+        # with the directory not yet fsynced. Syncing changes no byte, so readers do it too.
+        self._file.sync()
+        fs.sync_dir(_dir_of(self.path))
 
     def _size_of(self, path: str) -> int:
         f = self._env.fs.open(path, "r")
