@@ -482,7 +482,7 @@ def test_what_an_open_shows_after_a_crash_survives_power_loss() -> None:
     env = sim_env(disk)
     s = open_rvf("/data/s.rvf", env)
     s.put("a", b"1")
-    env.failpoints.arm("rvf.after-manifest-write")  # type: ignore[attr-defined]
+    env.failpoints.arm("rvf.after-manifest-write")
     with pytest.raises(SimulatedCrash):
         s.put("b", b"2")
     disk.crash()
