@@ -25,8 +25,8 @@ from crashgate.reference.rvf.manifest import Manifest, SegRef
 from crashgate.reference.rvf.segments import HEADER_SIZE, SegType, encode_segment, hash256
 from crashgate.reference.rvf.witness import WitnessEntry, WitnessType, decode_entries
 
-TestRvfConformance = conformance_test("rvf", max_examples=25)
-TestRvfCosineConformance = conformance_test("rvf?metric=cosine", max_examples=10)
+TestRvfConformance = conformance_test("rvf", max_examples=40)
+TestRvfCosineConformance = conformance_test("rvf?metric=cosine", max_examples=15)
 
 
 class CrashAt:
@@ -385,6 +385,13 @@ def test_dimension_and_metric_are_checked(tmp_path: Path) -> None:
         open_rvf(path, os_env(), metric="l2")
     with pytest.raises(BadOption, match="dimension"):
         open_rvf(path, os_env(), dimension="3")
+    with pytest.raises(BadOption, match="dimension"):
+        open_rvf(str(tmp_path / "neg.rvf"), os_env(), dimension="-1")
+    with open_rvf(str(tmp_path / "empty.rvf"), os_env()):
+        pass
+    with open_rvf(str(tmp_path / "empty.rvf"), os_env(), dimension="3") as s, \
+            pytest.raises(ValueError, match="dimension 2.*dimension 3"):
+        s.upsert([rec(1, 1, 2)])
 
 
 def test_derive_copies_with_lineage_and_writes_only_to_the_child(tmp_path: Path) -> None:

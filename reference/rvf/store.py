@@ -92,6 +92,9 @@ class RvfStore:
         self._version = int(options["wire_version"])  # type: ignore[call-overload]
         if not 0 <= self._version <= MAX_WIRE_VERSION:
             raise BadOption("rvf", "wire_version", self._version, ["an integer from 0 to 255"])
+        if int(options["dimension"]) < 0:  # type: ignore[call-overload]
+            raise BadOption("rvf", "dimension", options["dimension"], ["0 (from the file)",
+                                                                      "a positive integer"])
         self.readonly = options["readonly"] == "true"
         self._file: File | None = None
         self._lock = lock
@@ -204,6 +207,9 @@ class RvfStore:
         dim = int(self._opts["dimension"])  # type: ignore[call-overload]
         if dim and self.dimension and dim != self.dimension:
             raise BadOption("rvf", "dimension", dim, [str(self.dimension), "0"])
+        if dim and self.dimension is None:  # a file with no vectors yet: check against it
+            self.dimension = dim
+            self._table.fix_dimension(dim)
 
     @property
     def file_id(self) -> bytes:
