@@ -498,3 +498,20 @@ def test_what_an_open_shows_after_a_crash_survives_power_loss() -> None:
     after_power_loss = SimDisk(disk.durable_image())
     with open_rvf("/data/s.rvf", sim_env(after_power_loss)) as r:
         assert r.get("b") == b"2"  # ... so it survives
+
+
+def test_segments_larger_than_a_read_chunk_and_torn_inside(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "big.rvf"
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal((700, 384))  # ~2.2 MB: more than one 1 MiB read chunk
+    with open_rvf(str(path), os_env()) as s:
+        s.upsert([VectorRecord.of(i, first[i]) for i in range(700)])
+        committed = path.stat().st_size
+        s.upsert([VectorRecord.of(1000 + i, first[i]) for i in range(700)])
+    full = path.read_bytes()
+    for cut in (committed + 10, committed + HEADER_SIZE + 1_500_000, len(full) - 600):
+        path.write_bytes(full[:cut] + b"\xaa" * 100)
+        with open_rvf(str(path), os_env(), readonly="true") as r:
+            assert r.count() == 700 and r.fetch([5])[0].vector == tuple(first[5])
