@@ -99,7 +99,10 @@ class VectorRecord:
     @staticmethod
     def of(id: int, vector: Iterable[float], metadata: Mapping[str, Any] | None = None
            ) -> VectorRecord:
-        return VectorRecord(int(id), tuple(float(x) for x in vector), dict(metadata or {}))
+        # ndarray.tolist() then map(float) is a C loop: this sits on the hot path of every fetch
+        tolist = getattr(vector, "tolist", None)
+        values = tolist() if tolist is not None else vector
+        return VectorRecord(int(id), tuple(map(float, values)), dict(metadata or {}))
 
 
 @dataclass(frozen=True)

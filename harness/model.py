@@ -10,15 +10,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from crashgate.backends import Capability, VectorRecord
 from crashgate.harness.ops import Op
 
-__all__ = ["StoreState", "prefix_states", "read_state"]
+__all__ = ["StoreState", "fingerprint", "prefix_states", "read_state"]
 
 
-def _canon_vector(v: Iterable[float]) -> tuple[float, ...]:
-    # Stores may keep float32; compare at a precision both sides can honour.
-    return tuple(round(float(x), 6) for x in v)
+def fingerprint(record: VectorRecord) -> str:
+    """A short digest of a record's vector and metadata. Vectors are compared at 1e-6 (rounded),
+    a precision every store can honour; states hold digests, not vectors, so that models of
+    stores holding thousands of 384-dimensional vectors stay cheap."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(np.round(np.asarray(record.vector, dtype=np.float64), 6).tobytes())
+    h.update(json.dumps(dict(record.metadata), sort_keys=True).encode())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -26,17 +33,22 @@ class StoreState:
     """The whole visible contents of a store, canonical and hashable."""
 
     kv: tuple[tuple[str, bytes], ...] = ()
-    vectors: tuple[tuple[int, tuple[float, ...], str], ...] = ()
+    vectors: tuple[tuple[int, str], ...] = ()
+    """(id, fingerprint) of every live vector, sorted by id."""
 
     @staticmethod
-    def of(kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> StoreState:
-        return StoreState(
-            tuple(sorted(kv.items())),
-            tuple(sorted(
-                (r.id, _canon_vector(r.vector), json.dumps(dict(r.metadata), sort_keys=True))
-                for r in vectors.values()
-            )),
-        )
+    def of(kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+           prints: dict[int, str] | None = None) -> StoreState:
+        """``prints`` caches fingerprints by ``id(record)`` across many states."""
+        if prints is None:
+            prints = {}
+        out = []
+        for r in vectors.values():
+            fp = prints.get(id(r))
+            if fp is None:
+                fp = prints[id(r)] = fingerprint(r)
+            out.append((r.id, fp))
+        return StoreState(tuple(sorted(kv.items())), tuple(sorted(out)))
 
     @property
     def digest(self) -> str:
@@ -76,10 +88,11 @@ def prefix_states(ops: Sequence[Op]) -> list[StoreState]:
     """``S[j]``: the model after the first ``j`` ops (``S[0]`` is empty)."""
     kv: dict[str, bytes] = {}
     vectors: dict[int, VectorRecord] = {}
+    prints: dict[int, str] = {}
     states = [StoreState()]
     for op in ops:
         op.apply(kv, vectors)
-        states.append(StoreState.of(kv, vectors))
+        states.append(StoreState.of(kv, vectors, prints))
     return states
 
 

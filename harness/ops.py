@@ -10,7 +10,17 @@ from typing import Any
 
 from crashgate.backends import VectorRecord
 
-__all__ = ["Batch", "Delete", "Op", "Put", "Remove", "Upsert", "describe_op", "is_mutation"]
+__all__ = [
+    "Batch",
+    "Compact",
+    "Delete",
+    "Op",
+    "Put",
+    "Remove",
+    "Upsert",
+    "describe_op",
+    "is_mutation",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,18 @@ class Remove:
             vectors.pop(i, None)
 
 
-Op = Put | Delete | Batch | Upsert | Remove
+@dataclass(frozen=True)
+class Compact:
+    """Compaction: changes how the data is stored, never what it is."""
+
+    def run(self, store: Any) -> Any:
+        return store.compact()
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        return None
+
+
+Op = Put | Delete | Batch | Upsert | Remove | Compact
 
 
 def is_mutation(op: object) -> bool:
@@ -98,6 +119,8 @@ def describe_op(op: Op) -> str:
     if isinstance(op, Upsert):
         ids = [r.id for r in op.records]
         return f"upsert {len(ids)} vectors (ids {ids[:5]}{'...' if len(ids) > 5 else ''})"
+    if isinstance(op, Compact):
+        return "compact"
     return f"remove ids {list(op.ids)}"
 
 

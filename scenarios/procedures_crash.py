@@ -7,12 +7,12 @@ import dataclasses
 import shlex
 from typing import Any
 
-from crashgate.backends import Capability, Env, SimulatedCrash, VectorRecord
+from crashgate.backends import Capability, Compactable, Env, SimulatedCrash, VectorRecord
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.crashcheck import allowed_range, judge
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.model import StoreState, prefix_states, read_state
-from crashgate.harness.ops import Op, Put, Upsert
+from crashgate.harness.ops import Compact, Op, Put, Upsert
 from crashgate.harness.powerloss import DATA_DIR, check_state, run_powerloss
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -104,32 +104,42 @@ def _metadata_agrees(store: Any, ids: list[int]) -> str | None:
 
 
 def _crash_at(ctx: RowContext, failpoint: str, power: bool) -> Evidence:
+    """Commit one op, arm ``failpoint``, then run a write (or, for a failpoint only compaction
+    reaches, a compaction) that crashes there; recover from the page cache or the durable image
+    and judge the reopened store against the two ops."""
     decl = ctx.declaration
-    events: list[tuple[str, dict[str, object]]] = []
-    disk = SimDisk(DiskImage.empty(DATA_DIR))
-    fps = ArmedFailpoints()
-    path = f"{DATA_DIR}/store"
-    store = ctx.spec.open(path, _env(disk, fps, events))
-    committed, in_flight = _ops(decl)
-    committed.run(store)
-    fps.arm(failpoint)
-    try:
-        in_flight.run(store)
-    except SimulatedCrash:
-        pass
-    else:
+    committed, write = _ops(decl)
+    candidates: list[Op] = [write]
+    if decl.has(Capability.COMPACT):
+        candidates.append(Compact())
+    for in_flight in candidates:
+        disk = SimDisk(DiskImage.empty(DATA_DIR))
+        fps = ArmedFailpoints()
+        path = f"{DATA_DIR}/store"
+        store = ctx.spec.open(path, _env(disk, fps, []))
+        if isinstance(in_flight, Compact) and not isinstance(store, Compactable):
+            store.close()
+            continue
+        committed.run(store)
+        fps.arm(failpoint)
+        try:
+            in_flight.run(store)
+        except SimulatedCrash:
+            break
         store.close()
-        return Evidence(Verdict.UNKNOWN, f"failpoint {failpoint!r} was not hit by a write",
-                        {"crashes": 0})
+    else:
+        return Evidence(Verdict.UNKNOWN, f"failpoint {failpoint!r} was not reached by a write "
+                        "or a compaction", {"crashes": 0})
     disk.crash()
     image: DiskImage = disk.durable_image() if power else disk.cache_image()
-    states: list[StoreState] = prefix_states([committed, in_flight])
+    ops = [committed, in_flight]
+    states: list[StoreState] = prefix_states(ops)
     index: dict[str, list[int]] = {}
     for j, s in enumerate(states):
         index.setdefault(s.digest, []).append(j)
     after: list[tuple[str, dict[str, object]]] = []
     kind = "power loss" if power else "process crash"
-    ids = [r.id for op in (committed, in_flight) if isinstance(op, Upsert) for r in op.records]
+    ids = [r.id for op in ops if isinstance(op, Upsert) for r in op.records]
     try:
         recovered = ctx.spec.open(path, _env(SimDisk(image), None, after))
         seen: StoreState | BaseException = read_state(recovered, ids)
@@ -137,12 +147,12 @@ def _crash_at(ctx: RowContext, failpoint: str, power: bool) -> Evidence:
         recovered.close()
     except Exception as exc:  # noqa: BLE001 - failing to reopen is the finding
         seen, mismatch = exc, None
-    verdict = judge(seen, states, index, [committed, in_flight],
-                    allowed_range(1, True, decl.durability, power))
-    measured = {"crashes": 1, "failpoint": failpoint}
-    where = f"{kind} at {failpoint}"
-    reconciled = [e for e, _ in after if e.startswith("epoch")]
-    note = f"; next open reported {', '.join(reconciled)}" if reconciled else ""
+    verdict = judge(seen, states, index, ops, allowed_range(1, True, decl.durability, power))
+    what = "compaction" if isinstance(in_flight, Compact) else "write"
+    measured = {"crashes": 1}
+    where = f"{kind} at {failpoint} (during a {what})"
+    reconciled = sorted({str(d.get("action", e)) for e, d in after if e.startswith("epoch")})
+    note = f"; next open: epoch {', '.join(reconciled)}" if reconciled else ""
     if verdict.violation is not None:
         return Evidence(Verdict.FAIL, f"{where}: {verdict.violation.value}: {verdict.detail}",
                         measured, replay=lambda: _crash_at(ctx, failpoint, power))

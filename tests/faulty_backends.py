@@ -24,7 +24,7 @@ from crashgate.backends import (
 )
 from crashgate.reference.indexeddb import IndexedDB
 from crashgate.reference.json_store import open_json
-from crashgate.reference.lease import LEASE_STORE, Lease
+from crashgate.reference.lease import LEASE_STORE, Lease, LeaseRecord, read_lease
 
 __all__ = ["LeaseKV", "open_accepts_newer", "open_ignores_fsync_errors", "open_ignores_lock",
            "open_lease_kv", "open_lease_kv_steals", "open_lease_kv_unfenced",
@@ -119,6 +119,16 @@ KV_STORE = "kv"
 OPTIONS = {"readonly": Option("false", ("true", "false"), help="open without the lease")}
 
 
+def _steal(db: IndexedDB) -> Lease:
+    """The defect: take the lease whoever holds it, fresh or not (a new token all the same)."""
+    tab = "tab-thief"
+    with db.transaction(LEASE_STORE, "readwrite") as txn:
+        rec = read_lease(txn)
+        token = (rec.token if rec else 0) + 1
+        txn.put(LEASE_STORE, "writer", LeaseRecord(tab, token, db.env.clock.time()).to_json())
+    return Lease(db, tab, token)
+
+
 class LeaseKV:
     """Key-value pairs in an IndexedDB object store, written under ADR-032's browser lease.
     ``fencing=False`` skips the lease check on writes (defective); ``steal=True`` takes over
@@ -138,7 +148,7 @@ class LeaseKV:
         self._lease: Lease | None = None
         if not readonly:
             try:
-                self._lease = Lease.acquire(self._db, holder_gone="stolen" if steal else None)
+                self._lease = _steal(self._db) if steal else Lease.acquire(self._db)
             except BaseException:
                 self._db.close()
                 raise

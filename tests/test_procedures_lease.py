@@ -44,10 +44,6 @@ def test_lease_rule_passes_on_a_lease_store(tmp_path: Path) -> None:
     assert "taken over once stale and the old holder fenced off" in "\n".join(ev.details)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "reference/rvf/lock.py treats a lock taken through another env on the same simulated disk "
-    "as a ghost (it compares file-system objects, and each env has its own), so a second "
-    "in-process writer takes it over"))
 def test_fencing_on_rvlite() -> None:
     # rvlite's RVF file lock keeps a live holder's store: the takeover is refused, and the
     # holder's late write after its lease went stale is refused and never lands

@@ -16,7 +16,7 @@ from crashgate.scenarios.procedures_versions import (
 )
 
 
-@pytest.mark.parametrize("name", ["rvf", "sqlite", "sqlite?journal_mode=DELETE"])
+@pytest.mark.parametrize("name", ["rvf", "rvlite", "sqlite", "sqlite?journal_mode=DELETE"])
 @pytest.mark.parametrize("procedure", [mixed_versions, cross_platform_rule])
 def test_passes_on_backends_with_a_version(name: str, procedure, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ev = procedure(context(name, tmp_path))
@@ -24,7 +24,7 @@ def test_passes_on_backends_with_a_version(name: str, procedure, tmp_path: Path)
     assert ev.measured["checks"] >= 2 and ev.measured["opens"] >= 2
 
 
-@pytest.mark.parametrize("name", ["memory", "json", "rvlite"])
+@pytest.mark.parametrize("name", ["memory", "json"])
 @pytest.mark.parametrize("procedure", [mixed_versions, cross_platform_rule])
 def test_na_without_a_version(name: str, procedure, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ev = procedure(context(name, tmp_path))
