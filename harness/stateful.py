@@ -1,0 +1,769 @@
+"""The stateful model: a Hypothesis ``RuleBasedStateMachine`` for any backend, built from what
+the backend declares.
+
+``machine_for(spec)`` opens the backend once on a simulated disk to read its ``declaration``,
+then returns a machine class with a rule for every operation the store supports (key-value,
+batches, vectors, compaction, derive, witness verification) and the fault rules:
+
+- ``reopen``: a clean close and open; nothing may change.
+- ``process_crash``: the process dies (``SimDisk.crash()``), the store reopens on the page
+  cache. With ``process-crash`` durability or better every acknowledged op must survive.
+- ``power_loss(crash=...)``: a crash state drawn by Hypothesis (so it shrinks) over the trace
+  since the last recovery; the store reopens on a new disk holding that image.
+- ``failpoint_crash(failpoint=..., after_hits=..., op=...)``: one of the declared failpoints is
+  armed and a mutation run; if the failpoint fires, the op is indeterminate (``info``) and the
+  next step is a recovery (process crash or power loss).
+
+After every crash the recovered store must show a prefix state of the model's history
+(``crashcheck.judge``: acknowledged ops kept as far as the declared durability promises, the
+in-flight op all or nothing); the model then adopts the state the store shows. Invariants check
+the vector count and a cheap read after every step. ``run_model`` (evidence for a certificate,
+with a reproduction file on failure) and ``run_conformance_test`` (a one-line user test) run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import hypothesis
+import numpy as np
+from hypothesis import HealthCheck
+from hypothesis import settings as Settings  # noqa: N812 - the class, as Hypothesis types it
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from crashgate.backends import (
+    BadOption,
+    BatchWrite,
+    Capability,
+    Compactable,
+    Declaration,
+    Derivable,
+    LockHeld,
+    SimulatedCrash,
+    StoreClosed,
+    VectorRecord,
+    WitnessVerifiable,
+)
+from crashgate.harness.clock import VirtualClock
+from crashgate.harness.crashcheck import allowed_range, judge
+from crashgate.harness.crashstates import (
+    CrashModel,
+    CrashState,
+    crash_state_strategy,
+    sync_positions,
+)
+from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.history import History
+from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
+from crashgate.harness.reproduce import (
+    Target,
+    failing_steps,
+    replay_reproduction,
+    reproduction_source,
+    target_for,
+    write_reproduction,
+)
+from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
+from crashgate.harness.simenv import sim_env
+from crashgate.harness.verdict import Evidence, Verdict
+from crashgate.reference.vector_search import distances, matches
+
+__all__ = ["DATA_DIR", "STORE_PATH", "StoreMachine", "machine_for", "run_conformance_test",
+           "run_model"]
+
+DATA_DIR = "/data"
+STORE_PATH = f"{DATA_DIR}/store"
+POWER_MODELS = (CrashModel.PREFIX, CrashModel.SUBSET, CrashModel.TORN, CrashModel.GARBAGE)
+DIM = 4
+KEYS = st.sampled_from(["a", "ab", "b", "b/1", "b/2", "c", "ünï", "z" * 40])
+# small values, and one that spans sectors so that torn writes are possible
+VALUES = st.binary(max_size=16) | st.just(b"x" * 600)
+IDS = st.integers(min_value=0, max_value=9)
+VECTORS = st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=DIM, max_size=DIM)
+METADATA = st.fixed_dictionaries({}, optional={"tag": st.sampled_from(["x", "y"])})
+
+
+# Values that show up in a printed failing run are built by composites (printed by repr), not
+# st.builds or .map (printed as the call that made them, which may not be importable).
+@st.composite
+def _batches(draw: st.DrawFn, min_puts: int) -> Batch:
+    puts = draw(st.dictionaries(KEYS, VALUES, min_size=min_puts, max_size=3))
+    deletes = draw(st.lists(KEYS, max_size=2, unique=True))
+    return Batch(tuple(sorted(puts.items())), tuple(deletes))
+
+
+def _records(min_size: int) -> st.SearchStrategy[list[VectorRecord]]:
+    record = st.builds(VectorRecord, id=IDS, vector=VECTORS.map(tuple), metadata=METADATA)
+    return st.lists(record, min_size=min_size, max_size=3, unique_by=lambda r: r.id)
+
+
+@st.composite
+def _upserts(draw: st.DrawFn, min_size: int) -> Upsert:
+    return Upsert(tuple(draw(_records(min_size))))
+
+
+@st.composite
+def _removes(draw: st.DrawFn) -> Remove:
+    return Remove(tuple(draw(st.lists(IDS, min_size=1, max_size=3, unique=True))))
+
+
+BATCHES = _batches(0)
+RECORDS = _records(1)
+
+
+@functools.cache
+def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool
+                     ) -> st.SearchStrategy[Op | str]:
+    """What to run with a failpoint armed: a mutation, or ``"compact"``. Batches and upserts
+    come with two parts or more: a crash between the parts of an op needs an op with parts."""
+    parts: list[st.SearchStrategy[Op | str]] = []
+    if batch:
+        parts.append(_batches(2))
+    if kv:
+        parts += [st.builds(Put, KEYS, VALUES), st.builds(Delete, KEYS)]
+    if vec:
+        parts += [_upserts(2), _removes()]
+    if compact:
+        parts.append(st.just("compact"))
+    return st.one_of(parts)
+
+
+# The machine whose rules are being drawn: strategies that depend on a machine's state (crash
+# states over its disk trace) or on its declaration read it here. Hypothesis draws a rule's
+# arguments in the thread running that machine, right after building it.
+_LIVE = threading.local()
+
+
+def _live() -> StoreMachine:
+    machine: StoreMachine | None = getattr(_LIVE, "machine", None)
+    if machine is None:
+        raise RuntimeError("a StoreMachine strategy was drawn outside a running machine")
+    return machine
+
+
+def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
+                 ) -> st.SearchStrategy[Any]:
+    return st.composite(lambda draw: draw(build(_live())))()
+
+
+def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
+    return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact)
+
+
+def _crash_states(m: StoreMachine) -> st.SearchStrategy[CrashState]:
+    return _crash_strategy(m.disk.base, tuple(m.disk.trace),
+                           tuple(m.model.crash_positions(m.disk)))
+
+
+@functools.lru_cache(maxsize=512)
+def _crash_strategy(base: DiskImage, trace: tuple[DiskOp, ...], positions: tuple[int, ...]
+                    ) -> st.SearchStrategy[CrashState]:
+    # Keyed on content: shrinking replays the same prefixes many times, and building the
+    # strategy walks the whole trace (and Hypothesis inspects the source of its composite).
+    return crash_state_strategy(base, trace, positions, POWER_MODELS)
+
+
+def _step(fn: Callable[..., None]) -> Callable[..., None]:
+    """Count the step (for honest figures) and mark it in progress (see ``teardown``)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: StoreMachine, **kwargs: Any) -> None:
+        stats = type(self).stats
+        stats["steps"] += 1
+        stats[f"rule:{fn.__name__}"] += 1
+        self._in_step = True
+        fn(self, **kwargs)
+        self._in_step = False
+
+    return wrapper
+
+
+@dataclass
+class _Model:
+    """The oracle: ``ops`` is the linear history of mutations that leads to what the store
+    shows (every op acknowledged, except an in-flight last one after a failpoint crash), and
+    ``kv``/``vectors`` the state after the acknowledged ones. ``spans`` are the trace spans of
+    ``ops[on_disk:]`` on the current disk since ``floor``, the last recovery."""
+
+    ops: list[Op] = field(default_factory=list)
+    kv: dict[str, bytes] = field(default_factory=dict)
+    vectors: dict[int, VectorRecord] = field(default_factory=dict)
+    spans: list[tuple[int, int | None]] = field(default_factory=list)
+    on_disk: int = 0
+    floor: int = 0
+
+    def begin(self, op: Op, position: int) -> None:
+        self.ops.append(op)
+        self.spans.append((position, None))
+
+    def acknowledge(self, position: int) -> None:
+        start, _ = self.spans[-1]
+        self.spans[-1] = (start, position)
+        self.ops[-1].apply(self.kv, self.vectors)
+
+    def at(self, position: int) -> tuple[int, bool]:
+        """(ops acknowledged, whether one was in flight) at trace ``position``."""
+        done = self.on_disk
+        for start, end in self.spans:
+            if end is not None and end <= position:
+                done += 1
+            elif start <= position:
+                return done, True
+            else:
+                break
+        return done, False
+
+    def crash_positions(self, disk: SimDisk) -> list[int]:
+        """Since the last recovery: before each sync, at each op's end, and now."""
+        points = {self.floor, disk.position}
+        points.update(self.floor + i for i in sync_positions(disk.trace[self.floor:]))
+        points.update(end for _, end in self.spans if end is not None)
+        return sorted(points)
+
+    def adopt(self, ops: list[Op], floor: int) -> None:
+        """After recovery: the store shows the state after ``ops``; history restarts there."""
+        self.ops = list(ops)
+        self.kv, self.vectors = {}, {}
+        for op in self.ops:
+            op.apply(self.kv, self.vectors)
+        self.spans, self.on_disk, self.floor = [], len(self.ops), floor
+
+
+
+def _vector_ids(ops: Iterable[Op]) -> set[int]:
+    return {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """The rules; ``machine_for`` makes a subclass bound to one backend."""
+
+    target: ClassVar[Target]
+    declaration: ClassVar[Declaration]
+    has_kv: ClassVar[bool] = False
+    has_vec: ClassVar[bool] = False
+    has_batch: ClassVar[bool] = False
+    has_compact: ClassVar[bool] = False
+    has_derive: ClassVar[bool] = False
+    has_verify: ClassVar[bool] = False
+    has_failpoints: ClassVar[bool] = False
+    stats: ClassVar[Counter[str]]
+    last: ClassVar[StoreMachine | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        _LIVE.machine = self
+        cls = type(self)
+        cls.last = self
+        cls.stats["examples"] += 1
+        self.clock = VirtualClock()
+        self.failpoints = ArmedFailpoints()
+        self.disk = SimDisk(DiskImage.empty(DATA_DIR))
+        self.model = _Model()
+        self.history = History()
+        self.crashed = False
+        self.reader = False   # reopened read-only after a crash (see _open_recovered)
+        self.children = 0
+        self.last_key: str | None = None
+        self._in_step = False
+        self.store: Any = self.target.open(STORE_PATH, self._env())
+
+    def _env(self) -> Any:
+        return sim_env(self.disk, self.clock, self.failpoints)
+
+    @property
+    def readable(self) -> bool:
+        return not self.crashed and self.store is not None
+
+    @property
+    def writable(self) -> bool:
+        return self.readable and not self.reader
+
+    # -- mutations ---------------------------------------------------------------------------
+
+    def _mutate(self, name: str, op: Op, args: Mapping[str, Any]) -> Any:
+        self.model.begin(op, self.disk.position)
+        try:
+            result = op.run(self.store)
+        except SimulatedCrash as crash:
+            self.history.record(name, args, "info", f"crashed at failpoint {crash.where}")
+            self.crashed = True
+            return None
+        except (LockHeld, StoreClosed, BadOption) as exc:  # refused: it did not happen
+            self.history.record(name, args, "fail", f"{type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:
+            self.history.record(name, args, "info", f"{type(exc).__name__}: {exc}")
+            raise
+        self.model.acknowledge(self.disk.position)
+        self.history.record(name, args, "ok")
+        if isinstance(op, Put | Delete):
+            self.last_key = op.key
+        return result
+
+    @precondition(lambda self: self.has_kv and self.writable)
+    @rule(key=KEYS, value=VALUES)
+    @_step
+    def put(self, key: str, value: bytes) -> None:
+        self._mutate("put", Put(key, value), {"key": key, "value": value})
+
+    @precondition(lambda self: self.has_kv and self.writable)
+    @rule(key=KEYS)
+    @_step
+    def delete(self, key: str) -> None:
+        self._mutate("delete", Delete(key), {"key": key})
+
+    @precondition(lambda self: self.has_batch and self.writable)
+    @rule(batch=BATCHES)
+    @_step
+    def write_batch(self, batch: Batch) -> None:
+        self._mutate("write_batch", batch, {"puts": dict(batch.puts), "deletes": batch.deletes})
+
+    @precondition(lambda self: self.has_vec and self.writable)
+    @rule(records=RECORDS)
+    @_step
+    def upsert(self, records: list[VectorRecord]) -> None:
+        self._mutate("upsert", Upsert(tuple(records)), {"records": records})
+
+    @precondition(lambda self: self.has_vec and self.writable)
+    @rule(ids=st.lists(IDS, max_size=3, unique=True))
+    @_step
+    def remove(self, ids: list[int]) -> None:
+        live = sum(i in self.model.vectors for i in ids)
+        got = self._mutate("remove", Remove(tuple(ids)), {"ids": ids})
+        assert got == live, f"remove({ids}) returned {got}, but {live} of those ids were live"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _read(self, name: str, args: Mapping[str, Any], got: Any, want: Any) -> None:
+        ok = got == want
+        self.history.record(name, args, "ok", None if ok else f"returned {got!r}")
+        assert ok, f"{name}({_args(args)}) returned {got!r}, the model says {want!r}"
+
+    @precondition(lambda self: self.has_kv and self.readable)
+    @rule(key=KEYS)
+    @_step
+    def get(self, key: str) -> None:
+        self._read("get", {"key": key}, self.store.get(key), self.model.kv.get(key))
+
+    @precondition(lambda self: self.has_kv and self.readable)
+    @rule(prefix=st.sampled_from(["", "a", "b/", "z", "q"]))
+    @_step
+    def scan(self, prefix: str) -> None:
+        want = sorted((k, v) for k, v in self.model.kv.items() if k.startswith(prefix))
+        self._read("scan", {"prefix": prefix}, self.store.scan(prefix), want)
+
+    @precondition(lambda self: self.has_vec and self.readable)
+    @rule(ids=st.lists(IDS, max_size=4))
+    @_step
+    def fetch(self, ids: list[int]) -> None:
+        got = self.store.fetch(ids)
+        want = [self.model.vectors[i] for i in sorted(set(ids)) if i in self.model.vectors]
+        self._read("fetch", {"ids": ids}, StoreState.of({}, {r.id: r for r in got}),
+                   StoreState.of({}, {r.id: r for r in want}))
+        assert [r.id for r in got] == [r.id for r in want], "fetch must order records by id"
+
+    @precondition(lambda self: self.has_vec and self.readable)
+    @rule()
+    @_step
+    def count(self) -> None:
+        self._read("count", {}, self.store.count(), len(self.model.vectors))
+
+    @precondition(lambda self: self.has_vec and self.readable)
+    @rule(vector=VECTORS, k=st.integers(0, 5),
+          where=st.none() | st.fixed_dictionaries({"tag": st.sampled_from(["x", "y"])}))
+    @_step
+    def query(self, vector: list[float], k: int, where: dict[str, Any] | None) -> None:
+        hits = self.store.query(vector, k, where)
+        self.history.record("query", {"vector": vector, "k": k, "where": where}, "ok")
+        live = sorted((r for r in self.model.vectors.values() if matches(r.metadata, where)),
+                      key=lambda r: r.id)
+        assert len(hits) == min(k, len(live)), (
+            f"query(k={k}, where={where}) returned {len(hits)} hits; {len(live)} records match")
+        if not hits:
+            return
+        metric = self.declaration.metric or "l2"
+        d = distances(np.array([r.vector for r in live]), vector, metric)
+        by_id = {r.id: (float(dist), r) for r, dist in zip(live, d, strict=True)}
+        want = sorted(float(x) for x in d)[: len(hits)]
+        for rank, (hit, best) in enumerate(zip(hits, want, strict=True)):
+            assert hit.id in by_id, f"query returned id {hit.id}, which is not live"
+            dist, rec = by_id[hit.id]
+            assert _close(hit.distance, dist) and _close(hit.distance, best), (
+                f"hit {rank} (id {hit.id}) has distance {hit.distance}; exact search says "
+                f"{dist} for that id and {best} for rank {rank}")
+            assert dict(hit.metadata) == dict(rec.metadata), f"metadata of hit {hit.id} differs"
+
+    # -- capabilities ------------------------------------------------------------------------
+
+    @precondition(lambda self: self.has_compact and self.writable)
+    @rule()
+    @_step
+    def compact(self) -> None:
+        self.store.compact()
+        self.history.record("compact", {}, "ok")
+
+    @precondition(lambda self: self.has_verify and self.readable)
+    @rule()
+    @_step
+    def verify(self) -> None:
+        problems = self.store.verify()
+        self.history.record("verify", {}, "ok", None if not problems else problems[0])
+        assert problems == [], f"witness chain does not verify: {problems}"
+
+    @precondition(lambda self: self.has_derive and self.writable)
+    @rule()
+    @_step
+    def derive(self) -> None:
+        self.children += 1
+        path = f"{DATA_DIR}/child-{self.children}"
+        child = self.store.derive(path)
+        try:
+            seen = read_state(child, _vector_ids(self.model.ops))
+            want = StoreState.of(self.model.kv, self.model.vectors)
+            assert seen == want, ("a derived child does not show its parent's data: "
+                                  + "; ".join(seen.describe_diff(want)))
+            if self.has_kv:  # a child writes only to itself
+                child.put("derived-only", b"child")
+                assert self.store.get("derived-only") is None, (
+                    "a write to a derived child reached the parent")
+        finally:
+            child.close()
+        self.history.record("derive", {"path": path}, "ok")
+
+    # -- faults ------------------------------------------------------------------------------
+
+    @precondition(lambda self: self.readable)
+    @rule()
+    @_step
+    def reopen(self) -> None:
+        self.store.close()
+        extra = {"readonly": "true"} if self.reader else {}
+        self.store = self.target.open(STORE_PATH, self._env(), **extra)
+        self.history.record("reopen", {}, "info", detail="clean close and open")
+
+    @rule()
+    @_step
+    def process_crash(self) -> None:
+        self.disk.crash()
+        self.failpoints.disarm()
+        # same disk: the page cache survives, and what was not yet synced may still be lost
+        # to a later power loss
+        self._recover("process crash", self.disk.position, power_loss=False)
+
+    @rule(crash=_per_machine(_crash_states))
+    @_step
+    def power_loss(self, crash: CrashState) -> None:
+        self.disk.crash()
+        self.failpoints.disarm()
+        image = crash.image(self.disk.base, self.disk.trace)
+        how = crash.describe(self.disk.trace)
+        self.disk = SimDisk(image)
+        self._recover(how, crash.position, power_loss=True)
+
+    @precondition(lambda self: self.has_failpoints and self.writable)
+    @rule(failpoint=_per_machine(lambda m: st.sampled_from(m.declaration.failpoints)),
+          after_hits=st.just(0) | st.integers(1, 2), op=_per_machine(_mutations))
+    @_step
+    def failpoint_crash(self, failpoint: str, after_hits: int, op: Op | str) -> None:
+        args = {"op": op, "failpoint": failpoint, "after_hits": after_hits}
+        name = f"{op if isinstance(op, str) else type(op).__name__.lower()} with {failpoint} armed"
+        self.failpoints.arm(failpoint, after_hits=after_hits)
+        try:
+            if not isinstance(op, str):
+                self._mutate(name, op, args)
+                return
+            try:  # compaction: no model op; everything acknowledged must come through it
+                self.store.compact()
+            except SimulatedCrash as crash:
+                self.history.record(name, args, "info", f"crashed at failpoint {crash.where}")
+                self.crashed = True
+            else:
+                self.history.record(name, args, "ok")
+        finally:
+            self.failpoints.disarm(failpoint)
+
+    def _recover(self, how: str, position: int, *, power_loss: bool) -> None:
+        """Reopen on ``self.disk`` and judge what the store shows against the model at the
+        crash ``position`` (a position of the trace before this crash)."""
+        type(self).stats["crash_states"] += 1
+        done, in_flight = self.model.at(position)
+        ops = self.model.ops[: done + in_flight]
+        states = prefix_states(ops)
+        index: dict[str, list[int]] = {}
+        for j, s in enumerate(states):
+            index.setdefault(s.digest, []).append(j)
+        allowed = allowed_range(done, in_flight, self.declaration.durability, power_loss)
+        self.store, self.crashed = None, False
+        seen: StoreState | BaseException
+        try:
+            nothing = self._open_recovered()
+            seen = nothing if nothing is not None else read_state(self.store, _vector_ids(ops))
+        except Exception as exc:  # noqa: BLE001 - a store that cannot reopen is the finding
+            seen = exc
+        verdict = judge(seen, states, index, ops, allowed)
+        name = "power_loss" if power_loss else "process_crash"
+        self.history.record(name, {"at": position}, "info",
+                            verdict.violation.value if verdict.violation else None,
+                            f"{how}; {verdict.detail}")
+        assert verdict.violation is None and verdict.matched is not None, (
+            f"after a {how}: {verdict.violation.value if verdict.violation else 'no state'} "
+            f"(declared durability: {self.declaration.durability.value}; {done} ops "
+            f"acknowledged{', 1 in flight' if in_flight else ''}; allowed states "
+            f"{allowed.lo}..{allowed.hi}): {verdict.detail}")
+        self.model.adopt(ops[: verdict.matched], self.disk.position)
+
+    def _open_recovered(self) -> StoreState | None:
+        """Open the store after a crash into ``self.store``. Returns the empty state when
+        there is nothing to open (a reader of a store never created), else None."""
+        try:
+            self.store = self.target.open(STORE_PATH, self._env())
+            self.reader = False
+            return None
+        except LockHeld as held:
+            if not (self.declaration.has(Capability.WRITER_LOCK)
+                    or self.declaration.has(Capability.LEASE)):
+                raise
+            # The lock names the crashed writer, which in process is this live process: a
+            # holder the machine cannot kill, so the lock can never go stale as it does after
+            # a real crash. Read the store back as a reader, and go on as one.
+            self.reader = True
+            try:
+                self.store = self.target.open(STORE_PATH, self._env(), readonly="true")
+            except BadOption:
+                raise held from None
+            except FileNotFoundError:
+                return StoreState()
+            return None
+
+    # -- invariants --------------------------------------------------------------------------
+
+    @precondition(lambda self: self.readable)
+    @invariant()
+    def agrees_with_model(self) -> None:
+        if self.has_vec:
+            got = self.store.count()
+            assert got == len(self.model.vectors), (
+                f"count() is {got}, the model holds {len(self.model.vectors)} vectors")
+        if self.has_kv and self.last_key is not None:
+            got = self.store.get(self.last_key)
+            want = self.model.kv.get(self.last_key)
+            assert got == want, f"get({self.last_key!r}) returned {got!r}, the model says {want!r}"
+
+    def teardown(self) -> None:
+        _LIVE.machine = None
+        if self.store is None or self.crashed:
+            return
+        try:
+            self.store.close()
+        except Exception:
+            if not self._in_step:  # a close that fails after a clean run is a finding
+                raise
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def _args(args: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
+                ) -> type[StoreMachine]:
+    """A ``RuleBasedStateMachine`` class for the backend ``spec``: a name (``"sqlite"``,
+    ``"sqlite?synchronous=NORMAL"``, ``"mypkg.mod:factory"``), a ``BackendSpec``, or a factory
+    ``open(path, env, **options) -> store``. ``options`` (str values) are merged into it.
+
+    The store is opened once, on a simulated disk, to read its declaration; the class gets a
+    rule for exactly what it declares. Run it with ``run_state_machine_as_test(cls)`` or
+    ``cls.TestCase`` under pytest.
+    """
+    target = target_for(spec, options)
+    decl, store_type = _probe(target)
+    flags = {
+        "has_kv": decl.has(Capability.KV),
+        "has_vec": decl.has(Capability.VECTOR),
+        "has_batch": decl.has(Capability.BATCH) and _has_methods(store_type, BatchWrite),
+        "has_compact": _capable(target, decl, store_type, Capability.COMPACT, Compactable),
+        "has_derive": _capable(target, decl, store_type, Capability.DERIVE, Derivable),
+        "has_verify": _capable(target, decl, store_type, Capability.WITNESS, WitnessVerifiable),
+        "has_failpoints": bool(decl.failpoints),
+    }
+    attrs: dict[str, Any] = dict(flags, target=target, declaration=decl, stats=Counter(),
+                                 __module__=__name__)
+    # Hypothesis keys its example database on the class source, the same for every backend;
+    # this attribute (read by hypothesis.internal.reflection.function_digest) tells them apart.
+    attrs["_hypothesis_internal_add_digest"] = target.label.encode()
+    return type("StoreMachine", (StoreMachine,), attrs)
+
+
+def _probe(target: Target) -> tuple[Declaration, type]:
+    """Open the backend once on a scratch disk: its declaration and its store's type."""
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
+    store = target.open(STORE_PATH, sim_env(disk, VirtualClock(), ArmedFailpoints()))
+    try:
+        decl = store.declaration
+    finally:
+        store.close()
+    if not isinstance(decl, Declaration):
+        raise TypeError(f"backend {target.label!r}: store.declaration must be a Declaration, "
+                        f"got {type(decl).__name__}")
+    if not (decl.has(Capability.KV) or decl.has(Capability.VECTOR)):
+        raise TypeError(f"backend {target.label!r} declares neither 'kv' nor 'vector'; the "
+                        "model has nothing to drive (add the capability it implements)")
+    return decl, type(store)
+
+
+def _capable(target: Target, decl: Declaration, store_type: type, capability: Capability,
+             protocol: type) -> bool:
+    if not decl.has(capability):
+        return False
+    if not _has_methods(store_type, protocol):
+        raise TypeError(
+            f"backend {target.label!r} declares {capability.value!r} but its store "
+            f"{store_type.__name__} lacks {protocol.__name__}'s methods; implement them or drop "
+            f"{capability.value!r} from the declaration")
+    return True
+
+
+def _has_methods(store_type: type, protocol: type) -> bool:
+    names: Iterable[str] = [n for n in vars(protocol) if not n.startswith("_")]
+    return all(callable(getattr(store_type, n, None)) for n in names)
+
+
+# -- running it ------------------------------------------------------------------------------
+
+_INVARIANTS = frozenset({"state.agrees_with_model()", "state.teardown()"})
+
+
+def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
+              options: Mapping[str, object] | None = None) -> Evidence:
+    """Run the model on ``spec`` for ``examples`` runs of up to ``steps`` steps, seeded: the
+    same seed gives the same verdict. PASS measures what ran (``examples`` machines built,
+    ``steps`` rules executed, ``crash_states`` recoveries judged, ``seed``). FAIL writes the
+    shrunk run as ``workdir/repro_<backend>_seed<seed>.py`` (``reproduce`` is the command to
+    run it; ``replay()`` runs it again and returns its evidence) and attaches the history of
+    the final failing run."""
+    machine = machine_for(spec, options=options)
+    hypothesis.seed(seed)(machine)
+    run_settings = Settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False,
+    )
+    label = machine.target.label
+    try:
+        with _no_local_constants():
+            run_state_machine_as_test(machine, settings=run_settings)
+    except Flaky as exc:
+        return Evidence(Verdict.UNKNOWN, f"{label}: the failure did not reproduce when "
+                        f"Hypothesis replayed it ({type(exc).__name__})", _measured(machine, seed),
+                        tuple(str(exc).splitlines()[:10]))
+    except Exception as exc:  # noqa: BLE001 - whatever the store raised is the finding
+        return _failure(machine, exc, seed, workdir)
+    stats = machine.stats
+    return Evidence(
+        Verdict.PASS,
+        f"{label}: {stats['examples']} runs, {stats['steps']} steps, {stats['crash_states']} "
+        "crash recoveries judged; the store always agreed with the model",
+        _measured(machine, seed),
+    )
+
+
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis also draws literals mined from every "local" module imported so far
+    (``providers._get_local_constants``), so what a seed generates would depend on what else
+    the process has imported (the CLI, pytest, a script). Pin that pool to empty for the run;
+    if this Hypothesis has no such pool, there is nothing to pin."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - another Hypothesis layout
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if original is None or cache is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
+def _measured(machine: type[StoreMachine], seed: int) -> dict[str, Any]:
+    stats = machine.stats
+    return {"examples": stats["examples"], "steps": stats["steps"],
+            "crash_states": stats["crash_states"], "seed": seed}
+
+
+def _failure(machine: type[StoreMachine], exc: Exception, seed: int, workdir: Path) -> Evidence:
+    label = machine.target.label
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    summary = f"{label}: {type(exc).__name__}: {message}".rstrip(": ")
+    steps = failing_steps(exc)
+    measured = _measured(machine, seed)
+    if steps is None:  # Hypothesis itself gave up (health check, unsatisfiable ...)
+        return Evidence(Verdict.UNKNOWN, summary, measured, tuple(str(exc).splitlines()[:10]))
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "backend"
+    name = f"repro_{slug}_seed{seed}.py"
+    source = reproduction_source(machine.target, steps, summary=summary)
+    path = write_reproduction(Path(workdir), name, source)
+    measured["failing_steps"] = sum(s not in _INVARIANTS for s in steps[1:])
+    history = machine.last.history.to_jsonl() if machine.last is not None else ""
+    expect = type(exc).__name__
+    return Evidence(
+        Verdict.FAIL, summary, measured, tuple(steps), reproduce=f"python {path}",
+        replay=lambda: replay_reproduction(path, expect=expect),
+        attachments={name: source, f"history_{slug}_seed{seed}.jsonl": history},
+    )
+
+
+def run_conformance_test(factory_or_spec: Any, *, settings: Settings | None = None,
+                         options: Mapping[str, object] | None = None) -> None:
+    """The one-liner for your own test suite, as Hypothesis's ``run_conformance_test`` is for
+    providers::
+
+        def test_my_store():
+            run_conformance_test("mypkg.store:open_store")
+
+    Raises the failure Hypothesis found, shrunk, with a runnable reproduction file's text
+    attached as a note. ``settings`` default to 50 runs of up to 30 steps, no deadline.
+    """
+    machine = machine_for(factory_or_spec, options=options)
+    if settings is None:
+        settings = Settings(max_examples=50, stateful_step_count=30, deadline=None,
+                            suppress_health_check=[HealthCheck.too_slow,
+                                                   HealthCheck.filter_too_much,
+                                                   HealthCheck.data_too_large])
+    try:
+        run_state_machine_as_test(machine, settings=settings)
+    except Exception as exc:
+        steps = failing_steps(exc)
+        if steps is not None:
+            source = reproduction_source(machine.target, steps, summary=str(exc))
+            exc.add_note("\nA runnable reproduction (save as repro.py, run python repro.py):"
+                         f"\n\n{source}")
+        raise
