@@ -141,6 +141,7 @@ _ENUM_REPR = re.compile(r"<(\w+)\.(\w+): [^<>]*>")
 _NOISE = re.compile(r",\s*(?:pending=\([^()]*\)|sector_size=512|torn=\(\)|garbage_seed=None)"
                     r"(?=[,)])")
 _WRAP = re.compile(r"\n\s*")
+_EXPLAINED = re.compile(r"  # or any other generated value$", re.MULTILINE)  # explain phase
 
 
 def _evaluable(step: str) -> str:
@@ -148,7 +149,8 @@ def _evaluable(step: str) -> str:
     (``<CrashModel.PREFIX: 'prefix'>``), and a crash state over several lines."""
     step = _ENUM_REPR.sub(r"\1.\2", step)
     if "CrashState(" in step:
-        step = _NOISE.sub("", _WRAP.sub(" ", step)).replace("( ", "(")
+        step = _EXPLAINED.sub("", step)
+        step = _NOISE.sub("", _WRAP.sub(" ", step)).replace("( ", "(").replace("), )", "))")
     return step
 
 
