@@ -2,7 +2,10 @@
 bare Hypothesis ``RuleBasedStateMachine`` over a dict doing the same operations: the ratio is
 the harness's own overhead (simulated disk, history, model checks, crash recovery, judging).
 
-    python tests/benchmarks/bench_stateful.py [--examples N] [--steps N] [--rounds N]
+    python tests/benchmarks/bench_stateful.py [--examples N] [--steps N] [--rounds N] [backend ...]
+
+Backends named on the command line (e.g. ``json sqlite rvf``) get a line of their own, each run
+once after the comparison.
 
 Runs alternate (bare, model, bare, model ...) in one process so that both see the same machine
 load; the medians are printed. Prints figures, asserts nothing.
@@ -123,6 +126,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=100)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("backends", nargs="*", default=[])
     args = ap.parse_args()
     bare_rates: list[float] = []
     model_rates: list[float] = []
@@ -145,6 +149,11 @@ def main() -> None:
           + " ".join(f"{x:.0f}" for x in model_rates))
     print(f"overhead: the model runs at 1/{bare / mod:.2f} of the bare machine's speed "
           f"({statistics.median(crash_share):.0%} of its steps are crash recoveries)")
+    for name in args.backends:
+        model = machine_for(name)
+        seconds = _run(model, args.examples, args.steps, 0)
+        print(f"{'crashgate model on ' + name:<44} {model.stats['steps'] / seconds:>9.0f}   "
+              f"({model.stats['crash_states']} crash recoveries judged)")
 
 
 if __name__ == "__main__":
