@@ -11,8 +11,11 @@ batches, vectors, compaction, derive, witness verification) and the fault rules:
 - ``power_loss(crash=...)``: a crash state drawn by Hypothesis (so it shrinks) over the trace
   since the last recovery; the store reopens on a new disk holding that image.
 - ``failpoint_crash(failpoint=..., after_hits=..., op=...)``: one of the declared failpoints is
-  armed and a mutation run; if the failpoint fires, the op is indeterminate (``info``) and the
-  next step is a recovery (process crash or power loss).
+  armed and a mutation (or a compaction) run; if the failpoint fires, the op is indeterminate
+  (``info``) and the next step is a recovery (process crash or power loss).
+
+A store whose writer lock names this live process after an in-process crash (it cannot tell
+the crash from a live holder) is read back read-only, and the run goes on as a reader.
 
 After every crash the recovered store must show a prefix state of the model's history
 (``crashcheck.judge``: acknowledged ops kept as far as the declared durability promises, the
