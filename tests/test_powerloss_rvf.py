@@ -32,7 +32,7 @@ def test_large_profile_writes_multi_mib_segments_and_many_deletes() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["rvf", "rvlite"])
 def test_large_workload_thousand_states_clean(backend: str) -> None:
-    report = run_powerloss(resolve(backend), seed=5, ops=36, budget=1300,
+    report = run_powerloss(resolve(backend), seed=5, ops=44, budget=1300,
                            profile=PROFILES["large"])
     assert report.states_checked >= 1000, report.states_checked
     assert not report.violations, report.first
