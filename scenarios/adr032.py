@@ -101,22 +101,26 @@ FAILURE_MODES = [
 
 INVARIANTS = [
     Row(INVARIANT_TABLE, "inv-1", "1", "Single writer rule",
-        "Any open store has exactly one writer lease. Readers are unlimited. A stale lease "
+        "Any open store has exactly one writer lease. Node uses a file lock (`flock`). Browser "
+        "uses a lock record with heartbeat in IndexedDB. Readers are unlimited. A stale lease "
         "(heartbeat older than 30 seconds) is recoverable by a new writer.",
         _needs_any(Capability.WRITER_LOCK, Capability.LEASE,
                    why="has neither a writer lock nor a lease"),
         _proc(P + "procedures_writers:single_writer_rule")),
     Row(INVARIANT_TABLE, "inv-2", "2", "Crash ordering rule (rvlite hybrid mode)",
-        "Write RVF first, then metadata, then the shared epoch; on startup an RVF epoch ahead "
-        "rebuilds metadata from RVF, a metadata epoch ahead logs a warning and trusts RVF.",
+        "Write order: 1. Write vectors to RVF (append-only, crash-safe) 2. Write metadata to "
+        "IndexedDB 3. Commit a shared monotonic epoch value in both stores. On startup: Compare "
+        "epochs. If RVF epoch > IndexedDB epoch, rebuild metadata from RVF. If IndexedDB epoch "
+        "> RVF epoch (should not happen), log warning and trust RVF.",
         _needs_failpoints_and_epoch, _proc(P + "procedures_crash:crash_ordering_rule")),
     Row(INVARIANT_TABLE, "inv-3", "3", "Backend selection rule",
-        "Explicit override beats auto detection; no silent fallback; fail loud with a clear "
-        "install hint.",
+        "Explicit override beats auto detection. If user passes `--backend rvf`, do not "
+        "silently fall back to `core` or `memory`. Fail loud with a clear install hint.",
         _always, _proc(P + "procedures_selection:backend_selection_rule")),
     Row(INVARIANT_TABLE, "inv-4", "4", "Cross-platform compatibility rule",
-        "Every file written by one implementation is readable by the other for the same wire "
-        "version; a file using a newer version is refused with an upgrade path.",
+        "Every `.rvf` file written by WASM must be readable by Node N-API and vice versa for "
+        "the same RVF wire version. If a file uses features from a newer version, the header "
+        "must declare it and the CLI must refuse with an upgrade path.",
         _needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
                    why="declares no file or schema version"),
         _proc(P + "procedures_versions:cross_platform_rule")),
