@@ -5,6 +5,8 @@ document's tables with a verdict column, readable as a CI summary), and the atta
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 from crashgate.harness.certify import Certificate
@@ -77,10 +79,26 @@ def verdict_table(cert: Certificate) -> str:
     return "\n".join(out)
 
 
+def _relocate(cert: Certificate, folder: Path) -> None:
+    """A reproduction named by a path in the run's scratch directory points, from now on, at
+    its copy beside the certificate (the scratch directory is gone after the run)."""
+    for i, r in enumerate(cert.results):
+        ev = r.evidence
+        if not ev.reproduce:
+            continue
+        fixed = ev.reproduce
+        for name in ev.attachments:
+            fixed = re.sub(r"(?<![\w/.-])[^\s'\"]*/" + re.escape(name),
+                           str(folder / name).replace("\\", "\\\\"), fixed)
+        if fixed != ev.reproduce:
+            cert.results[i] = replace(r, evidence=replace(ev, reproduce=fixed))
+
+
 def write_certificate(cert: Certificate, out: Path, slug: str) -> Path:
     """Write everything for one run; returns the run's folder."""
-    folder = certificate_dir(out, slug, cert.run_id)
+    folder = certificate_dir(out, slug, cert.run_id).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    _relocate(cert, folder)
     (folder / "certificate.json").write_text(json.dumps(cert.to_json(), indent=2) + "\n")
     (folder / "certificate.md").write_text(render_markdown(cert) + "\n")
     for r in cert.results:

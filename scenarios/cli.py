@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from crashgate.backends import CrashgateError, close_matches_for, resolve
+from crashgate.backends import close_matches_for, resolve
 from crashgate.harness.certify import certify, probe_declaration
+from crashgate.harness.cli import UsageError
 from crashgate.harness.report import verdict_table, write_certificate
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.adr032 import all_rows
@@ -22,8 +23,8 @@ __all__ = ["add_parser", "select_rows"]
 EXIT = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.UNKNOWN: 2}
 
 
-class ScenarioNotFound(CrashgateError):
-    pass
+class ScenarioNotFound(UsageError):
+    """A ``--scenario`` that names no row (exit 3)."""
 
 
 def select_rows(wanted: list[str] | None) -> list[Row]:
