@@ -83,7 +83,11 @@ def _records(first_id: int, n: int, dim: int, tag: str) -> tuple[VectorRecord, .
 
 def _ops(decl: Any) -> tuple[Op, Op]:
     if decl.has(Capability.VECTOR):
-        return Upsert(_records(1, 5, 8, "committed")), Upsert(_records(100, 5, 8, "in-flight"))
+        # the in-flight write adds records and rewrites a committed one: metadata written ahead
+        # of its vector (or the other way round) shows as a record no op ever wrote
+        rewrite = VectorRecord.of(1, [0.5] * 8, {"tag": "rewritten", "n": 99})
+        return (Upsert(_records(1, 5, 8, "committed")),
+                Upsert((*_records(100, 5, 8, "in-flight"), rewrite)))
     return Put("committed", b"v1"), Put("in-flight", b"v2")
 
 
