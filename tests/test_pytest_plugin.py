@@ -1,0 +1,54 @@
+"""The pytest plugin: ``--crashgate-backend`` adds one test per row, the same verdicts serially
+and under pytest-xdist, and the ``crashgate_model`` fixture for a user's own factory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+USER_TEST = '''
+def test_my_store(crashgate_model):
+    crashgate_model("crashgate.reference.memory:open_memory")
+'''
+
+
+def _run(tmp: Path, *extra: str) -> tuple[int, dict[str, str], str]:
+    report = tmp / f"junit{len(list(tmp.glob('junit*')))}.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp),
+         "--crashgate-backend", "rvf", "--crashgate-budget", "quick", f"--junitxml={report}",
+         *extra, str(tmp)],
+        capture_output=True, text=True, timeout=900, cwd=tmp)
+    outcomes = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        kind = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                kind = child.tag
+        outcomes[case.get("name", "")] = kind
+    return proc.returncode, outcomes, proc.stdout + proc.stderr
+
+
+def test_rows_as_tests_serial_and_under_xdist_agree(tmp_path: Path) -> None:
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    code, serial, out = _run(tmp_path)
+    assert code == 0, out
+    rows = {n: k for n, k in serial.items() if n.startswith("crashgate[rvf]")}
+    assert len(rows) == 13, serial
+    assert rows["crashgate[rvf][adr032-6]"] == "skipped"   # n/a: no heartbeat lease
+    assert rows["crashgate[rvf][adr032-1]"] == "passed"
+    assert serial["test_my_store"] == "passed"
+    code, parallel, out = _run(tmp_path, "-n", "2")
+    assert code == 0, out
+    assert parallel == serial
+
+
+def test_a_bad_backend_name_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--crashgate-backend", "rvff", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "Did you mean 'rvf'" in proc.stdout + proc.stderr
