@@ -8,6 +8,7 @@ import random
 import shlex
 import sys
 import time
+from collections.abc import Callable
 
 from crashgate.backends import resolve
 from crashgate.harness.crashcheck import ViolationClass
@@ -129,7 +130,7 @@ def _models(text: str) -> str:
     return text
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "powerloss", help="crash a backend at every fsync window on a simulated disk",
         description="Run a seeded random workload on BACKEND over the simulated disk, build "
@@ -154,7 +155,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=_with_seed(run))
 
 
-def _with_seed(func):  # type: ignore[no-untyped-def]
+def _with_seed(func: Callable[[argparse.Namespace], int]
+               ) -> Callable[[argparse.Namespace], int]:
     def wrapped(args: argparse.Namespace) -> int:
         if args.seed is None:
             args.seed = random.randrange(1 << 32)

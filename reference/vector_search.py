@@ -63,7 +63,7 @@ def exact_search(
     id_arr = np.asarray(ids, dtype=np.uint64)
     keep = np.arange(len(id_arr))
     if where:
-        keep = np.array([i for i in keep if matches(metadata[i], where)], dtype=np.int64)
+        keep = np.array([i for i in keep if matches(metadata[int(i)], where)], dtype=np.int64)
         if keep.size == 0:
             return []
     order = np.lexsort((id_arr[keep], d[keep]))[:k]

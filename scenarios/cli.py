@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT[worst]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "certify", help="certify backends against ADR-032's failure-mode tables",
         description="Run every row of ADR-032's failure-mode table and key invariants (plus "

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from crashgate.backends import BackendSpec, Capability, CrashgateError, Durability, LockHeld
 from crashgate.harness.crashcheck import allowed_range, judge
@@ -38,12 +39,13 @@ __all__ = ["check_io_error", "io_errors"]
 
 DATA_DIR = "/data"
 PATH = f"{DATA_DIR}/store"
-KINDS = ("EIO", "ENOSPC")
+Kind = Literal["EIO", "ENOSPC"]
+KINDS: tuple[Kind, ...] = ("EIO", "ENOSPC")
 
 
 @dataclass
 class _Case:
-    kind: str
+    kind: Kind
     at: int
     persistent: bool
     outcomes: list[str] = field(default_factory=list)     # "ok" / "info" per op run
@@ -176,7 +178,7 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
     return case
 
 
-def check_io_error(spec: BackendSpec, *, kind: str, at: int, persistent: bool, seed: int,
+def check_io_error(spec: BackendSpec, *, kind: Kind, at: int, persistent: bool, seed: int,
                    ops: int) -> Evidence:
     """Re-run one case (the replay and the reproduction script call this)."""
     workload, _ = _workload(spec, ops, seed)
@@ -200,7 +202,7 @@ def _ops_lines(ops: Sequence[Op], case: _Case) -> tuple[str, ...]:
     return tuple(lines[-8:])
 
 
-def _cases(count: int, limit: int, seed: int) -> tuple[list[tuple[str, int, bool]], bool]:
+def _cases(count: int, limit: int, seed: int) -> tuple[list[tuple[Kind, int, bool]], bool]:
     """Every (kind, n, persistent) when the budget allows; else every n at least once (kinds
     and persistence rotating), then a seeded sample of the rest up to ``limit``."""
     combos = [(k, p) for k in KINDS for p in (False, True)]
@@ -273,4 +275,5 @@ def io_errors(ctx: RowContext) -> Evidence:
         details=(*details, *_ops_lines(workload, first),
                  *(f.problem or "" for f in failures[1:4])),
         reproduce=f"python {script}",
-        replay=lambda: check_io_error(ctx.spec, **kwargs))
+        replay=lambda: check_io_error(ctx.spec, kind=first.kind, at=first.at,
+                                      persistent=first.persistent, seed=ctx.seed, ops=n_ops))

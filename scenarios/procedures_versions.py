@@ -25,6 +25,7 @@ from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.faults.skew import (
     DAMAGES,
+    Damage,
     Versioning,
     VersionSkew,
     damage,
@@ -156,7 +157,7 @@ def check_too_new(spec: BackendSpec, *, writer: int, reader: int, seed: int,
                     "unchanged", measured)
 
 
-def check_damaged(spec: BackendSpec, *, how: str, seed: int) -> Evidence:
+def check_damaged(spec: BackendSpec, *, how: Damage, seed: int) -> Evidence:
     """A file of the reader's own version, damaged: never refused as too new."""
     ops = _workload(spec, seed)
     disk = _disk()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from crashgate.backends import Clock, Failpoints, SimulatedCrash
 from crashgate.harness import ArmedFailpoints, SimDisk, VirtualClock, sim_env
 

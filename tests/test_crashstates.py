@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+
 from crashgate.harness import (
     CrashModel,
     CrashState,
@@ -17,8 +20,6 @@ from crashgate.harness import (
     pending_at,
     sync_positions,
 )
-from hypothesis import find, given, settings
-from hypothesis import strategies as st
 
 M = CrashModel
 OLD, NEW = b"o" * 512, b"N" * 512

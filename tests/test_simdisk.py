@@ -7,6 +7,7 @@ import errno
 
 import pytest
 from conformance import conformance_test
+
 from crashgate.backends import File, FileSystem
 from crashgate.harness import DiskImage, SimDisk, sim_env
 

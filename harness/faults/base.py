@@ -18,7 +18,6 @@ is the n-th), so ``compose`` refuses them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
 
 from crashgate.backends import Capability, Declaration, Env
 
@@ -30,7 +29,8 @@ LEVERS = frozenset({"fs", "clock", "failpoints", "process"})
 class Fault:
     """Base of every fault. Subclasses set ``levers`` and override what they need."""
 
-    levers: ClassVar[frozenset[str]] = frozenset()
+    levers: frozenset[str] = frozenset()
+    """What the fault acts through; a class constant, or set per instance."""
 
     @property
     def name(self) -> str:
@@ -72,14 +72,11 @@ class Composed(Fault):
 
     def __init__(self, faults: Iterable[Fault]) -> None:
         self.faults: tuple[Fault, ...] = tuple(faults)
+        self.levers = frozenset().union(*(f.levers for f in self.faults))
 
     @property
     def name(self) -> str:
         return " + ".join(f.name for f in self.faults)
-
-    @property
-    def levers(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset().union(*(f.levers for f in self.faults))
 
     def needs(self, decl: Declaration) -> str | None:
         for f in self.faults:

@@ -70,16 +70,13 @@ class LeaseExpiry(Fault):
         self.clock = VirtualClock()
         self._pythonpath = tuple(pythonpath)
         self.holder: HolderRun | None = None
+        crash = "fs" if crash_at == "sync" else "failpoints"
+        self.levers = frozenset({"clock", "process", crash})
         self._events: list[str] = []
 
     @property
     def name(self) -> str:
         return f"LeaseExpiry(holder killed at {self.crash_at}, stale after {self.stale_after:g} s)"
-
-    @property
-    def levers(self) -> frozenset[str]:
-        crash = "fs" if self.crash_at == "sync" else "failpoints"
-        return frozenset({"clock", "process", crash})
 
     def needs(self, decl: Declaration) -> str | None:
         reason = requires(decl, Capability.LEASE, what="heartbeat writer lease")

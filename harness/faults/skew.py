@@ -29,8 +29,8 @@ __all__ = ["DAMAGES", "SQLITE_MAGIC", "VersionSkew", "Versioning", "damage", "ma
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 USER_VERSION_AT = 60
-DAMAGES = ("garbage-header", "zeroed-header", "flipped-bytes", "truncated")
 Damage = Literal["garbage-header", "zeroed-header", "flipped-bytes", "truncated"]
+DAMAGES: tuple[Damage, ...] = ("garbage-header", "zeroed-header", "flipped-bytes", "truncated")
 
 
 @dataclass(frozen=True)

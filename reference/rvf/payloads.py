@@ -55,8 +55,8 @@ class Journal:
     ids: list[int]
 
 
-def encode_vec(ids: Sequence[int], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]
-               ) -> bytes:
+def encode_vec(ids: Sequence[int] | np.ndarray, vectors: np.ndarray,
+               metadata: Sequence[Mapping[str, Any]]) -> bytes:
     n, dim = vectors.shape
     meta = json.dumps([dict(m) for m in metadata], separators=(",", ":")).encode()
     return (_VEC_HEAD.pack(n, dim, DTYPE_F64)
