@@ -29,6 +29,7 @@ from crashgate.backends.env import (
     SimulatedCrash,
     SystemClock,
     os_env,
+    read_all,
 )
 from crashgate.backends.errors import (
     BackendMissing,
@@ -90,5 +91,6 @@ __all__ = [
     "close_matches_for",
     "known_names",
     "os_env",
+    "read_all",
     "resolve",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "SimulatedCrash",
     "SystemClock",
     "os_env",
+    "read_all",
 ]
 
 OpenMode = Literal["r", "r+", "c", "w", "x"]
@@ -245,6 +246,15 @@ class Env:
     clock: Clock = field(default_factory=SystemClock)
     failpoints: Failpoints = field(default_factory=NoFailpoints)
     observe: Callable[[str, dict[str, object]], None] = _ignore
+
+
+def read_all(fs: FileSystem, path: str) -> bytes:
+    """The whole file at ``path`` (``FileNotFoundError`` when there is none)."""
+    f = fs.open(path, "r")
+    try:
+        return f.read(0, f.size())
+    finally:
+        f.close()
 
 
 def os_env() -> Env:

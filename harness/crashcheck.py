@@ -17,7 +17,7 @@ from crashgate.backends import Durability
 from crashgate.harness.model import StoreState
 from crashgate.harness.ops import Batch, Op
 
-__all__ = ["Allowed", "Judgement", "ViolationClass", "allowed_range", "judge"]
+__all__ = ["Allowed", "Judgement", "ViolationClass", "acknowledged_at", "allowed_range", "judge"]
 
 
 class ViolationClass(enum.StrEnum):
@@ -41,6 +41,21 @@ def allowed_range(acknowledged: int, in_flight: bool, durability: Durability,
     needed = Durability.POWER_LOSS if power_loss else Durability.PROCESS_CRASH
     lo = acknowledged if durability.covers(needed) else 0
     return Allowed(lo, acknowledged + (1 if in_flight else 0), acknowledged, in_flight)
+
+
+def acknowledged_at(spans: Sequence[tuple[int, int | None]], position: int,
+                    done: int = 0) -> tuple[int, bool]:
+    """How many ops had returned at trace ``position`` (counting from ``done``), and whether one
+    was in flight. ``spans`` are the (start, end) trace positions of the ops in order; an op
+    still running has end ``None``."""
+    for start, end in spans:
+        if end is not None and end <= position:
+            done += 1
+        elif start <= position:
+            return done, True
+        else:
+            break
+    return done, False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from crashgate.backends import BackendSpec, Durability, Env
-from crashgate.harness.crashcheck import Judgement, ViolationClass, allowed_range, judge
+from crashgate.harness.crashcheck import (
+    Judgement,
+    ViolationClass,
+    acknowledged_at,
+    allowed_range,
+    judge,
+)
 from crashgate.harness.crashstates import (
     CrashModel,
     CrashState,
@@ -53,15 +59,7 @@ class Recorded:
 
     def acknowledged_at(self, position: int) -> tuple[int, bool]:
         """How many ops had returned at ``position``, and whether one was in flight."""
-        done = 0
-        for start, end in self.spans:
-            if end <= position:
-                done += 1
-            elif start <= position:
-                return done, True
-            else:
-                break
-        return done, False
+        return acknowledged_at(self.spans, position)
 
 
 def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -> Recorded:

@@ -65,7 +65,7 @@ from crashgate.backends import (
     WitnessVerifiable,
 )
 from crashgate.harness.clock import VirtualClock
-from crashgate.harness.crashcheck import allowed_range, judge
+from crashgate.harness.crashcheck import acknowledged_at, allowed_range, judge
 from crashgate.harness.crashstates import (
     CrashModel,
     CrashState,
@@ -233,15 +233,7 @@ class _Model:
 
     def at(self, position: int) -> tuple[int, bool]:
         """(ops acknowledged, whether one was in flight) at trace ``position``."""
-        done = self.on_disk
-        for start, end in self.spans:
-            if end is not None and end <= position:
-                done += 1
-            elif start <= position:
-                return done, True
-            else:
-                break
-        return done, False
+        return acknowledged_at(self.spans, position, self.on_disk)
 
     def crash_positions(self, disk: SimDisk) -> list[int]:
         """Since the last recovery: before each sync, at each op's end, and now."""

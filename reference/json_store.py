@@ -34,6 +34,7 @@ from crashgate.backends import (
     StoreClosed,
     VersionTooNew,
     check_options,
+    read_all,
 )
 
 __all__ = ["SCHEMA_VERSION", "JsonStore", "file_name_for", "key_for_file_name", "open_json"]
@@ -138,13 +139,9 @@ class JsonStore:
         """The parsed document in ``name``, ``None`` if there is no such file."""
         where = self._file(name)
         try:
-            f = self._fs.open(where, "r")
+            raw = read_all(self._fs, where)
         except FileNotFoundError:
             return None
-        try:
-            raw = f.read(0, f.size())
-        finally:
-            f.close()
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):

@@ -26,6 +26,7 @@ from crashgate.backends import (
     StoreClosed,
     VectorRecord,
     check_options,
+    read_all,
 )
 from crashgate.reference.vector_search import METRICS, exact_search
 
@@ -55,11 +56,7 @@ class MemoryStore:
     def _load(self) -> None:
         if not self._env.fs.exists(self.path):
             return
-        f = self._env.fs.open(self.path, "r")
-        try:
-            raw = f.read(0, f.size())
-        finally:
-            f.close()
+        raw = read_all(self._env.fs, self.path)
         try:
             doc = json.loads(raw)
             self._kv = {k: base64.b64decode(v) for k, v in doc["kv"].items()}

@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from crashgate.backends import BackendSpec, BadOption, Capability, Declaration, Env, FileSystem
+from crashgate.backends import (
+    BackendSpec,
+    BadOption,
+    Capability,
+    Declaration,
+    Env,
+    FileSystem,
+    read_all,
+)
 from crashgate.harness.faults.base import Fault, requires
 from crashgate.harness.ops import Op
 
@@ -66,17 +74,9 @@ def main_file(fs: FileSystem, path: str) -> str | None:
     return None
 
 
-def _read_all(fs: FileSystem, path: str) -> bytes:
-    f = fs.open(path, "r")
-    try:
-        return f.read(0, f.size())
-    finally:
-        f.close()
-
-
 def read_user_version(fs: FileSystem, path: str) -> int | None:
     """``PRAGMA user_version`` of the SQLite file at ``path`` (None if it is not SQLite)."""
-    head = _read_all(fs, path)[:USER_VERSION_AT + 4]
+    head = read_all(fs, path)[:USER_VERSION_AT + 4]
     if not head.startswith(SQLITE_MAGIC) or len(head) < USER_VERSION_AT + 4:
         return None
     return int(struct.unpack_from(">i", head, USER_VERSION_AT)[0])
@@ -94,7 +94,7 @@ def write_user_version(fs: FileSystem, path: str, version: int) -> None:
 def damage(fs: FileSystem, path: str, how: Damage, seed: int) -> str:
     """Damage the file at ``path`` in place; returns what was done, for a person."""
     rng = random.Random(seed)
-    data = _read_all(fs, path)
+    data = read_all(fs, path)
     if not data:
         raise ValueError(f"cannot damage {path}: it is empty")
     f = fs.open(path, "r+")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from crashgate.backends import Clock, FileSystem, LockHeld
+from crashgate.backends import Clock, FileSystem, LockHeld, read_all
 
 __all__ = ["LOCK_MAGIC", "LockInfo", "WriterLock", "read_lock"]
 
@@ -117,13 +117,9 @@ class LockInfo:
 def read_lock(fs: FileSystem, lock_path: str) -> tuple[bytes, LockInfo | None] | None:
     """``(raw bytes, record or None if unreadable)``, or None when there is no lock file."""
     try:
-        f = fs.open(lock_path, "r")
+        raw = read_all(fs, lock_path)
     except FileNotFoundError:
         return None
-    try:
-        raw = f.read(0, f.size())
-    finally:
-        f.close()
     return raw, LockInfo.decode(raw)
 
 
