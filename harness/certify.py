@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crashgate.backends import BackendSpec, CrashgateError, Declaration, os_env
+from crashgate.backends import BackendSpec, Declaration, os_env
 from crashgate.harness.verdict import Evidence, Verdict
 
 __all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "probe_declaration",
@@ -105,7 +105,7 @@ def _run_row(row: Any, ctx: Any) -> Evidence:
         return Evidence.na(reason)
     try:
         evidence: Evidence = row.procedure(ctx)
-    except (Exception, CrashgateError) as exc:  # noqa: BLE001 - the check itself broke
+    except Exception as exc:  # noqa: BLE001 - the check itself broke
         tb = traceback.format_exc()
         return Evidence(Verdict.UNKNOWN, f"the check could not run: {type(exc).__name__}: {exc}",
                         {"seed": ctx.seed}, attachments={f"{row.key}-error.txt": tb})

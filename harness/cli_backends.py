@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from crashgate.backends import CrashgateError, known_names, os_env, resolve
+from crashgate.backends import BackendMissing, known_names, os_env, resolve
 from crashgate.backends.registry import BUILTIN
 
 __all__ = ["add_parser"]
@@ -18,7 +18,7 @@ def _describe(name: str) -> tuple[str, str, str]:
             store = spec.open(f"{tmp}/store", os_env())
             decl = store.declaration
             store.close()
-    except CrashgateError as exc:
+    except BackendMissing as exc:   # listed, not fatal: only selecting it must fail loud
         return name, "unavailable", str(exc).splitlines()[0]
     caps = ", ".join(sorted(c.value for c in decl.capabilities))
     return name, decl.durability.value, caps
