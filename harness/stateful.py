@@ -665,7 +665,7 @@ def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
     ``steps`` rules executed, ``crash_states`` recoveries judged, ``seed``). FAIL writes the
     shrunk run as ``workdir/repro_<backend>_seed<seed>.py`` (``reproduce`` is the command to
     run it; ``replay()`` runs it again and returns its evidence) and attaches the history of
-    the final failing run."""
+    the final failing run; a PASS attaches the history of its last run."""
     machine = machine_for(spec, options=options)
     hypothesis.seed(seed)(machine)
     run_settings = Settings(
@@ -685,12 +685,20 @@ def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
     except Exception as exc:  # noqa: BLE001 - whatever the store raised is the finding
         return _failure(machine, exc, seed, workdir)
     stats = machine.stats
+    history = machine.last.history.to_jsonl() if machine.last is not None else ""
+    slug = _slug(label)
     return Evidence(
         Verdict.PASS,
         f"{label}: {stats['examples']} runs, {stats['steps']} steps, {stats['crash_states']} "
         "crash recoveries judged; the store always agreed with the model",
         _measured(machine, seed),
+        attachments={f"history_{slug}_seed{seed}_last-run.jsonl": history} if history else {},
     )
+
+
+def _slug(label: str) -> str:
+    """A backend label made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "backend"
 
 
 @contextlib.contextmanager
@@ -733,7 +741,7 @@ def _failure(machine: type[StoreMachine], exc: Exception, seed: int, workdir: Pa
     measured = _measured(machine, seed)
     if steps is None:  # Hypothesis itself gave up (health check, unsatisfiable ...)
         return Evidence(Verdict.UNKNOWN, summary, measured, tuple(str(exc).splitlines()[:10]))
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "backend"
+    slug = _slug(label)
     name = f"repro_{slug}_seed{seed}.py"
     source = reproduction_source(machine.target, steps, summary=summary)
     path = write_reproduction(Path(workdir), name, source)
