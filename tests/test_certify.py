@@ -35,6 +35,8 @@ def test_reference_backends_certify_with_every_row_passing_or_na(tmp_path: Path,
                 assert row["summary"], row          # n/a always says why
             else:
                 assert row["measured"], row         # a pass always says what it measured
+        [history] = path.parent.glob("history_*.jsonl")   # the model's last run, op by op
+        assert '"outcome": "ok"' in history.read_text()
         md = (path.parent / "certificate.md").read_text()
         assert "| 1 | Power loss during ingest |" in md
         assert "## ADR-032 Key Invariants" in md
