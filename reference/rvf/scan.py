@@ -14,10 +14,19 @@ The rules (FORMAT.md "Opening" says the same in prose):
    after it is the tail: never visible, truncated by the next writer.
 4. The tail is searched at 64-byte aligned offsets (every header is aligned) for an intact
    manifest that verifies, or an intact newer-version header. A verified manifest behind a
-   broken header means the committed region is damaged: ``CorruptStore``. A torn commit can
-   never leave one, because its manifest is written only after its data was fsynced.
+   broken header means the committed region is damaged: ``CorruptStore``. A commit written
+   with two fsyncs (``sync=two``) can never leave one, because its manifest is written only
+   after its data was fsynced. The one exception is rule 6's torn same-sync commit.
 5. A non-empty file with no verified manifest is ``CorruptStore`` (files are created whole, by
    a rename); an empty file is a new store.
+6. A manifest flagged SAME_SYNC (``sync=one``: data and manifest written together, one fsync)
+   can survive a crash whole while sectors of its data did not. Such a manifest is the commit
+   point only if every segment it names (data and witness) is intact and verifies. When it is
+   the LAST commit of the file (nothing intact or verifying follows it) and some segment it
+   names, all lying between the previous manifest and itself, is missing or fails its hash,
+   its commit is torn: the commit point is the manifest it names as ``prev``. Found behind a
+   broken header (rule 4), it is torn when it names the walk's commit point as ``prev`` and
+   nothing verifying follows it. Anywhere else, such damage is ``CorruptStore`` as before.
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crashgate.backends import CorruptStore, File, VersionTooNew
+from crashgate.reference.rvf.manifest import Manifest
 from crashgate.reference.rvf.segments import (
     ALIGN,
     CHECKSUM_SHAKE256,
     HEADER_SIZE,
     MAGIC_BYTES,
+    Flag,
     HeaderError,
     SegmentHeader,
     SegType,
@@ -135,12 +146,14 @@ def whole_manifest(reader: ChunkReader, seg: Seg) -> bytes | None:
     return None
 
 
-def resync(reader: ChunkReader, start: int, supported: int) -> tuple[str, Seg] | None:
+def resync(reader: ChunkReader, start: int, supported: int, *,
+           inclusive: bool = False) -> tuple[str, Seg] | None:
     """Search ``[start, size)`` at aligned offsets for proof of what lies behind a broken header:
     ``("newer", seg)`` for an intact header of a newer version, ``("manifest", seg)`` for an
-    intact manifest whose payload verifies; ``None`` when it holds neither (a torn tail)."""
+    intact manifest whose payload verifies; ``None`` when it holds neither (a torn tail).
+    The header at ``start`` itself is searched only when ``inclusive``."""
     pos = start - start % ALIGN + (ALIGN if start % ALIGN else 0)
-    if pos == start:
+    if pos == start and not inclusive:
         pos += ALIGN  # the header at ``start`` itself is the broken one
     size = reader.size
     while pos + HEADER_SIZE <= size:
@@ -192,15 +205,71 @@ def locate(reader: ChunkReader, path: str, supported: int) -> Located:
             if data is not None:
                 chosen, payload = seg, data
                 break
+    later_torn = False
     if w.stop < w.size:
         found = resync(reader, w.stop, supported)
+        if found is not None and found[0] == "manifest" and \
+                _names_as_prev(reader, found[1], chosen):
+            # Rule 6: a torn same-sync commit right after the commit point; it must be the last.
+            later_torn = True
+            found = resync(reader, found[1].end, supported, inclusive=True)
         if found is not None and found[0] == "newer":
             raise VersionTooNew(path, found=found[1].header.version, supported=supported)
         if found is not None:
             raise CorruptStore(path, f"{w.stop_reason}, but a committed manifest follows at "
                                      f"offset {found[1].offset}")
+    if chosen is not None and chosen.header.flags & Flag.SAME_SYNC and not later_torn:
+        # (With a torn commit after it, ``chosen`` is not the last: replay judges its data.)
+        fallback = _torn_same_sync(reader, w, chosen, payload, path)
+        if fallback is not None:
+            chosen, payload = fallback
     if chosen is None and w.size > 0:
         why = w.stop_reason or "no manifest verifies"
         raise CorruptStore(path, f"no committed manifest in its {w.size} bytes ({why}); it is "
                                  "not an RVF file or its first commit is damaged")
     return Located(w, chosen, payload)
+
+
+def _decode(payload: bytes) -> Manifest | None:
+    try:
+        return Manifest.decode(payload)
+    except ValueError:
+        return None  # replay reports it, if it is ever replayed
+
+
+def _names_as_prev(reader: ChunkReader, found: Seg, chosen: Seg | None) -> bool:
+    """Whether ``found`` (a verified manifest behind a broken header) is a same-sync commit
+    whose ``prev`` is the commit point ``chosen``: its own data is what the walk broke on."""
+    if chosen is None or not found.header.flags & Flag.SAME_SYNC:
+        return False
+    data = whole_manifest(reader, found)
+    m = _decode(data) if data is not None else None
+    return m is not None and m.prev == chosen.offset
+
+
+def _torn_same_sync(reader: ChunkReader, w: Walk, chosen: Seg, payload: bytes,
+                    path: str) -> tuple[Seg, bytes] | None:
+    """For a SAME_SYNC commit point: ``None`` when its commit is whole (or is not shaped like a
+    torn last commit, so replay judges it), else the previous manifest and its payload."""
+    m = _decode(payload)
+    if m is None or any(s.offset >= chosen.end for s in w.segments):
+        return None  # something follows it: not the last commit
+    by_offset = {s.offset: s for s in w.segments}
+    prev = by_offset.get(m.prev)
+    if prev is None or prev.seg_type != SegType.MANIFEST:
+        return None
+    whole = True
+    for ref in (*m.segments, m.witness):
+        if not prev.end <= ref.offset < chosen.offset:
+            return None  # names data outside its own commit: damage, not a torn commit
+        seg = by_offset.get(ref.offset)
+        if seg is None or seg.header.seg_id != ref.seg_id or seg.seg_type != ref.seg_type \
+                or seg.end > chosen.offset or not payload_verifies(seg, read_payload(reader, seg)):
+            whole = False
+    if whole:
+        return None
+    prev_payload = whole_manifest(reader, prev)
+    if prev_payload is None:
+        raise CorruptStore(path, f"the same-sync commit at offset {chosen.offset} is torn, but "
+                                 f"the manifest before it at offset {prev.offset} does not verify")
+    return prev, prev_payload

@@ -84,6 +84,9 @@ class Flag(enum.IntFlag):
     SNAPSHOT = 0x100
     CHECKPOINT = 0x200
     HAS_LINEAGE = 0x800
+    SAME_SYNC = 0x1000
+    """This reference, on a MANIFEST only: its commit's data was written in the same fsync as
+    the manifest (``sync=one``), so a crash can leave it whole over torn data; see FORMAT.md."""
 
 
 def type_name(seg_type: int) -> str:

@@ -2,8 +2,11 @@
 
 ``open_rvf(path, env, **options)`` opens (creating if missing) ``path``. A commit appends its data
 segments (JOURNAL, META, VEC) and a WITNESS entry, fsyncs, appends a MANIFEST and fsyncs again:
-the manifest's fsync is the commit point. Opening rebuilds the live state from the newest
-manifest that verifies (scan.py, replay.py); a writer then truncates the uncommitted tail.
+the manifest's fsync is the commit point. With ``sync=one`` it appends data and manifest in one
+write and fsyncs once (that fsync is the commit point; the manifest carries SAME_SYNC, and open
+treats such a manifest over torn data, in the last commit only, as a torn commit). Opening
+rebuilds the live state from the newest manifest that verifies (scan.py, replay.py); a writer
+then truncates the uncommitted tail.
 The live state is held in memory; queries are exact (``vector_search.exact_search``).
 FORMAT.md describes the layout and every choice the specification leaves open.
 """
@@ -51,7 +54,7 @@ from crashgate.reference.rvf.table import VectorTable
 from crashgate.reference.rvf.witness import ZERO_HASH, WitnessEntry, WitnessType
 from crashgate.reference.vector_search import METRICS
 
-__all__ = ["FAILPOINTS", "OPTIONS", "RvfStore", "open_rvf"]
+__all__ = ["FAILPOINTS", "ONE_SYNC_FAILPOINTS", "OPTIONS", "RvfStore", "open_rvf"]
 
 MAX_WIRE_VERSION = 255
 OPTIONS = {
@@ -65,9 +68,14 @@ OPTIONS = {
     "lock": Option("true", ("true", "false"), help="take the <file>.lock writer lock"),
     "stale_after": Option("30", convert=float, help="seconds after which a dead writer's lock "
                           "is recovered"),
+    "sync": Option("two", ("two", "one"), help="fsyncs per commit: two (data, then manifest: "
+                   "the spec's protocol) or one (data and manifest written together)"),
 }
 FAILPOINTS = ("rvf.after-data-write", "rvf.after-data-sync", "rvf.after-manifest-write",
               "rvf.compact.after-new-file", "rvf.compact.after-rename")
+ONE_SYNC_FAILPOINTS = ("rvf.after-manifest-write", "rvf.compact.after-new-file",
+                       "rvf.compact.after-rename")
+"""The failpoints a ``sync=one`` store hits: its single commit write has data and manifest."""
 CAPABILITIES = frozenset({
     Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.COMPACT, Capability.DERIVE,
     Capability.WITNESS, Capability.WRITER_LOCK, Capability.WIRE_VERSION,
@@ -96,6 +104,7 @@ class RvfStore:
             raise BadOption("rvf", "dimension", options["dimension"], ["0 (from the file)",
                                                                       "a positive integer"])
         self.readonly = options["readonly"] == "true"
+        self._one_sync = options.get("sync", "two") == "one"
         self._file: File | None = None
         self._lock = lock
         self._closed = False
@@ -196,7 +205,8 @@ class RvfStore:
         self._witness_head = m.witness_head
         self.declaration = Declaration(
             durability=Durability.POWER_LOSS, capabilities=CAPABILITIES, file_format="rvf",
-            wire_version=self._version, failpoints=FAILPOINTS, metric=self.metric,
+            wire_version=self._version, metric=self.metric,
+            failpoints=ONE_SYNC_FAILPOINTS if self._one_sync else FAILPOINTS,
             notes={"vectors": "float64", "queries": "exact (NumPy)",
                    "derive": "copies the live data into the child"},
         )
@@ -301,8 +311,9 @@ class RvfStore:
             lineage=self._lineage, committed_ns=ts,
         )
         m_at = at
+        m_flags = Flag.HAS_LINEAGE | (Flag.SAME_SYNC if self._one_sync else 0)
         m_raw = encode_segment(version=self._version, seg_type=SegType.MANIFEST, seg_id=seg_id,
-                               payload=manifest.encode(), timestamp_ns=ts, flags=Flag.HAS_LINEAGE)
+                               payload=manifest.encode(), timestamp_ns=ts, flags=m_flags)
 
         if self._tail_dirty or self._size != self._end:
             f.truncate(self._end)  # what a failed commit left behind must not follow ours
@@ -310,13 +321,20 @@ class RvfStore:
             self._size = self._end
         self._tail_dirty = True
         fp = self._env.failpoints
-        f.write(self._end, b"".join(raw))
-        fp.hit("rvf.after-data-write")
-        f.sync()
-        fp.hit("rvf.after-data-sync")
-        f.write(m_at, m_raw)
-        fp.hit("rvf.after-manifest-write")
-        f.sync()
+        if self._one_sync:
+            # One write, one fsync (the commit point). A crash before it may keep the manifest
+            # and lose data sectors: the SAME_SYNC flag tells open to treat that as torn.
+            f.write(self._end, b"".join(raw) + m_raw)
+            fp.hit("rvf.after-manifest-write")
+            f.sync()
+        else:
+            f.write(self._end, b"".join(raw))
+            fp.hit("rvf.after-data-write")
+            f.sync()
+            fp.hit("rvf.after-data-sync")
+            f.write(m_at, m_raw)
+            fp.hit("rvf.after-manifest-write")
+            f.sync()
         self._tail_dirty = False
 
         # Acknowledged: now the in-memory state follows.
@@ -540,7 +558,8 @@ def open_rvf(path: str, env: Env, **options: str) -> RvfStore:
     """Open (creating it if missing, unless ``readonly=true``) the RVF file at ``path``.
 
     Options: ``dimension`` (0 = from the file), ``metric`` l2|cosine, ``wire_version`` (default
-    1), ``readonly`` true|false, ``lock`` true|false, ``stale_after`` seconds (default 30).
+    1), ``readonly`` true|false, ``lock`` true|false, ``stale_after`` seconds (default 30),
+    ``sync`` two|one (fsyncs per commit, default two; a reader need not be told).
     Raises ``LockHeld``, ``VersionTooNew``, ``CorruptStore``, ``BadOption``.
     """
     opts = check_options("rvf", options, OPTIONS)
