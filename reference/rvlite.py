@@ -68,8 +68,9 @@ log = logging.getLogger(__name__)
 FAILPOINTS = ("rvlite.after-rvf-write", "rvlite.after-metadata-write",
               "rvlite.before-epoch-commit")
 """rvlite's own failpoints, in the order one mutation hits them."""
-DECLARED_FAILPOINTS = tuple(n for n in RVF_FAILPOINTS if ".compact." not in n) + FAILPOINTS
-"""Everything a mutation hits: the RVF commit's own failpoints (step 1), then rvlite's."""
+DECLARED_FAILPOINTS = RVF_FAILPOINTS + FAILPOINTS
+"""Everything a write hits: the RVF commit's own failpoints (step 1), then rvlite's; and the
+RVF compaction's, which ``compact()`` hits."""
 META_STORE = "metadata"
 STATE_STORE = "state"
 _EPOCH = "epoch"
@@ -122,7 +123,7 @@ class RvliteStore:
             capabilities=frozenset({
                 Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.EPOCH,
                 Capability.LEASE, Capability.WRITER_LOCK, Capability.METADATA_FILTER,
-                Capability.FAILPOINTS, Capability.WIRE_VERSION}),
+                Capability.FAILPOINTS, Capability.WIRE_VERSION, Capability.COMPACT}),
             file_format="rvf",
             wire_version=rvf.declaration.wire_version,
             failpoints=DECLARED_FAILPOINTS,
@@ -245,6 +246,14 @@ class RvliteStore:
         self._env.failpoints.hit(FAILPOINTS[2])
         txn.commit()
         self._unsettled = False
+
+    def compact(self) -> None:
+        """Compact the RVF file (the epoch and the records are unchanged, so the metadata cache
+        stays valid); fenced by the lease like any write."""
+        self._check_writer()
+        with self._write([]):
+            pass   # a writer that lost its lease rewrites nothing
+        self._rvf.compact()
 
     # -- key-value (in RVF) -----------------------------------------------------------------
 

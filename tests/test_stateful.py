@@ -3,7 +3,6 @@ what it hands back for a failure (a reproduction file, a replay, a history) work
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -159,20 +158,8 @@ def open_no_compact(path: str, env: Env, **options: str) -> NoCompact:
 
 # -- the reference stores pass ----------------------------------------------------------------
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-REFERENCE = [
-    "memory", "json", "sqlite", "sqlite?journal_mode=DELETE&synchronous=FULL",
-    pytest.param("rvf", marks=pytest.mark.skipif(
-        not _importable("crashgate.reference.rvf.store"), reason="reference RVF store not built")),
-    pytest.param("rvlite", marks=pytest.mark.skipif(
-        not _importable("crashgate.reference.rvlite"), reason="reference rvlite not built")),
-]
+REFERENCE = ["memory", "json", "sqlite", "sqlite?journal_mode=DELETE&synchronous=FULL", "rvf",
+             "rvlite"]
 
 
 @pytest.mark.parametrize("spec", REFERENCE)
@@ -183,6 +170,17 @@ def test_reference_store_agrees_with_the_model(spec: str, tmp_path: Path) -> Non
     assert ev.measured["crash_states"] > 0
     assert ev.measured["seed"] == 3
     assert not list(tmp_path.iterdir()), "a pass writes no reproduction"
+
+
+@pytest.mark.parametrize(("spec", "rules"), [("rvf", {"compact", "derive", "verify"}),
+                                             ("rvlite", {"compact"})])
+def test_compaction_and_derive_are_among_the_steps(spec: str, rules: set[str]) -> None:
+    machine = machine_for(spec)
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=25, stateful_step_count=30, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
+    ran = {k.removeprefix("rule:") for k in machine.stats if k.startswith("rule:")}
+    assert rules <= ran, ran
 
 
 def test_a_correct_third_party_store_passes_the_one_liner() -> None:
