@@ -63,9 +63,12 @@ def render_markdown(cert: Certificate) -> str:
     if failing:
         lines += ["## Details", ""]
         for r in failing:
-            lines.append(f"### {r.row.table} #{r.row.number}: {r.evidence.verdict.value}")
-            lines += [f"- {_cell(d)}" for d in r.evidence.details[:20]]
-            lines.append("")
+            ev = r.evidence
+            fence = "~~~"   # details may hold backticks; a tilde fence never clashes with them
+            lines += [f"### {r.row.table} #{r.row.number}: {ev.verdict.value}", "", ev.summary,
+                      "", fence, *ev.details[:40], fence, ""]
+            if ev.reproduce:
+                lines += [f"Reproduce: `{ev.reproduce}`", ""]
     return "\n".join(lines)
 
 
