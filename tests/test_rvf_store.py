@@ -153,9 +153,10 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert s2.verify() == []
 
 
-def test_torn_tail_at_every_byte_of_the_last_commit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["two", "one"])
+def test_torn_tail_at_every_byte_of_the_last_commit(tmp_path: Path, sync: str) -> None:
     path = tmp_path / "t.rvf"
-    s = populated(path)
+    s = populated(path, sync=sync)
     before, committed = state(s), path.stat().st_size
     s.commit(puts={"d": b"4"}, deletes=["b"], upserts=[rec(7, 7, 7, 7, tag="y")], removes=[2])
     after = state(s)

@@ -74,31 +74,6 @@ def test_process_crash_after_the_single_write(tmp_path: Path) -> None:
         assert r.get("b") == b"2" and r.count() == 1 and r.epoch == 2 and r.verify() == []
 
 
-def test_torn_tail_at_every_byte_of_a_one_sync_commit(tmp_path: Path) -> None:
-    path = tmp_path / "t.rvf"
-    s = populated(path, sync="one")
-    before, committed = state(s), path.stat().st_size
-    s.commit(puts={"d": b"4"}, deletes=["b"], upserts=[rec(7, 7, 7, 7, tag="y")], removes=[2])
-    after = state(s)
-    s.close()
-    full = path.read_bytes()
-    fs = MemFS()
-    env = Env(fs=fs)
-    rng = random.Random(7)
-    for cut in range(committed, len(full) + 1):
-        garbage = bytes(rng.randrange(256) for _ in range(len(full) - cut))
-        for tail in (b"", garbage, b"\0" * (len(full) - cut)):
-            torn = full[:cut] + tail
-            expected = after if torn == full else before  # zeros can rebuild the padding
-            fs.files["t.rvf"] = bytearray(torn)
-            with open_rvf("t.rvf", env, readonly="true") as r:
-                assert state(r) == expected, (cut, len(tail))
-            assert fs.files["t.rvf"] == torn  # a reader never writes
-            with open_rvf("t.rvf", env, lock="false") as w:
-                assert state(w) == expected, (cut, len(tail))
-            assert len(fs.files["t.rvf"]) == (len(full) if expected is after else committed)
-
-
 def test_any_lost_block_of_the_data_under_a_whole_manifest_is_a_torn_commit(
         tmp_path: Path) -> None:
     """What a crash before the single fsync can leave: the manifest's sectors on disk, some of
