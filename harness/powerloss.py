@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from crashgate.backends import BackendSpec, Durability, Env
+from crashgate.backends import BackendSpec, Declaration, Durability, Env
 from crashgate.harness.crashcheck import (
     Judgement,
     ViolationClass,
@@ -29,6 +29,7 @@ from crashgate.harness.crashstates import (
     sync_positions,
 )
 from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.ops import Op, Upsert, describe_op
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -50,8 +51,12 @@ class Recorded:
     spans: tuple[tuple[int, int], ...]      # (start, end) trace positions of each op
     base: DiskImage
     disk: SimDisk
-    durability: Durability
+    declaration: Declaration
     vector_ids: frozenset[int]
+
+    @property
+    def durability(self) -> Durability:
+        return self.declaration.durability
 
     @property
     def path(self) -> str:
@@ -81,7 +86,7 @@ def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -
     store.close()
     spans.append((start, disk.position))
     ids = frozenset(r.id for op in ops if isinstance(op, Upsert) for r in op.records)
-    return Recorded(spec, tuple(ops), tuple(spans), base, disk, decl.durability, ids)
+    return Recorded(spec, tuple(ops), tuple(spans), base, disk, decl, ids)
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ def _recover(rec: Recorded, image: DiskImage) -> StoreState | BaseException:
     disk = SimDisk(image)
     env: Env = sim_env(disk)
     try:
-        store = rec.spec.open(rec.path, env)
+        store = reopen_after_crash(rec.spec.open, rec.path, env, rec.declaration).store
     except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
         return exc
     try:

@@ -75,6 +75,7 @@ from crashgate.harness.crashstates import (
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
 from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
 from crashgate.harness.reproduce import (
     Target,
@@ -535,27 +536,22 @@ class StoreMachine(RuleBasedStateMachine):
         self.model.adopt(ops[: verdict.matched], self.disk.position)
 
     def _open_recovered(self) -> StoreState | None:
-        """Open the store after a crash into ``self.store``. Returns the empty state when
-        there is nothing to open (a reader of a store never created), else None."""
+        """Open the store after a crash into ``self.store``, as a user would
+        (``recovery.reopen_after_crash``: a dead writer's fresh lease is waited out on the
+        virtual clock; a lock naming this live process leaves a reader, and the run goes on as
+        one). Returns the empty state when there is nothing to open (a reader of a store never
+        created), else None."""
         try:
-            self.store = self.target.open(STORE_PATH, self._env())
-            self.reader = False
-            return None
-        except LockHeld as held:
+            reopened = reopen_after_crash(self.target.open, STORE_PATH, self._env(),
+                                          self.declaration)
+        except FileNotFoundError:
             if not (self.declaration.has(Capability.WRITER_LOCK)
                     or self.declaration.has(Capability.LEASE)):
                 raise
-            # The lock names the crashed writer, which in process is this live process: a
-            # holder the machine cannot kill, so the lock can never go stale as it does after
-            # a real crash. Read the store back as a reader, and go on as one.
-            self.reader = True
-            try:
-                self.store = self.target.open(STORE_PATH, self._env(), readonly="true")
-            except BadOption:
-                raise held from None
-            except FileNotFoundError:
-                return StoreState()
-            return None
+            self.reader = True   # the read-only attempt found no store: it was never created
+            return StoreState()
+        self.store, self.reader = reopened.store, reopened.readonly
+        return None
 
     # -- invariants --------------------------------------------------------------------------
 

@@ -36,6 +36,12 @@ class Evidence:
     replay: Callable[[], Evidence] | None = field(default=None, compare=False, repr=False)
     attachments: Mapping[str, str] = field(default_factory=dict)
     """File name -> text, written beside the certificate (histories, reproductions)."""
+    conclusive: bool = False
+    """A failure seen in the store itself (a judged history that violates the model, a store
+    left unopenable, acknowledged data missing): when a replay does not bring it back, it is
+    replayed a few more times and reported as a failure with its reproduction rate. A failure
+    without such evidence (a timeout, a check that broke) that does not come back is
+    ``unknown``."""
 
     @staticmethod
     def na(reason: str) -> Evidence:
@@ -77,4 +83,5 @@ def combine(parts: list[Evidence], summary: str) -> Evidence:
         verdict, summary if verdict is not Verdict.FAIL or failing is None else failing.summary,
         measured, tuple(d for p in parts for d in (p.summary, *p.details)),
         failing.reproduce if failing else None, failing.replay if failing else None, attachments,
+        conclusive=failing.conclusive if failing else False,
     )

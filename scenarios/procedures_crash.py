@@ -13,6 +13,7 @@ from crashgate.harness.crashcheck import allowed_range, judge
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.model import StoreState, prefix_states, read_state
 from crashgate.harness.ops import Compact, Op, Put, Upsert
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.powerloss import DATA_DIR, check_state, run_powerloss
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -145,7 +146,8 @@ def _crash_at(ctx: RowContext, failpoint: str, power: bool) -> Evidence:
     kind = "power loss" if power else "process crash"
     ids = [r.id for op in ops if isinstance(op, Upsert) for r in op.records]
     try:
-        recovered = ctx.spec.open(path, _env(SimDisk(image), None, after))
+        recovered = reopen_after_crash(ctx.spec.open, path, _env(SimDisk(image), None, after),
+                                       decl).store
         seen: StoreState | BaseException = read_state(recovered, ids)
         mismatch = _metadata_agrees(recovered, ids)
         recovered.close()

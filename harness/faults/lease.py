@@ -21,6 +21,7 @@ from pathlib import Path
 from crashgate.backends import Capability, Declaration, Env
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.recovery import STALE_AFTER
 from crashgate.harness.faults.base import Fault, requires
 from crashgate.harness.faults.lease_proc import STORE_PATH
 from crashgate.harness.faults.writers import child_pythonpath
@@ -30,7 +31,6 @@ from crashgate.harness.simenv import sim_env
 
 __all__ = ["STALE_AFTER", "HolderRun", "LeaseExpiry"]
 
-STALE_AFTER = 30.0
 HOLDER_TIMEOUT = 120.0
 
 
