@@ -9,6 +9,7 @@ both runs attached. Each row gets its own seed derived from the run's seed and t
 from __future__ import annotations
 
 import hashlib
+import shlex
 import tempfile
 import time
 import traceback
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crashgate.backends import BackendSpec, Declaration, os_env
+from crashgate.backends import BackendSpec, CorruptStore, Declaration, os_env
 from crashgate.harness.verdict import Evidence, Verdict
 
 __all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "probe_declaration",
@@ -99,12 +100,23 @@ def probe_declaration(spec: BackendSpec) -> Declaration:
     return decl
 
 
+REPLAYS = 5   # how often a conclusive failure that did not come back at once is replayed
+
+
 def _run_row(row: Any, ctx: Any) -> Evidence:
     reason = row.needs(ctx.declaration)
     if reason is not None:
         return Evidence.na(reason)
     try:
         evidence: Evidence = row.procedure(ctx)
+    except CorruptStore as exc:
+        # the store itself says its data is damaged: a finding about the store, not a check
+        # that could not run
+        tb = traceback.format_exc()
+        return Evidence(Verdict.FAIL, f"integrity lost: the store raised CorruptStore during the "
+                        f"check: {_first_line(exc)}", {"seed": ctx.seed},
+                        attachments={f"{row.key}-corrupt.txt": tb},
+                        replay=lambda: _run_row(row, ctx), conclusive=True)
     except Exception as exc:  # noqa: BLE001 - the check itself broke
         tb = traceback.format_exc()
         return Evidence(Verdict.UNKNOWN, f"the check could not run: {type(exc).__name__}: {exc}",
@@ -115,19 +127,46 @@ def _run_row(row: Any, ctx: Any) -> Evidence:
     return evidence
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _replay(evidence: Evidence) -> Evidence:
+    assert evidence.replay is not None
+    try:
+        return evidence.replay()
+    except Exception as exc:  # noqa: BLE001
+        return Evidence(Verdict.UNKNOWN, f"replay broke: {type(exc).__name__}: {exc}")
+
+
 def _confirm(row: Any, evidence: Evidence) -> tuple[Evidence, Evidence | None]:
-    """Replay a failure; a failure that does not come back is unknown."""
+    """Replay a failure before reporting it. One that comes back at once is a failure. One
+    whose evidence is conclusive (``Evidence.conclusive``: the store was seen breaking its
+    promise) is replayed up to ``REPLAYS`` times and stays a failure, with its reproduction
+    rate. Any other failure that does not come back is unknown, with both runs attached."""
     if evidence.verdict is not Verdict.FAIL:
         return evidence, None
     if evidence.replay is None:
         return replace(evidence, verdict=Verdict.UNKNOWN,
                        summary=f"{evidence.summary} (could not be replayed: unknown)"), evidence
-    try:
-        again = evidence.replay()
-    except Exception as exc:  # noqa: BLE001
-        again = Evidence(Verdict.UNKNOWN, f"replay broke: {type(exc).__name__}: {exc}")
+    again = _replay(evidence)
     if again.verdict is Verdict.FAIL:
-        return replace(evidence, details=(*evidence.details, "replayed: failed again")), None
+        return replace(evidence, details=(*evidence.details, "replayed: failed again"),
+                       measured={**evidence.measured, "replays_failed": "1 of 1"}), None
+    if evidence.conclusive:
+        runs = [again] + [_replay(evidence) for _ in range(REPLAYS - 1)]
+        failed = sum(r.verdict is Verdict.FAIL for r in runs)
+        rate = f"{failed} of {len(runs)}"
+        others = sorted({f"{r.verdict.value}: {r.summary}" for r in runs
+                         if r.verdict is not Verdict.FAIL})
+        note = (f"reproduced in {rate} replays" if failed else
+                f"seen once, not reproduced in {len(runs)} replays (the evidence of the first "
+                "run is conclusive and attached)")
+        return replace(
+            evidence, summary=f"{evidence.summary} ({note})",
+            measured={**evidence.measured, "replays_failed": rate},
+            details=(*evidence.details, note, *(f"replay: {o}" for o in others[:3]))), None
     return replace(
         evidence, verdict=Verdict.UNKNOWN,
         summary=f"{evidence.summary} -- but the replay did not fail ({again.summary}): unknown",
@@ -157,6 +196,11 @@ def certify(
                               workdir=rdir, progress=progress)
         t = time.perf_counter()
         evidence, first = _confirm(row, _run_row(row, ctx))
+        if evidence.verdict is Verdict.FAIL and evidence.reproduce is None:
+            # the row as a whole is the reproduction: the same run seed gives the same row seed
+            evidence = replace(evidence, reproduce=shlex.join(
+                ["crashgate", "certify", spec.label, "--scenario", row.key, "--seed", str(seed),
+                 "--budget", budget.name]))
         cert.results.append(RowResult(row, evidence, rseed, time.perf_counter() - t, first))
         progress(f"      {evidence.verdict.value}: {evidence.summary}")
     cert.seconds = time.perf_counter() - t0

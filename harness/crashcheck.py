@@ -13,9 +13,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from crashgate.backends import Durability
+from crashgate.backends import CorruptStore, Durability
 from crashgate.harness.model import StoreState
-from crashgate.harness.ops import Batch, Op
+from crashgate.harness.ops import Batch, Op, Remove, Upsert
 
 __all__ = ["Allowed", "Judgement", "ViolationClass", "acknowledged_at", "allowed_range", "judge"]
 
@@ -26,6 +26,8 @@ class ViolationClass(enum.StrEnum):
     TORN = "torn or garbage data visible"
     UNOPENABLE = "store cannot be opened"
     REORDERED = "writes visible out of order"
+    LOST_DELETE = "acknowledged delete lost (deleted data visible again)"
+    CORRUPT = "store reports its data corrupt"
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ def judge(seen: StoreState | BaseException, states: Sequence[StoreState],
     """``index`` maps a state digest to the prefix indices having it (precomputed once)."""
     if isinstance(seen, BaseException):
         first = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
-        return Judgement(ViolationClass.UNOPENABLE, None, f"{type(seen).__name__}: {first}")
+        kind = (ViolationClass.CORRUPT if isinstance(seen, CorruptStore)
+                else ViolationClass.UNOPENABLE)
+        return Judgement(kind, None, f"{type(seen).__name__}: {first}")
     candidates = [j for j in index.get(seen.digest, []) if j <= allowed.hi]
     ok = [j for j in candidates if j >= allowed.lo]
     if ok:
@@ -88,7 +92,13 @@ def judge(seen: StoreState | BaseException, states: Sequence[StoreState],
 
 def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Sequence[Op],
                       allowed: Allowed) -> ViolationClass:
-    """The store shows no prefix state: say why, as precisely as the evidence allows."""
+    """The store shows no prefix state: say why, as precisely as the evidence allows.
+
+    Each op's *effects* are the keys and vector ids it changed (``S[i]`` to ``S[i+1]``); an
+    effect is *final* when no later op before ``hi`` changes that key or id again, so the
+    recovered store should show it. A multi-part op (a batch, an upsert or remove of several
+    ids) some of whose final effects show and some not was partly applied; a final removal
+    whose old value shows again is a lost delete; anything else is out of order."""
     seen_kv = seen.kv_dict()
     # a value the program never wrote for that key: torn or garbage
     written: dict[str, set[bytes]] = {}
@@ -101,11 +111,44 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
     all_vectors = {v for st in states[: allowed.hi + 1] for v in st.vectors}
     if any(v not in all_vectors for v in seen_ids.values()):
         return ViolationClass.TORN
-    # a batch some of whose effects show and some do not
-    for op in ops[: allowed.hi]:
-        if isinstance(op, Batch):
-            effects = [seen_kv.get(k) == v for k, v in op.puts]
-            effects += [k not in seen_kv for k in op.deletes]
-            if any(effects) and not all(effects):
+    seen_items = _items(seen)
+    effects = _final_effects(states, allowed.hi)
+    for i, changed in effects.items():
+        if isinstance(ops[i], Batch | Upsert | Remove) and len(changed) >= 2:
+            shown = [seen_items.get(item) == after for item, (_, after) in changed.items()]
+            if any(shown) and not all(shown):
                 return ViolationClass.BATCH
+    for i, changed in effects.items():
+        if i >= allowed.acknowledged:
+            continue   # the op in flight may be lost whole
+        for item, (before, after) in changed.items():
+            if after is None and before is not None and seen_items.get(item) == before:
+                return ViolationClass.LOST_DELETE
     return ViolationClass.REORDERED
+
+
+_Item = tuple[str, str | int]   # ("kv", key) or ("vector", id)
+
+
+def _items(state: StoreState) -> dict[_Item, object]:
+    out: dict[_Item, object] = {("kv", k): v for k, v in state.kv}
+    out.update({("vector", v[0]): v for v in state.vectors})
+    return out
+
+
+def _final_effects(states: Sequence[StoreState], hi: int
+                   ) -> dict[int, dict[_Item, tuple[object, object]]]:
+    """Op index -> {item: (value before, value after)} for the changes of ops ``< hi`` that no
+    later op before ``hi`` changes again (None: absent)."""
+    last: dict[_Item, int] = {}
+    changes: dict[int, dict[_Item, tuple[object, object]]] = {}
+    before = _items(states[0])
+    for i in range(min(hi, len(states) - 1)):
+        after = _items(states[i + 1])
+        for item in before.keys() | after.keys():
+            if before.get(item) != after.get(item):
+                changes.setdefault(i, {})[item] = (before.get(item), after.get(item))
+                last[item] = i
+        before = after
+    return {i: {item: ch for item, ch in changed.items() if last[item] == i}
+            for i, changed in changes.items()}
