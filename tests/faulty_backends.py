@@ -116,6 +116,11 @@ def open_ignores_fsync_errors(path: str, env: Env, **options: str) -> Any:
 # -- leases: a key-value store on the IndexedDB model with the heartbeat lease --------------
 
 KV_STORE = "kv"
+LEASE_KV_DECLARATION = Declaration(
+    durability=Durability.POWER_LOSS,
+    capabilities=frozenset({Capability.KV, Capability.LEASE}),
+    notes={"test": "tests/faulty_backends.py"},
+)
 OPTIONS = {"readonly": Option("false", ("true", "false"), help="open without the lease")}
 
 
@@ -138,11 +143,7 @@ class LeaseKV:
                  steal: bool = False) -> None:
         self.path = path
         self._fencing = fencing
-        self.declaration = Declaration(
-            durability=Durability.POWER_LOSS,
-            capabilities=frozenset({Capability.KV, Capability.LEASE}),
-            notes={"test": "tests/faulty_backends.py"},
-        )
+        self.declaration = LEASE_KV_DECLARATION
         self._db = IndexedDB(path, env, stores=() if readonly else (KV_STORE, LEASE_STORE),
                              readonly=readonly)
         self._lease: Lease | None = None
