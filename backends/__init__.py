@@ -43,6 +43,17 @@ from crashgate.backends.errors import (
     VersionTooNew,
     close_matches_for,
 )
+from crashgate.backends.migrator import (
+    BATCH_DONE,
+    DEFAULT_MIGRATOR,
+    MigrationResult,
+    Migrator,
+    MigratorMissing,
+    MigratorSpec,
+    UnknownMigrator,
+    known_migrators,
+    resolve_migrator,
+)
 from crashgate.backends.options import Option, check_options
 from crashgate.backends.registry import (
     BUILTIN_NAMES,
@@ -52,6 +63,7 @@ from crashgate.backends.registry import (
 )
 
 __all__ = [
+    "BATCH_DONE",
     "BUILTIN_NAMES",
     "BackendMissing",
     "BackendSpec",
@@ -62,6 +74,7 @@ __all__ = [
     "Compactable",
     "CorruptStore",
     "CrashgateError",
+    "DEFAULT_MIGRATOR",
     "Declaration",
     "Derivable",
     "Durability",
@@ -74,6 +87,10 @@ __all__ = [
     "KVStore",
     "LeaseExpired",
     "LockHeld",
+    "MigrationResult",
+    "Migrator",
+    "MigratorMissing",
+    "MigratorSpec",
     "NoFailpoints",
     "OpenMode",
     "Option",
@@ -83,14 +100,17 @@ __all__ = [
     "StoreClosed",
     "SystemClock",
     "UnknownBackend",
+    "UnknownMigrator",
     "VectorRecord",
     "VectorStore",
     "VersionTooNew",
     "WitnessVerifiable",
     "check_options",
     "close_matches_for",
+    "known_migrators",
     "known_names",
     "os_env",
     "read_all",
     "resolve",
+    "resolve_migrator",
 ]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -23,41 +25,73 @@ from crashgate.backends.contract import Factory
 from crashgate.backends.env import Env
 from crashgate.backends.errors import BackendMissing, UnknownBackend
 
-__all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "known_names", "resolve"]
+__all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "Builtin",
+           "import_target", "known_in", "known_names", "label_of", "resolve", "resolve_name"]
 
 ENTRY_POINT_GROUP = "crashgate.backends"
 
 
 @dataclass(frozen=True)
-class _Builtin:
+class Builtin:
+    """A name crashgate ships: what it imports, how to install it, one line about it."""
+
     target: str
     install: str
     summary: str
 
 
-BUILTIN: dict[str, _Builtin] = {
-    "memory": _Builtin("crashgate.reference.memory:open_memory", "pip install crashgate",
-                       "in-memory key-value and vector store; promises no durability"),
-    "json": _Builtin("crashgate.reference.json_store:open_json", "pip install crashgate",
-                     "ARCH-001's legacy JSON state files, one document per key"),
-    "sqlite": _Builtin("crashgate.reference.sqlite_store:open_sqlite", "pip install apsw",
-                       "the real SQLite engine through apsw (journal_mode, synchronous)"),
-    "rvf": _Builtin("crashgate.reference.rvf.store:open_rvf", "pip install crashgate",
-                    "append-only RVF segment file: vectors, key-value, witness chain"),
-    "rvlite": _Builtin("crashgate.reference.rvlite:open_rvlite", "pip install crashgate",
-                       "ADR-032's hybrid: vectors in RVF, metadata in an IndexedDB model"),
+BUILTIN: dict[str, Builtin] = {
+    "memory": Builtin("crashgate.reference.memory:open_memory", "pip install crashgate",
+                      "in-memory key-value and vector store; promises no durability"),
+    "json": Builtin("crashgate.reference.json_store:open_json", "pip install crashgate",
+                    "ARCH-001's legacy JSON state files, one document per key"),
+    "sqlite": Builtin("crashgate.reference.sqlite_store:open_sqlite", "pip install apsw",
+                      "the real SQLite engine through apsw (journal_mode, synchronous)"),
+    "rvf": Builtin("crashgate.reference.rvf.store:open_rvf", "pip install crashgate",
+                   "append-only RVF segment file: vectors, key-value, witness chain"),
+    "rvlite": Builtin("crashgate.reference.rvlite:open_rvlite", "pip install crashgate",
+                      "ADR-032's hybrid: vectors in RVF, metadata in an IndexedDB model"),
 }
 
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+def _entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+
+
+def known_in(builtin: Mapping[str, Builtin], group: str) -> list[str]:
+    """The built-in names of one kind (backends, migrators) and its entry-point names, sorted."""
+    if group == ENTRY_POINT_GROUP:   # through the one seam tests patch
+        return sorted(set(builtin) | set(_entry_points()))
+    return sorted(set(builtin) | set(_entry_points(group)))
 
 
 def known_names() -> list[str]:
-    """Built-in and entry-point names, sorted."""
-    return sorted(set(BUILTIN) | set(_entry_points()))
+    """Built-in and entry-point backend names, sorted."""
+    return known_in(BUILTIN, ENTRY_POINT_GROUP)
+
+
+def label_of(name: str, options: tuple[tuple[str, str], ...]) -> str:
+    """The canonical spelling of a name with options, e.g. ``sqlite?synchronous=FULL``."""
+    if not options:
+        return name
+    return f"{name}?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in options)
+
+
+def import_target(target: str, *, missing: Callable[[ImportError], Exception],
+                  unknown: Callable[[ModuleType], Exception]) -> Any:
+    """Import ``module:attr``; ``missing(exc)`` is raised when the module does not import,
+    ``unknown(module)`` when it has no such attribute."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise missing(exc) from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise unknown(module) from None
 
 
 @dataclass(frozen=True)
@@ -72,10 +106,7 @@ class BackendSpec:
     @property
     def label(self) -> str:
         """The canonical spelling, e.g. ``sqlite?journal_mode=WAL&synchronous=FULL``."""
-        if not self.options:
-            return self.name
-        query = "&".join(f"{quote(k)}={quote(v)}" for k, v in self.options)
-        return f"{self.name}?{query}"
+        return label_of(self.name, self.options)
 
     @property
     def slug(self) -> str:
@@ -84,15 +115,10 @@ class BackendSpec:
         return keep.strip("_") or "backend"
 
     def factory(self) -> Factory:
-        module_name, _, attr = self.target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise BackendMissing(self.name, self.install, cause=str(exc)) from exc
-        try:
-            found: Factory = getattr(module, attr)
-        except AttributeError:
-            raise UnknownBackend(self.target, known_names()) from None
+        found: Factory = import_target(
+            self.target, missing=lambda exc: BackendMissing(self.name, self.install,
+                                                            cause=str(exc)),
+            unknown=lambda _module: UnknownBackend(self.target, known_names()))
         return found
 
     def open(self, path: str, env: Env, **extra: str) -> Any:
@@ -102,29 +128,40 @@ class BackendSpec:
         return self.factory()(path, env, **options)
 
 
+def resolve_name(spec: str, *, builtin: Mapping[str, Builtin], group: str,
+                 unknown: Callable[[str], Exception]
+                 ) -> tuple[str, tuple[tuple[str, str], ...], str, str]:
+    """The resolution every kind of name shares (backends, migrators): ``spec`` (a built-in
+    name, ``module:attr`` or an entry-point name of ``group``, with optional ``?options``) as
+    ``(name, options, target, install)``. ``unknown(text)`` is raised for a name that resolves
+    to nothing."""
+    text = spec.strip()
+    name, _, query = text.partition("?")
+    if not name:
+        raise unknown(spec)
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise unknown(spec) from None
+    options = tuple(pairs)
+    if name in builtin:
+        b = builtin[name]
+        return name, options, b.target, b.install
+    if ":" in name:
+        module = name.partition(":")[0]
+        return name, options, name, f"pip install {module.split('.')[0]}"
+    eps = _entry_points() if group == ENTRY_POINT_GROUP else _entry_points(group)
+    if name in eps:
+        ep = eps[name]
+        dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
+        return name, options, ep.value, f"pip install {dist}"
+    raise unknown(name)
+
+
 def resolve(spec: str) -> BackendSpec:
     """Turn a backend name (with optional ``?options``) into a ``BackendSpec``.
 
     Raises ``UnknownBackend`` with close-match suggestions for a name that resolves to nothing.
     """
-    text = spec.strip()
-    name, _, query = text.partition("?")
-    if not name:
-        raise UnknownBackend(spec, known_names())
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise UnknownBackend(spec, known_names()) from None
-    options = tuple(pairs)
-    if name in BUILTIN:
-        b = BUILTIN[name]
-        return BackendSpec(name, options, b.target, b.install)
-    if ":" in name:
-        module = name.partition(":")[0]
-        return BackendSpec(name, options, name, f"pip install {module.split('.')[0]}")
-    eps = _entry_points()
-    if name in eps:
-        ep = eps[name]
-        dist = ep.dist.name if ep.dist is not None else ep.module.split(".")[0]
-        return BackendSpec(name, options, ep.value, f"pip install {dist}")
-    raise UnknownBackend(name, known_names())
+    return BackendSpec(*resolve_name(spec, builtin=BUILTIN, group=ENTRY_POINT_GROUP,
+                                     unknown=lambda name: UnknownBackend(name, known_names())))

@@ -198,9 +198,10 @@ def certify(
         evidence, first = _confirm(row, _run_row(row, ctx))
         if evidence.verdict is Verdict.FAIL and evidence.reproduce is None:
             # the row as a whole is the reproduction: the same run seed gives the same row seed
+            migrator = getattr(ctx, "migrator", None)
             evidence = replace(evidence, reproduce=shlex.join(
                 ["crashgate", "certify", spec.label, "--scenario", row.key, "--seed", str(seed),
-                 "--budget", budget.name]))
+                 "--budget", budget.name, *(["--migrator", migrator] if migrator else [])]))
         cert.results.append(RowResult(row, evidence, rseed, time.perf_counter() - t, first))
         progress(f"      {evidence.verdict.value}: {evidence.summary}")
     cert.seconds = time.perf_counter() - t0

@@ -10,6 +10,7 @@ and every row runs in its own temporary directory.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--crashgate-scenario", action="append", default=[], metavar="KEY",
                     help="only these rows (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
                     "model, io-errors")
+    group.addoption("--crashgate-migrator", default=None, metavar="SPEC",
+                    help="the migration tool ADR-032 row 4 certifies, e.g. mypkg.mod:migrate "
+                    "(default crashgate's own rvf migrator, for backends that store RVF)")
 
 
 def _load(target: str) -> Any:
@@ -56,9 +60,13 @@ class CrashgateRowItem(pytest.Item):
         budget = _load("crashgate.scenarios.table:BUDGETS")[config.getoption("crashgate_budget")]
         context = _load("crashgate.scenarios.table:RowContext")
         tmp = Path(config._tmp_path_factory.mktemp("crashgate-row"))  # type: ignore[attr-defined]
+        migrator = config.getoption("crashgate_migrator")
+        if migrator is not None:
+            migrator = _load("crashgate.backends:resolve_migrator")(migrator).label
         cert = certify(self.spec, [self.row], budget=budget,
                        seed=config.getoption("crashgate_seed"), workdir=tmp,
-                       context_factory=context, declaration=probe_declaration(self.spec))
+                       context_factory=functools.partial(context, migrator=migrator),
+                       declaration=probe_declaration(self.spec))
         ev = cert.results[0].evidence
         self.evidence = ev
         self.user_properties.append(("crashgate_verdict", ev.verdict.value))
@@ -104,6 +112,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             raise pytest.UsageError(f"--crashgate-scenario: no rows {unknown}; rows are "
                                     f"{', '.join(r.key for r in rows)}")
         rows = [r for r in rows if r.key in wanted]
+    migrator = config.getoption("crashgate_migrator")
+    if migrator is not None:
+        from crashgate.backends import resolve_migrator
+        try:
+            resolve_migrator(migrator).load()
+        except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
+            raise pytest.UsageError(f"--crashgate-migrator: {exc}") from exc
     for text in specs:
         try:
             spec = resolve(text)

@@ -12,6 +12,9 @@ and each batch is ONE RVF commit that also writes the progress record
 the progress record exactly in step with the batches; a rerun resumes after ``done``, and a rerun
 of a finished migration writes nothing. Upserts are by id, so nothing can be duplicated.
 The failpoint ``migrate.after-batch`` is hit after each batch's commit.
+
+``migrator`` is the same tool behind the migrator contract (``backends.migrator``): crashgate's
+default migrator, which ADR-032 row 4 certifies when no other is named.
 """
 
 from __future__ import annotations
@@ -23,17 +26,24 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import CorruptStore, CrashgateError, Env, VectorRecord
+from crashgate.backends import (
+    BATCH_DONE,
+    CorruptStore,
+    CrashgateError,
+    Env,
+    MigrationResult,
+    VectorRecord,
+)
 from crashgate.reference.indexeddb import IndexedDB, is_indexeddb_file
 from crashgate.reference.rvf.store import RvfStore, open_rvf
 from crashgate.reference.rvlite import cache_path, open_rvlite, rvf_records
 
 __all__ = ["BATCH_SIZE", "FAILPOINT", "PROGRESS_PREFIX", "BadSource", "MigrationError",
-           "MigrationReport", "RebuildReport", "Source", "migrate", "read_source", "rebuild",
-           "verify_records"]
+           "MigrationReport", "RebuildReport", "Source", "migrate", "migrator", "read_source",
+           "rebuild", "verify_records"]
 
 BATCH_SIZE = 1000
-FAILPOINT = "migrate.after-batch"
+FAILPOINT = BATCH_DONE
 PROGRESS_PREFIX = "crashgate.migrate/"
 TOLERANCE = 1e-6
 
@@ -132,10 +142,20 @@ class MigrationReport:
     dry_run: bool
     verified: bool | None = None
     problems: tuple[str, ...] = ()
+    batch_size: int = BATCH_SIZE
+    """The size the batches were cut at (a resumed migration keeps the size it began with)."""
 
     @property
     def ok(self) -> bool:
         return self.verified is not False
+
+    def result(self) -> MigrationResult:
+        """This report in the migrator contract's terms (records, not batches)."""
+        skipped = min(self.records, self.already_done * self.batch_size)
+        upto = min(self.records, (self.already_done + self.written) * self.batch_size)
+        written = 0 if self.dry_run else max(0, upto - skipped)
+        problems = "; ".join(self.problems[:3])
+        return MigrationResult(self.records, written, skipped, 0 if self.ok else 1, problems)
 
     def lines(self) -> list[str]:
         verb = "would migrate" if self.dry_run else "migrated"
@@ -211,7 +231,8 @@ def migrate(src: str, dest: str, env: Env, *, dry_run: bool = False, verify: boo
     exists = env.fs.exists(dest)
     if dry_run and not exists:
         batches = -(-len(source.records) // batch_size)
-        return MigrationReport(src, dest, source.kind, len(source.records), batches, 0, 0, True)
+        return MigrationReport(src, dest, source.kind, len(source.records), batches, 0, 0, True,
+                               batch_size=batch_size)
     options = {"readonly": "true", "lock": "false"} if dry_run else {}
     if not exists:   # an existing file keeps its metric and dimension
         options.update(metric=metric, dimension=str(source.dimension or 0))
@@ -246,7 +267,19 @@ def _run(source: Source, rvf: RvfStore, env: Env, *, dry_run: bool, verify: bool
     problems = verify_records(source, rvf) if verify else []
     return MigrationReport(source.path, rvf.path, source.kind, len(source.records), batches,
                            done, written, dry_run, verified=(not problems) if verify else None,
-                           problems=tuple(problems))
+                           problems=tuple(problems), batch_size=size)
+
+
+def migrator(source: str, dest: str, env: Env, *, batch_size: int = BATCH_SIZE,
+             metric: str = "l2") -> MigrationResult:
+    """``migrate`` behind the migrator contract: a refusal is status 1 and a bad source status
+    3, as ``crashgate rvf migrate`` exits; a crash (``SimulatedCrash``) goes through."""
+    try:
+        return migrate(source, dest, env, batch_size=batch_size, metric=metric).result()
+    except BadSource as exc:
+        return MigrationResult(0, 0, 0, 3, str(exc))
+    except MigrationError as exc:
+        return MigrationResult(0, 0, 0, 1, str(exc))
 
 
 @dataclass(frozen=True)

@@ -51,21 +51,12 @@ def _needs_any(*caps: Capability, why: str) -> Callable[[Declaration], str | Non
     return check
 
 
-def _needs_failpoints_and_epoch(decl: Declaration) -> str | None:
+def _needs_epoch(decl: Declaration) -> str | None:
+    # No failpoints needed: the procedure also crashes after every disk operation of a write
     if not decl.has(Capability.EPOCH):
         return ("not a two-store hybrid: nothing to reconcile by epoch "
                 "(declares no epoch)")
-    if not decl.failpoints:
-        return "declares no failpoints between its writes, so no crash between them can be placed"
     return None
-
-
-def _needs_format(fmt: str) -> Callable[[Declaration], str | None]:
-    def check(decl: Declaration) -> str | None:
-        if decl.file_format == fmt:
-            return None
-        return f"does not store its data in the {fmt.upper()} file format"
-    return check
 
 
 P = "crashgate.scenarios."
@@ -76,14 +67,15 @@ FAILURE_MODES = [
         _always, _proc(P + "procedures_crash:power_loss_during_ingest")),
     Row(TABLE, "adr032-2", "2", "Crash between RVF write and metadata write",
         "Next open reconciles by epoch. Metadata rebuilt from RVF.",
-        _needs_failpoints_and_epoch, _proc(P + "procedures_crash:crash_between_writes")),
+        _needs_epoch, _proc(P + "procedures_crash:crash_between_writes")),
     Row(TABLE, "adr032-3", "3", "Two writers attempting to open same store",
         "Second writer gets `ELOCK` error with clear message.",
         _needs_any(Capability.WRITER_LOCK, why="has no writer lock across processes"),
         _proc(P + "procedures_writers:two_writers")),
     Row(TABLE, "adr032-4", "4", "Migration rerun on already-migrated store",
         "No-op. No duplication. Exit code 0.",
-        _needs_format("rvf"), _proc(P + "procedures_format:migration_rerun")),
+        # applies with --migrator or to a backend storing RVF: the procedure sees the context
+        _always, _proc(P + "procedures_migration:migration_rerun")),
     Row(TABLE, "adr032-5", "5", "Write in Node, read in browser, write, read back in Node",
         "Top-10 nearest neighbors match within 1e-6 distance tolerance.",
         _needs_all(Capability.VECTOR, why="shares no vector file format with another store"),
@@ -112,7 +104,7 @@ INVARIANTS = [
         "IndexedDB 3. Commit a shared monotonic epoch value in both stores. On startup: Compare "
         "epochs. If RVF epoch > IndexedDB epoch, rebuild metadata from RVF. If IndexedDB epoch "
         "> RVF epoch (should not happen), log warning and trust RVF.",
-        _needs_failpoints_and_epoch, _proc(P + "procedures_crash:crash_ordering_rule")),
+        _needs_epoch, _proc(P + "procedures_crash:crash_ordering_rule")),
     Row(INVARIANT_TABLE, "inv-3", "3", "Backend selection rule",
         "Explicit override beats auto detection. If user passes `--backend rvf`, do not "
         "silently fall back to `core` or `memory`. Fail loud with a clear install hint.",

@@ -4,13 +4,14 @@ certificate per backend under ``reports/``, and the verdict table at the end."""
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from crashgate.backends import close_matches_for, resolve
+from crashgate.backends import close_matches_for, resolve, resolve_migrator
 from crashgate.harness.certify import certify, probe_declaration
 from crashgate.harness.cli import UsageError
 from crashgate.harness.report import verdict_table, write_certificate
@@ -50,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     specs = [resolve(name) for name in args.backends]
     decls = [probe_declaration(s) for s in specs]   # bad names and options fail here, exit 3
+    migrator = None
+    if args.migrator is not None:
+        named = resolve_migrator(args.migrator)
+        named.load()   # a bad name or a module that does not import: exit 3 now, not per row
+        migrator = named.label
     out = Path(args.out)
     worst = Verdict.PASS
     quiet = args.quiet
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"crashgate-{spec.slug[:40]}-") as tmp:
             cert = certify(spec, rows, budget=budget, seed=seed, workdir=Path(tmp),
-                           context_factory=RowContext, progress=progress, declaration=decl)
+                           context_factory=functools.partial(RowContext, migrator=migrator),
+                           progress=progress, declaration=decl)
             folder = write_certificate(cert, out, spec.slug)
         summaries.append((verdict_table(cert), folder, time.perf_counter() - t0))
         if cert.verdict is Verdict.FAIL or (cert.verdict is Verdict.UNKNOWN
@@ -92,6 +99,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--scenario", action="append", metavar="KEY",
                    help="run only this row (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
                    "model, io-errors")
+    p.add_argument("--migrator", metavar="SPEC", default=None,
+                   help="the migration tool ADR-032 row 4 certifies: 'mypkg.mod:migrate' (a "
+                   "callable migrate(source, dest, env, *, batch_size) -> MigrationResult) or a "
+                   "registered name; default crashgate's own 'rvf' migrator, for backends that "
+                   "store RVF")
     p.add_argument("--budget", choices=list(BUDGETS), default="standard",
                    help="how hard to look (default standard)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default random, printed)")

@@ -1,87 +1,33 @@
-"""Rows about the shared file format: ADR-032 row 4 (migration rerun) and row 5 (write with one
-implementation, read with another, write, read back), over real files."""
+"""Rows about the shared file format: ADR-032 row 5 (write with one implementation, read with
+another, write, read back). Row 4, the migration tool, is in ``procedures_migration``."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 
-from crashgate.backends import BUILTIN_NAMES, Hit, VectorRecord, os_env, resolve
+from crashgate.backends import (
+    BUILTIN_NAMES,
+    Hit,
+    VectorRecord,
+    os_env,
+    resolve,
+)
 from crashgate.harness.certify import probe_declaration
 from crashgate.harness.verdict import Evidence, Verdict
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["cross_store_round_trip", "migration_rerun"]
+__all__ = ["TOLERANCE", "cross_store_round_trip", "random_records"]
 
 TOLERANCE = 1e-6
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "crashgate.harness.cli", *args],
-                          capture_output=True, text=True, timeout=300)
 
-
-def _random_records(rng: np.random.Generator, ids: range, dim: int) -> list[VectorRecord]:
+def random_records(rng: np.random.Generator, ids: range, dim: int) -> list[VectorRecord]:
     return [VectorRecord.of(i, rng.standard_normal(dim), {"i": i, "tag": "xyz"[i % 3]})
             for i in ids]
 
 
-def migration_rerun(ctx: RowContext) -> Evidence:
-    """Migrate a JSON vector file with the real CLI, rerun it, then open the result with the
-    backend under test."""
-    rng = np.random.default_rng(ctx.seed)
-    n, dim = 300, 16
-    records = _random_records(rng, range(n), dim)
-    src = ctx.workdir / "vectors.json"
-    src.write_text(json.dumps([{"id": r.id, "vector": list(r.vector),
-                                "metadata": dict(r.metadata)} for r in records]))
-    dest = ctx.workdir / "migrated.rvf"
-    source_bytes = src.read_bytes()
-    args = ("rvf", "migrate", "--from", str(src), "--to", str(dest), "--verify",
-            "--batch-size", "64")
-    first = _cli(*args)
-    problems: list[str] = []
-    if first.returncode != 0:
-        problems.append(f"first migration exited {first.returncode}: {first.stderr.strip()}")
-    after_first = dest.read_bytes() if dest.exists() else b""
-    second = _cli(*args)
-    if second.returncode != 0:
-        problems.append(f"rerun exited {second.returncode} (expected 0): "
-                        f"{(second.stderr or second.stdout).strip()}")
-    if dest.exists() and dest.read_bytes() != after_first:
-        problems.append("the rerun changed the destination file: not a no-op")
-    if src.read_bytes() != source_bytes:
-        problems.append("the migration modified its source")
-    seen = 0
-    if dest.exists():
-        store = ctx.spec.open(str(dest), os_env())
-        try:
-            count = store.count()
-            got = {r.id: r for r in store.fetch(range(n))}
-        finally:
-            store.close()
-        seen = len(got)
-        if count != n:
-            problems.append(f"{ctx.spec.label} sees {count} records after the rerun, the source "
-                            f"has {n} (duplicates or losses)")
-        for r in records:
-            g = got.get(r.id)
-            if g is None or not np.allclose(g.vector, r.vector, rtol=0, atol=TOLERANCE) \
-                    or dict(g.metadata) != dict(r.metadata):
-                problems.append(f"record {r.id} differs from the source after migration")
-                break
-    measured = {"records": n, "cli_runs": 2, "records_read_back": seen, "seed": ctx.seed}
-    if problems:
-        return Evidence(Verdict.FAIL, problems[0], measured, tuple(problems),
-                        reproduce=f"crashgate {' '.join(args)}  # run twice",
-                        replay=lambda: migration_rerun(ctx))
-    return Evidence(
-        Verdict.PASS, f"migrated {n} records; the rerun exited 0, wrote nothing "
-        f"({second.stdout.strip().splitlines()[-1] if second.stdout.strip() else 'no output'}); "
-        f"{ctx.spec.label} reads all {n} back within {TOLERANCE}, source untouched", measured)
+# -- ADR-032 row 5: one file, two implementations -------------------------------------------
 
 
 def _partners(ctx: RowContext) -> list[str]:
@@ -130,7 +76,7 @@ def _round_trip(ctx: RowContext, partner: str) -> tuple[list[str], int]:
     env = os_env()
     other = resolve(partner)
     metric = ctx.declaration.metric or "l2"
-    live = {r.id: r for r in _random_records(rng, range(200), dim)}
+    live = {r.id: r for r in random_records(rng, range(200), dim)}
     queries = rng.standard_normal((8, dim))
     problems: list[str] = []
     # 1. write with the backend under test ("Node")
@@ -142,7 +88,7 @@ def _round_trip(ctx: RowContext, partner: str) -> tuple[list[str], int]:
     b = other.open(path, env)
     problems += _compare(_top10(b, queries), written_by_a, f"{partner} reading")
     # 3. write with the partner
-    extra = _random_records(rng, range(200, 300), dim)
+    extra = random_records(rng, range(200, 300), dim)
     b.upsert(extra)
     gone = [int(i) for i in rng.choice(200, 20, replace=False)]
     b.remove(gone)

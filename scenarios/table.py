@@ -36,7 +36,9 @@ BUDGETS = {
 @dataclass
 class RowContext:
     """What a procedure gets: the backend, what it declared, the budget, the seed, a private
-    working directory (per run and per row: parallel runs never share one)."""
+    working directory (per run and per row: parallel runs never share one), and the migration
+    tool named with ``--migrator`` (a migrator name, ``backends.migrator``; None: crashgate's
+    own, for a backend that stores RVF)."""
 
     spec: BackendSpec
     declaration: Declaration
@@ -44,6 +46,7 @@ class RowContext:
     seed: int
     workdir: Path
     progress: Callable[[str], None] = field(default=lambda _msg: None)
+    migrator: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from crashgate.backends import SimulatedCrash, VectorRecord, os_env
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.reference.indexeddb import IndexedDB
 from crashgate.reference.rvf.store import open_rvf
-from crashgate.reference.rvf_migrate import FAILPOINT, PROGRESS_PREFIX, migrate
+from crashgate.reference.rvf_migrate import FAILPOINT, PROGRESS_PREFIX, migrate, migrator
 from crashgate.reference.rvlite import cache_path, open_rvlite
 from crashgate.reference.rvlite_cli import add_migrate_commands, add_parser
 
@@ -106,6 +106,27 @@ def test_crash_half_way_then_rerun_completes_without_duplicates(tmp_path: Path,
     assert (epoch, count, len(progress)) == (5, 25, 1)
     assert migrate(str(json_source), str(dest), os_env()).written == 0
     assert json_source.read_bytes() == before
+
+
+def test_the_migrator_contract_counts_records_and_maps_refusals_to_exit_codes(
+        tmp_path: Path, json_source: Path) -> None:
+    dest = tmp_path / "out.rvf"
+    fps = ArmedFailpoints()
+    fps.arm(FAILPOINT, after_hits=1)   # crash after 2 of 3 batches
+    with pytest.raises(SimulatedCrash):
+        migrator(str(json_source), str(dest), dataclasses.replace(os_env(), failpoints=fps),
+                 batch_size=10)
+    os.remove(f"{dest}.lock")   # the crashed "process" is this one: recover by hand
+    done = migrator(str(json_source), str(dest), os_env(), batch_size=10)
+    assert (done.read, done.written, done.skipped, done.status) == (25, 5, 20, 0)
+    again = migrator(str(json_source), str(dest), os_env(), batch_size=10)
+    assert (again.written, again.skipped, again.ok) == (0, 25, True)
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(records(24)))
+    refused = migrator(str(changed), str(dest), os_env(), batch_size=10)
+    assert refused.status == 1 and "different source" in refused.message
+    missing = migrator(str(tmp_path / "missing.json"), str(dest), os_env(), batch_size=10)
+    assert missing.status == 3 and "does not exist" in missing.message
 
 
 def test_indexeddb_source_is_read_and_never_modified(tmp_path: Path) -> None:
