@@ -8,6 +8,14 @@ over at once: both are allowed, and said), acquires a fresh lease once it is sta
 the store uncorrupted (exactly the acknowledged writes, plus or minus the one in flight), can
 write with its new lease, and hands the store on cleanly.
 
+Both also bring an expired holder back (``check_late_write``, in this process, so the holder is
+alive): holder X writes, then is paused (a frozen tab, a stopped process: its clock stands still)
+while 31 s pass for everyone else; writer Y opens and, seeing the lease stale, may take it over
+and writes; X comes back and attempts its next write, a second later by its own clock. It must
+be refused (fenced: its lease token is no longer the record's) and must not land; Y writes on
+and closes; a reopen shows exactly the acknowledged writes. A store that refuses Y instead
+(it knows X is alive) is allowed, and said; X's write then either lands, acknowledged, or not.
+
 Invariant 1's lease half (``check_fencing``, in this process): a second writer is refused while
 the holder's lease is fresh; readers open meanwhile; once the idle holder's lease is stale a new
 writer may take it over, and then the old holder's late write must be refused and never land
@@ -18,6 +26,7 @@ late write either lands (acknowledged) or does not (refused), never both.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +41,14 @@ from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.model import StoreState, prefix_states, read_state
 from crashgate.harness.ops import Op, Put, Upsert
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.harness.workload import PROFILES, random_workload
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["check_fencing", "check_refresh", "lease_rule", "refresh_during_write"]
+__all__ = ["check_fencing", "check_late_write", "check_refresh", "lease_rule",
+           "refresh_during_write"]
 
 HOLDER_OPS = 4          # the holder's acknowledged writes, one virtual second apart
 FRESH_PROBES = (0.0, 20.0)  # seconds after the death: the lease is at most 25 s old then
@@ -113,7 +124,7 @@ def check_refresh(spec: BackendSpec, *, crash_at: str, seed: int, workdir: str,
                *notes, *fault.fired)
     if problems:
         return Evidence(Verdict.FAIL, f"refresh at {crash_at}: " + "; ".join(problems),
-                        measured, details)
+                        measured, details, conclusive=True)  # each is what the store did
     return Evidence(Verdict.PASS, f"refresh at {crash_at}: the lease expired, the next open got "
                     "a fresh lease, no corruption", measured, details)
 
@@ -233,11 +244,95 @@ def check_fencing(spec: BackendSpec, *, seed: int) -> Evidence:
             problems.append("the new writer's write is missing")
     measured = {"opens": opens, "writes": 4, "seed": seed}
     if problems:
-        return Evidence(Verdict.FAIL, "lease: " + "; ".join(problems), measured, tuple(notes))
+        return Evidence(Verdict.FAIL, "lease: " + "; ".join(problems), measured, tuple(notes),
+                        conclusive=True)  # each is what the store did
     taken = "taken over once stale and the old holder fenced off" if y is not None else \
         "kept by its live holder past the stale interval"
     return Evidence(Verdict.PASS, f"lease: single writer while fresh; {taken}; no late write "
                     "landed unacknowledged", measured, tuple(notes))
+
+
+def check_late_write(spec: BackendSpec, *, seed: int) -> Evidence:
+    """In this process: holder X paused past the stale interval, Y takes over (or is refused),
+    X's late write is fenced and never lands, Y's writes are intact (see the module
+    docstring)."""
+    disk = SimDisk(DiskImage.empty(DATA_DIR))
+    fault = LeaseExpiry()
+    x = spec.open(STORE_PATH, fault.env(disk, holder=True))
+    decl = x.declaration
+    ops = random_workload(decl, 3, seed, PROFILES["small"])
+    kv = decl.has(Capability.KV)
+    late = _extra_op(ops, kv, "late", 900_004)
+    mine = [_extra_op(ops, kv, f"taker-{i}", 900_005 + i) for i in range(2)]
+    ids = _ids([*ops, late, *mine])
+    problems: list[str] = []
+    notes: list[str] = []
+    acked: list[Op] = []
+    for op in ops:
+        fault.wait(1.0)
+        op.run(x)
+        acked.append(op)
+    fault.pause_holder(fault.stale_after + 1.0)
+    y = None
+    try:
+        y = spec.open(STORE_PATH, fault.env(disk))
+    except LockHeld as exc:
+        notes.append(f"with the holder paused {fault.stale_after + 1:g} s, a takeover was "
+                     f"refused (the holder is alive and the store knows it): {_line(exc)}")
+    except Exception as exc:  # noqa: BLE001 - the store's answer
+        problems.append(f"a new writer, the lease stale, could not open: {_line(exc)}")
+    if y is not None:
+        try:
+            mine[0].run(y)
+            acked.append(mine[0])
+            notes.append("the lease went stale while its holder was paused: a new writer took "
+                         "it over and wrote")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"the new writer could not write with the lease it took: "
+                            f"{_line(exc)}")
+    fault.wait(1.0)  # the holder comes back: a second later by its own clock
+    try:
+        late.run(x)
+        late_acked = True
+        acked.append(late)
+    except Exception as exc:  # noqa: BLE001 - a refusal is what fencing looks like
+        late_acked = False
+        notes.append(f"the paused holder's late write was refused: {_line(exc)}")
+    if y is not None:
+        if late_acked:
+            problems.append("the paused holder's late write was acknowledged after a new writer "
+                            "had taken its lease over (no fencing)")
+        try:
+            mine[1].run(y)
+            acked.append(mine[1])
+            y.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"after the old holder's late write, the new writer could not "
+                            f"write and close: {_line(exc)}")
+    with contextlib.suppress(Exception):  # a fenced writer may refuse even to close
+        x.close()
+    try:
+        again = reopen_after_crash(spec.open, STORE_PATH, fault.env(disk), decl)
+        seen = read_state(again.store, ids)
+        again.store.close()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"the store could not be reopened at the end: {_line(exc)}")
+    else:
+        want = prefix_states(acked)[-1]
+        if not late_acked and _has(seen, late):
+            problems.append("the refused (fenced-off) late write landed in the store")
+        elif seen != want:
+            problems.append("a reopen does not show exactly the acknowledged writes: "
+                            + "; ".join(seen.describe_diff(want)))
+    measured = {"opens": 3, "writes": len(acked), "seed": seed}
+    details = (*notes, *fault.fired)
+    if problems:
+        return Evidence(Verdict.FAIL, "late write: " + "; ".join(problems), measured, details,
+                        conclusive=True)  # each is what the store did
+    how = ("fenced off, and it never landed" if y is not None else
+           "kept by its live holder, the takeover refused")
+    return Evidence(Verdict.PASS, f"late write: a holder paused past the stale interval was "
+                    f"{how}; a reopen showed exactly the acknowledged writes", measured, details)
 
 
 def _has(state: StoreState, op: Op) -> bool:
@@ -260,6 +355,12 @@ def _crash_points(ctx: RowContext) -> list[str]:
     return ["sync", *(f"failpoint:{n}" for n in ctx.declaration.failpoints)]
 
 
+def _late_write(ctx: RowContext, seed: int, name: str) -> Evidence:
+    kwargs = {"seed": seed}
+    return on_failure(check_late_write(ctx.spec, **kwargs), workdir=ctx.workdir, name=name,
+                      spec=ctx.spec, check=check_late_write, kwargs=kwargs)
+
+
 def _refresh(ctx: RowContext, crash_at: str, seed: int, i: int) -> Evidence:
     kwargs = {"crash_at": crash_at, "seed": seed, "workdir": str(ctx.workdir)}
     ev = check_refresh(ctx.spec, **kwargs)  # type: ignore[arg-type]
@@ -274,14 +375,17 @@ def refresh_during_write(ctx: RowContext) -> Evidence:
         return Evidence.na(na + "; a writer lock alone is checked by row 3 and invariant 1")
     t0 = time.perf_counter()
     parts: list[Evidence] = []
-    for r in range(max(1, ctx.budget.processes)):
+    rounds = max(1, ctx.budget.processes)
+    for r in range(rounds):
         for crash_at in _crash_points(ctx):
             parts.append(_refresh(ctx, crash_at, ctx.seed + r, len(parts)))
-    ev = combine(parts, f"{len(parts)} refreshes mid-write: each lease expired, the next open "
-                 "got a fresh lease, no corruption")
-    return Evidence(ev.verdict, ev.summary, {**ev.measured, "seed": ctx.seed,
-                    "seconds": round(time.perf_counter() - t0, 2)}, ev.details, ev.reproduce,
-                    ev.replay, ev.attachments)
+        # a page that is frozen, not killed, and comes back after the next one took over
+        parts.append(_late_write(ctx, ctx.seed + r, f"reproduce_late_write_{r}.py"))
+    ev = combine(parts, f"{len(parts) - rounds} refreshes mid-write: each lease expired, the "
+                 f"next open got a fresh lease, no corruption; {rounds} holders paused past the "
+                 "stale interval came back, and no late write landed after a takeover")
+    return dataclasses.replace(ev, measured={**ev.measured, "seed": ctx.seed,
+                               "seconds": round(time.perf_counter() - t0, 2)})
 
 
 def lease_rule(ctx: RowContext) -> Evidence:
@@ -292,6 +396,7 @@ def lease_rule(ctx: RowContext) -> Evidence:
     fencing = on_failure(check_fencing(ctx.spec, **kwargs), workdir=ctx.workdir,
                          name="reproduce_fencing.py", spec=ctx.spec, check=check_fencing,
                          kwargs=kwargs)
-    return combine([fencing, _refresh(ctx, "sync", ctx.seed, 99)],
+    late = _late_write(ctx, ctx.seed, "reproduce_late_write.py")
+    return combine([fencing, late, _refresh(ctx, "sync", ctx.seed, 99)],
                    "one writer lease at a time; a stale lease is recovered and the old holder "
                    "fenced off")

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -383,12 +383,8 @@ def migration_rerun(ctx: RowContext) -> Evidence:
         "batch_size": MIGRATION_BATCH, "process_states": share, "power_states": share}
     ev = check_migration(ctx.spec, **kwargs)
     if ev.verdict is Verdict.FAIL:
-        name = "reproduce_migration.py"
-        ev = on_failure(ev, workdir=ctx.workdir, name=name, spec=ctx.spec,
+        ev = on_failure(ev, workdir=ctx.workdir, name="reproduce_migration.py", spec=ctx.spec,
                         check=check_migration, kwargs={**kwargs, "only": ev.measured["failing"]})
-        # attached, so the certificate keeps it once the scratch directory is gone
-        ev = replace(ev, attachments={**ev.attachments,
-                                      name: (ctx.workdir / name).read_text()})
     if not named.is_default:
         return ev
     return combine([_cli_rerun(ctx), ev], ev.summary + "; crashgate rvf migrate rerun by its "

@@ -5,16 +5,26 @@ Row 3: writer A opens the store and keeps writing; writer B opens the same store
 ``LockHeld`` (ELOCK) with a message naming the holder, without blocking; A is unharmed: it keeps
 writing, closes cleanly, and every write it acknowledged is there afterwards.
 
+A lock is never stolen from a live holder, however old it is (ADR-032's Node writer holds an
+``flock``, which lasts as long as its process): A then holds the store for longer than the stale
+interval (30 s) twice, without real waiting. First idle (paused, the store open), with the next
+writer on a clock 31 s ahead; then writing while 31 s pass on its own clock, 5 s a write
+(so a heartbeat that writes renew stays fresh), with the next writer on that clock. Both must get
+``LockHeld`` naming A, and A goes on writing.
+
 Invariant 1 adds: readers (``readonly=true``, when the backend has it) open while A writes, as
 many as asked; after A is killed with SIGKILL, a new writer recovers the lock once it is stale
 (the new writer runs on a clock 31 s ahead, so the 30 s stale interval has passed for it
-without waiting) and A's acknowledged writes survive; and, for a store with a heartbeat lease,
-the lease checks of ``procedures_lease`` (taken over only when stale, a fenced-off late write
-never lands).
+without waiting) and A's acknowledged writes survive. Its rounds alternate: after a hold past
+the stale interval the dead writer's lock is old already, so every other round leaves the hold
+out and the lock of a writer killed young is seen recovered only once stale. For a store with
+a heartbeat lease, it adds the lease checks of ``procedures_lease`` (taken over only when
+stale, a fenced-off late write never lands, a paused holder's late write fenced off too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,6 +34,7 @@ from typing import Any
 from crashgate.backends import (
     BackendSpec,
     Capability,
+    Declaration,
     Durability,
     os_env,
 )
@@ -33,6 +44,7 @@ from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.faults.writer_proc import key_for, value_for
 from crashgate.harness.faults.writers import DuplicateWriter, Outcome, WriterProcess
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.scenarios.table import RowContext
 
@@ -47,6 +59,15 @@ class _Run:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unknown: str | None = None
+    conclusive: bool = False
+    """A problem was seen in what the store did (a second writer got in, a refusal that does
+    not say who holds the store, acknowledged writes missing), not a timeout or a dead child."""
+    offset: float = 0.0
+    """How far A's clock runs ahead of the real one (it ages while it holds the store)."""
+
+    def violation(self, problem: str) -> None:
+        self.problems.append(problem)
+        self.conclusive = True
 
 
 def _describe(o: Outcome) -> str:
@@ -57,31 +78,68 @@ def _describe(o: Outcome) -> str:
     return f"{(o.types or [o.kind])[0]}: {first}"
 
 
-def _judge_refusal(run: _Run, ob: Outcome, a: WriterProcess, path: str) -> None:
-    """B's open must end in LockHeld with a clear message naming the holder."""
+def _judge_refusal(run: _Run, ob: Outcome, a: WriterProcess, path: str, when: str = "") -> None:
+    """B's open must end in LockHeld with a clear message naming the holder; ``when`` says how
+    long A had held the store, for the messages."""
+    at = f" ({when})" if when else ""
     if ob.kind == "READY":
-        run.problems.append(f"the second writer opened {path} for writing while the first "
-                            f"(pid {a.pid}) held it")
+        run.violation(f"the second writer opened {path} for writing while the first "
+                      f"(pid {a.pid}, alive) held it{at}")
     elif ob.kind == "TIMEOUT":
-        run.problems.append("the second writer blocked instead of failing with ELOCK")
+        run.problems.append(f"the second writer blocked instead of failing with ELOCK{at}")
+    elif ob.kind == "EXITED":
+        run.problems.append(f"the second writer exited without a word{at}: {_describe(ob)}")
     elif ob.kind != "LOCKHELD":
-        run.problems.append(f"the second writer failed with {_describe(ob)} instead of "
-                            "LockHeld (ELOCK)")
+        run.violation(f"the second writer failed with {_describe(ob)} instead of "
+                      f"LockHeld (ELOCK){at}")
     else:
         msg, holder = ob.message, str(ob.info.get("holder", ""))
         if "ELOCK" not in msg and ob.info.get("code") != "ELOCK":
-            run.problems.append(f"the refusal does not say ELOCK: {msg!r}")
+            run.violation(f"the refusal does not say ELOCK{at}: {msg!r}")
         if not holder.strip() or holder not in msg:
-            run.problems.append(f"the refusal does not name the holder: {msg!r}")
-        run.notes.append(f"second writer refused: {msg.splitlines()[0]}"
+            run.violation(f"the refusal does not name the holder{at}: {msg!r}")
+        run.notes.append(f"second writer refused{at}: {msg.splitlines()[0]}"
                          + ("" if str(a.pid) in holder else
                             f" (the holder is not named by its pid {a.pid})"))
 
 
-def _verify(spec: BackendSpec, path: str, writes: dict[str, list[str]], kv: bool) -> list[str]:
-    """Every acknowledged write of each writer is in the store (opened here, in process)."""
+def _held_past_stale(run: _Run, dw: DuplicateWriter, a: WriterProcess, path: str) -> None:
+    """A holds the store for longer than the stale interval, alive, idle and then writing; a
+    writer whose clock is past the interval must be refused each time, and A goes on."""
+    ahead = STALE_AFTER + 1
+    if a.command("pause", "PAUSED") is None:
+        run.problems.append(f"the first writer ended before it could be paused: "
+                            f"{a.stderr_tail or a.lines[-1:]}")
+        return
+    b = dw.writer("B1", id_base=2_100_000, clock_offset=ahead)
+    _judge_refusal(run, b.opened(), a, path, f"the first idle, the second's clock {ahead:g} s "
+                   "ahead")
+    dw.kill(b)
+    if a.command("resume", "RESUMED") is None:
+        run.problems.append(f"the first writer ended while it sat idle: "
+                            f"{a.stderr_tail or a.lines[-1:]}")
+        return
+    aged = a.command(f"age {ahead:g}", "AGED", ACK_TIMEOUT)
+    if aged is None:
+        fail = next((ln for ln in a.lines if ln.startswith("WRITEFAIL")), "")
+        run.problems.append(f"the first writer could not keep writing while {ahead:g} s passed "
+                            f"on its clock: {fail or a.stderr_tail or a.lines[-1:]}")
+        return
+    run.offset = float(aged.split()[1])
+    b = dw.writer("B2", id_base=2_200_000, clock_offset=run.offset)
+    _judge_refusal(run, b.opened(), a, path, f"the first writing for {ahead:g} s, both clocks "
+                   "on")
+    dw.kill(b)
+
+
+def _verify(spec: BackendSpec, path: str, writes: dict[str, list[str]], kv: bool,
+            intruded: Declaration | None) -> list[str]:
+    """Every acknowledged write of each writer is in the store (opened here, in process).
+    ``intruded``: a second writer got in and was killed (already a finding), and may have left
+    its lock: open as after a crash (``reopen_after_crash``: read-only if need be)."""
     try:
-        store = spec.open(path, os_env())
+        store = (spec.open(path, os_env()) if intruded is None else
+                 reopen_after_crash(spec.open, path, os_env(), intruded).store)
     except Exception as exc:  # noqa: BLE001 - not reopening is the finding
         return [f"the store could not be reopened afterwards: {type(exc).__name__}: {exc}"]
     missing: list[str] = []
@@ -105,7 +163,7 @@ def _verify(spec: BackendSpec, path: str, writes: dict[str, list[str]], kv: bool
 def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
     """After the holder was killed: a new writer must get the store, at once or once the lock
     is stale (run on a clock 31 s ahead)."""
-    c0 = dw.writer("C", id_base=IDS["C"], max_writes=3)
+    c0 = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=run.offset)
     oc = c0.opened()
     if oc.kind == "READY":
         run.notes.append("a new writer recovered the killed writer's lock at once")
@@ -115,7 +173,7 @@ def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
                             f"{_describe(oc)}")
         return None
     run.notes.append(f"right after the kill the lock was still held: {oc.message.splitlines()[0]}")
-    c = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=STALE_AFTER + 1)
+    c = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=run.offset + STALE_AFTER + 1)
     oc = c.opened()
     if oc.kind != "READY":
         run.problems.append(f"a new writer {STALE_AFTER + 1:g} s later (its clock ahead) did not "
@@ -126,9 +184,11 @@ def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
 
 
 def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
-                           kill: bool = False) -> Evidence:
-    """One round: A writes, B is refused, A is unharmed; ``readers`` read meanwhile; ``kill``:
-    A is SIGKILLed and a new writer recovers the store, else A closes cleanly."""
+                           kill: bool = False, past_stale: bool = True) -> Evidence:
+    """One round: A writes, B is refused, A is unharmed; ``past_stale``: A then holds the
+    store for more than the stale interval, and later writers are refused too; ``readers``
+    read meanwhile; ``kill``: A is SIGKILLed and a new writer recovers the store, else A closes
+    cleanly."""
     t0 = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="dup-", dir=workdir))
     path = str(base / "store")
@@ -148,6 +208,8 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
             b = dw.writer("B", id_base=2_000_000)
             _judge_refusal(run, b.opened(), a, path)
             dw.kill(b)  # refused, it has exited; if it opened, it must not write on
+            if past_stale:
+                _held_past_stale(run, dw, a, path)
             n = len(a.acks())
             if not a.wait_acks(n + 3, ACK_TIMEOUT):
                 run.problems.append("the first writer stopped acknowledging writes after the "
@@ -183,15 +245,19 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
                 writes["A"] = a.acks()
         spawned = len(dw.processes)
     if run.unknown is None and writes:
-        run.problems += _verify(spec, path, _ids_to_str(writes, kv), kv)
+        intruded = decl if run.conclusive else None
+        for problem in _verify(spec, path, _ids_to_str(writes, kv), kv, intruded):
+            run.violation(problem)
     measured = {"processes": spawned, "acknowledged_writes": sum(map(len, writes.values())),
                 "rounds": 1, "seconds": round(time.perf_counter() - t0, 2)}
     details = (*run.notes, *dw.fired)
     if run.unknown:
         return Evidence(Verdict.UNKNOWN, run.unknown, measured, details)
     if run.problems:
-        return Evidence(Verdict.FAIL, "; ".join(run.problems), measured, details)
-    what = ("second writer got ELOCK naming the holder; the first kept writing"
+        return Evidence(Verdict.FAIL, "; ".join(run.problems), measured, details,
+                        conclusive=run.conclusive)
+    what = ("second writer got ELOCK naming the holder, also once the first had held the store "
+            f"idle and writing for more than {STALE_AFTER:g} s; the first kept writing"
             + (", was killed, and a new writer recovered the store" if kill else
                " and closed cleanly") + "; every acknowledged write is there")
     return Evidence(Verdict.PASS, what, measured, details)
@@ -201,10 +267,14 @@ def _ids_to_str(writes: dict[str, list[str]], kv: bool) -> dict[str, list[str]]:
     return writes if kv else {w: [str(int(x)) for x in acks] for w, acks in writes.items()}
 
 
-def _rounds(ctx: RowContext, **kwargs: Any) -> list[Evidence]:
+def _rounds(ctx: RowContext, *, alternate: bool = False, **kwargs: Any) -> list[Evidence]:
+    """``budget.processes`` rounds; with ``alternate``, every other round (from the second)
+    leaves out the hold past the stale interval, so that a killed writer's lock is still fresh
+    and its recovery once stale is seen too."""
     parts = []
     for i in range(max(1, ctx.budget.processes)):
-        args = {"workdir": str(ctx.workdir), **kwargs}
+        args = {"workdir": str(ctx.workdir), **kwargs,
+                "past_stale": not (alternate and i % 2)}
         ev = check_duplicate_writer(ctx.spec, **args)
         parts.append(on_failure(ev, workdir=ctx.workdir, name=f"reproduce_writers_{i}.py",
                                 spec=ctx.spec, check=check_duplicate_writer, kwargs=args))
@@ -226,7 +296,7 @@ def single_writer_rule(ctx: RowContext) -> Evidence:
     decl = ctx.declaration
     parts: list[Evidence] = []
     if decl.has(Capability.WRITER_LOCK):
-        parts += _rounds(ctx, readers=2, kill=True)
+        parts += _rounds(ctx, readers=2, kill=True, alternate=True)
     if decl.has(Capability.LEASE):
         from crashgate.scenarios.procedures_lease import lease_rule  # the lease half
 
@@ -240,7 +310,6 @@ def single_writer_rule(ctx: RowContext) -> Evidence:
 
 
 def _with_seed(ev: Evidence, ctx: RowContext) -> Evidence:
-    return Evidence(ev.verdict, ev.summary, {**ev.measured, "seed": ctx.seed}, ev.details,
-                    ev.reproduce, ev.replay, ev.attachments)
+    return dataclasses.replace(ev, measured={**ev.measured, "seed": ctx.seed})
 
 

@@ -50,3 +50,29 @@ def test_heal_kills_whatever_is_still_running(tmp_path: Path) -> None:
     assert a.opened().kind == "READY"
     dw.heal()
     assert a.proc.poll() is not None
+
+
+def test_a_writer_pauses_resumes_and_ages_its_clock_as_told(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    with DuplicateWriter("rvf", path) as dw:
+        a = dw.writer("A")
+        assert a.opened().kind == "READY" and a.wait_acks(2, 30)
+        assert a.command("pause", "PAUSED") == "PAUSED"
+        paused = len(a.acks())
+        b = dw.writer("B", clock_offset=31.0)  # A idle and its lock 31 s old for B: refused
+        refused = b.opened()
+        assert refused.kind == "LOCKHELD" and str(a.pid) in refused.info["holder"]
+        assert len(a.acks()) <= paused + 1  # at most the write in flight when told
+        assert a.command("resume", "RESUMED") == "RESUMED"
+        assert a.command("age 3", "AGED") == "AGED 3"
+        assert a.wait_acks(paused + 5, 30)
+        assert a.stop()
+    assert dw.processes[1].proc.returncode == 3
+
+
+def test_a_command_to_a_writer_that_exited_gets_no_answer(tmp_path: Path) -> None:
+    with DuplicateWriter("rvf", str(tmp_path / "store")) as dw:
+        a = dw.writer("A")
+        assert a.opened().kind == "READY"
+        dw.kill(a)
+        assert a.command("pause", "PAUSED", timeout=5) is None

@@ -6,6 +6,11 @@ and its clock come back here: the next writers open the store on that disk, with
 ``VirtualClock`` that continues where the holder's stopped, and the fault moves time to make the
 holder's lease stale. The holder's death is real, so a store that checks whether a lock's
 holder is alive sees it dead, as it would after a refresh.
+
+A holder can also stay alive, in this process, on a clock of its own (``holder_clock``):
+``pause_holder`` then lets time pass for everyone but it, as for a frozen background tab, a
+process stopped by SIGSTOP or a long GC pause: when it comes back its own clock says its lease
+is as fresh as when it stopped, and only the fencing token can tell it otherwise.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from pathlib import Path
 from crashgate.backends import Capability, Declaration, Env
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.failpoints import ArmedFailpoints
-from crashgate.harness.recovery import STALE_AFTER
 from crashgate.harness.faults.base import Fault, requires
 from crashgate.harness.faults.lease_proc import STORE_PATH
 from crashgate.harness.faults.writers import child_pythonpath
 from crashgate.harness.ops import Op
+from crashgate.harness.recovery import STALE_AFTER
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
 
@@ -68,6 +73,7 @@ class LeaseExpiry(Fault):
         self.crash_at = crash_at
         self.stale_after = stale_after
         self.clock = VirtualClock()
+        self.holder_clock = VirtualClock()
         self._pythonpath = tuple(pythonpath)
         self.holder: HolderRun | None = None
         crash = "fs" if crash_at == "sync" else "failpoints"
@@ -115,17 +121,25 @@ class LeaseExpiry(Fault):
     def path(self) -> str:
         return STORE_PATH
 
-    def env(self, disk: SimDisk) -> Env:
-        """An env for the next writer: the holder's disk, this fault's clock."""
-        return sim_env(disk, self.clock, ArmedFailpoints())
+    def env(self, disk: SimDisk, *, holder: bool = False) -> Env:
+        """An env on ``disk``: for the next writer, on this fault's clock; with ``holder``, for
+        a live holder in this process, on ``holder_clock``."""
+        return sim_env(disk, self.holder_clock if holder else self.clock, ArmedFailpoints())
 
     def install(self, env: Env) -> Env:
         return Env(fs=env.fs, clock=self.clock, failpoints=env.failpoints, observe=env.observe)
 
     def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass for everyone (both clocks)."""
         if seconds:
             self.clock.advance(seconds)
+            self.holder_clock.advance(seconds)
             self._events.append(f"clock +{seconds:g} s")
+
+    def pause_holder(self, seconds: float) -> None:
+        """Let ``seconds`` pass for everyone but the live holder, whose clock stands still."""
+        self.clock.advance(seconds)
+        self._events.append(f"holder paused while {seconds:g} s passed for the others")
 
     def expire(self, margin: float = 1.0) -> None:
         """Move time until the holder's lease is stale for sure: ``stale_after + margin``

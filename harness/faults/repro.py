@@ -59,5 +59,9 @@ def on_failure(evidence: Evidence, *, workdir: Path, name: str, spec: BackendSpe
     script = write_reproduction(workdir, name, title=evidence.summary, module=check.__module__,
                                 function=check.__name__, spec=spec.label, kwargs=kwargs)
     args = dict(kwargs)
+    # attached, so the certificate keeps a copy once the row's scratch directory is gone (the
+    # report points ``reproduce`` at that copy)
     return dataclasses.replace(evidence, reproduce=f"python {script}",
-                               replay=lambda: check(spec, **args))
+                               replay=lambda: check(spec, **args),
+                               attachments={**evidence.attachments,
+                                            name: Path(script).read_text()})

@@ -3,13 +3,16 @@
     python -m crashgate.harness.faults.writer_proc ROLE SPEC PATH [--opt K=V]...
         [--clock-offset SECONDS] [--prefix P] [--id-base N] [--interval SECONDS]
 
-ROLE is ``writer`` (open for writing, then write until told ``stop`` on stdin or killed) or
-``reader`` (open, count what is visible, exit). It speaks one line per event on stdout::
+ROLE is ``writer`` (open for writing, then write until told ``stop`` on stdin or killed; it also
+takes ``pause``, ``resume`` and ``age SECONDS``, see ``_Commands``) or ``reader`` (open, count
+what is visible, exit). It speaks one line per event on stdout::
 
     READY pid=<pid>              opened (a writer starts writing after this)
     ACK <key-or-id>              one write returned: it is acknowledged
     READ <n>                     a reader saw n records
     CLOSED                       a writer closed cleanly after ``stop``
+    PAUSED / RESUMED             a writer stopped / went on writing, as told
+    AGED <offset>                a writer's clock is now <offset> s ahead, as told
     LOCKHELD <json>              opening raised LockHeld (exit 3)
     REFUSED <json>               opening raised another CrashgateError (exit 4)
     ERROR <json>                 anything else went wrong (exit 5; WRITEFAIL exits 6)
@@ -43,6 +46,9 @@ from crashgate.backends import (
 __all__ = ["OffsetClock", "key_for", "main", "value_for", "vector_for"]
 
 EXIT_LOCKHELD, EXIT_REFUSED, EXIT_ERROR, EXIT_WRITEFAIL = 3, 4, 5, 6
+AGE_STEP = 5.0
+"""Seconds of a writer's clock per write while it ages: well under ADR-032's 10 s heartbeat,
+so a heartbeat that writes renew never looks stale to the writer itself."""
 
 
 class OffsetClock:
@@ -61,9 +67,13 @@ class OffsetClock:
         time.sleep(seconds)
 
 
+_SAY = threading.Lock()  # the writer and the command thread both speak: whole lines only
+
+
 def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _describe(exc: BaseException) -> str:
@@ -92,24 +102,61 @@ def vector_for(rid: int) -> list[float]:
     return [((rid * 7 + j) % 13) / 13.0 for j in range(8)]
 
 
-def _stop_flag() -> threading.Event:
-    stop = threading.Event()
+class _Commands:
+    """What the parent says on stdin, one command a line: ``stop`` (close and exit), ``pause``
+    (stop writing but keep the store open: an idle holder), ``resume``, ``age SECONDS`` (let
+    that much time pass on this writer's clock while it keeps writing, ``AGE_STEP`` seconds per
+    write, so a heartbeat renewed by writes stays fresh). Each is answered on stdout once it
+    took effect: ``PAUSED``, ``RESUMED``, ``AGED <offset>``. A closed stdin means the parent is
+    gone: stop."""
 
-    def watch() -> None:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
+        self._lock = threading.Lock()
+        self._age = 0.0
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
         for line in sys.stdin:
-            if line.strip() == "stop":
+            word, _, arg = line.strip().partition(" ")
+            if word == "stop":
                 break
-        stop.set()  # "stop", or stdin closed: the parent is gone
+            if word == "pause":
+                self.running.clear()
+                _say("PAUSED")
+            elif word == "resume":
+                self.running.set()
+                _say("RESUMED")
+            elif word == "age":
+                with self._lock:
+                    self._age += float(arg)
+        self.stop.set()
+        self.running.set()
 
-    threading.Thread(target=watch, daemon=True).start()
-    return stop
+    def tick(self, clock: OffsetClock) -> None:
+        """Before a write: move the clock ``AGE_STEP`` seconds on while an ``age`` is
+        pending."""
+        with self._lock:
+            if self._age <= 0:
+                return
+            step = min(AGE_STEP, self._age)
+            self._age -= step
+            clock.offset += step
+            if self._age <= 0:
+                _say(f"AGED {clock.offset:g}")
 
 
-def _write_loop(store: Any, args: argparse.Namespace) -> int:
+def _write_loop(store: Any, clock: OffsetClock, args: argparse.Namespace) -> int:
     kv = store.declaration.has(Capability.KV)
-    stop = _stop_flag()
+    cmd = _Commands()
     i = 0
-    while not stop.is_set():
+    while not cmd.stop.is_set():
+        cmd.running.wait()
+        if cmd.stop.is_set():
+            break
+        cmd.tick(clock)
         try:
             if kv:
                 key = key_for(args.prefix, i)
@@ -124,7 +171,7 @@ def _write_loop(store: Any, args: argparse.Namespace) -> int:
             return EXIT_WRITEFAIL
         i += 1
         if args.max_writes and i >= args.max_writes:
-            stop.wait()
+            cmd.stop.wait()
             break
         time.sleep(args.interval)
     store.close()
@@ -153,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-writes", type=int, default=0, help="then wait for stop (0: no limit)")
     args = p.parse_args(argv)
     extra = dict(o.split("=", 1) for o in args.opt)
-    env = Env(fs=OsFS(), clock=OffsetClock(args.clock_offset))
+    clock = OffsetClock(args.clock_offset)
+    env = Env(fs=OsFS(), clock=clock)
     try:
         store = resolve(args.spec).open(args.path, env, **extra)
     except LockHeld as exc:
@@ -167,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     _say(f"READY pid={os.getpid()}")
     try:
-        return _write_loop(store, args) if args.role == "writer" else _read(store)
+        return _write_loop(store, clock, args) if args.role == "writer" else _read(store)
     except Exception as exc:  # noqa: BLE001
         _say(f"ERROR {_describe(exc)}")
         return EXIT_ERROR

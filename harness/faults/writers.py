@@ -146,14 +146,35 @@ class WriterProcess:
             info = {"message": rest}
         return Outcome(kind, info, line)
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Ask a writer to close cleanly; whether it printed CLOSED."""
+    def _send(self, command: str) -> None:
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write("stop\n")
+            self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            pass
+            pass  # it has exited: the answer never comes, and the caller sees that
+
+    def command(self, command: str, answer: str, timeout: float = 30.0) -> str | None:
+        """Send a writer ``command`` (``pause``, ``resume``, ``age SECONDS``, see
+        ``writer_proc``) and wait for its next line starting with ``answer``; ``None`` when
+        it did not come (the child exited, e.g. on a failed write, or timed out)."""
+        with self._cond:
+            before = sum(ln.startswith(answer) for ln in self.lines)
+        self._send(command)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                said = [ln for ln in self.lines if ln.startswith(answer)]
+                if len(said) > before:
+                    return said[before]
+                left = deadline - time.monotonic()
+                if self._done or left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask a writer to close cleanly; whether it printed CLOSED."""
+        self._send("stop")
         ok = self.wait_for(("CLOSED",), timeout) is not None
         self.reap(timeout)
         return ok
