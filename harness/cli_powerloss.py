@@ -1,5 +1,6 @@
-"""``crashgate powerloss BACKEND``: a seeded workload, crash states at every fsync window, a
-table of violations by class, and a command that reproduces the first one."""
+"""``crashgate powerloss BACKEND``: a seeded workload, crash states at every fsync window and
+(process crashes) after every file-system operation, the count per crash model, a table of
+violations by class, and a command that reproduces the first one."""
 
 from __future__ import annotations
 
@@ -72,10 +73,12 @@ def _reproduce(args: argparse.Namespace, state: CrashState) -> str:
 def _print_report(args: argparse.Namespace, report: PowerLossReport) -> None:
     print(f"crashgate powerloss {report.spec}  (seed {report.seed}, {report.ops} ops, "
           f"profile {args.profile}, declared durability: {report.durability.value})")
-    models = ", ".join(f"{m} {n}" for m, n in sorted(report.by_model.items()))
+    models = ", ".join(f"{m} {n}" for m, n in report.states_by_model.items())
     rate = report.states_checked / report.seconds if report.seconds else 0.0
     print(f"crash states checked: {report.states_checked} at {report.positions} crash points "
           f"({models}) in {report.seconds:.1f} s, {rate:.0f} states/s")
+    for m, why in report.empty_models.items():
+        print(f"  no {m} state: {why}")
     width = max(len(v.value) for v in ViolationClass)
     print(f"\n  {'violation':<{width}}  count")
     for v in ViolationClass:
@@ -134,17 +137,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "powerloss", help="crash a backend at every fsync window on a simulated disk",
         description="Run a seeded random workload on BACKEND over the simulated disk, build "
-        "crash states at every fsync window and op boundary (process crash; power loss with "
-        "pending writes lost as a prefix, in any subset, torn at sector granularity, or torn "
-        "with garbage), recover each and compare it with the model. Exit 0 when no violation, "
-        "1 when any (with a command that reproduces the first), 3 on bad input.")
+        "crash states (process crashes after every file-system operation; power loss at every "
+        "fsync window and op boundary with pending writes lost as a prefix, in any subset, "
+        "torn at sector granularity, or torn with garbage), recover each and compare it with "
+        "the model. The budget is shared evenly by the crash models. Exit 0 when no "
+        "violation, 1 when any (with a command that reproduces the first), 3 on bad input.")
     p.add_argument("backend", help="backend name with options, e.g. json or "
                    "'sqlite?journal_mode=WAL&synchronous=FULL'")
     p.add_argument("--seed", type=int, default=None, help="workload and crash-state seed "
                    "(default: random, printed)")
     p.add_argument("--ops", type=int, default=250, help="workload length (default 250)")
     p.add_argument("--states", type=int, default=1500,
-                   help="crash-state budget, spread over the crash points (default 1500)")
+                   help="crash-state budget, shared by the crash models and spread over their "
+                   "crash points (default 1500)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="small",
                    help="workload shape: small, or large (MiB segments, many deletes)")
     p.add_argument("--models", type=_models, default="all",

@@ -46,8 +46,9 @@ from crashgate.harness.simdisk import (
 if TYPE_CHECKING:  # Hypothesis is imported only when a strategy is built: keeps imports light
     from hypothesis.strategies import DrawFn, SearchStrategy
 
-__all__ = ["CrashModel", "CrashState", "crash_state_strategy", "durable_image",
-           "enumerate_crash_states", "pending_at", "sectors_of", "sync_positions"]
+__all__ = ["CrashModel", "CrashPlan", "CrashState", "crash_state_strategy", "durable_image",
+           "enumerate_crash_states", "pending_at", "plan_crash_states", "sectors_of",
+           "sync_positions"]
 
 
 class CrashModel(enum.StrEnum):
@@ -249,8 +250,13 @@ class _Walk:
             if mine is None:
                 files[path] = self.durable_bytes(ino)
                 continue
-            buf = bytearray(self.data.get(ino, b""))
-            for j in mine:
+            # a kept truncate to 0 leaves nothing of what came before it: replay from there
+            # (a store that rewrites its file on every op would otherwise replay them all)
+            cut = next((i for i in range(len(mine) - 1, -1, -1)
+                        if self.trace[mine[i]].kind == "truncate"
+                        and self.trace[mine[i]].size == 0), None)
+            buf = bytearray(self.data.get(ino, b"")) if cut is None else bytearray()
+            for j in mine[cut or 0:]:
                 written = torn.get(j) if torn else None
                 if written is None:
                     _apply_data(buf, self.trace[j])
@@ -327,8 +333,10 @@ def sectors_of(op: DiskOp, sector_size: int = SECTOR_SIZE) -> range:
     return range(op.offset // sector_size, (op.offset + len(op.data) - 1) // sector_size + 1)
 
 
-def _garbage(seed: int, index: int, sector: int, size: int) -> bytes:
-    return random.Random(f"garbage:{seed}:{index}:{sector}").randbytes(size)
+def _garbage(seed: int, index: int, size: int) -> bytes:
+    """Garbage for a whole write (one generator per write, not per sector: a long write has
+    thousands); a lost sector takes its own slice, whichever others were written."""
+    return random.Random(f"garbage:{seed}:{index}").randbytes(size)
 
 
 def _apply_torn(buf: bytearray, op: DiskOp, index: int, written: Collection[int],
@@ -336,12 +344,14 @@ def _apply_torn(buf: bytearray, op: DiskOp, index: int, written: Collection[int]
     end = op.offset + len(op.data)
     if end > len(buf):
         buf.extend(bytes(end - len(buf)))  # the size update reached the disk, not all the data
+    written = set(written)   # a long write has hundreds of sectors
+    junk = _garbage(garbage_seed, index, len(op.data)) if garbage_seed is not None else b""
     for s in sectors_of(op, sector_size):
         lo, hi = max(op.offset, s * sector_size), min(end, (s + 1) * sector_size)
         if s in written:
             buf[lo:hi] = op.data[lo - op.offset:hi - op.offset]
-        elif garbage_seed is not None:
-            buf[lo:hi] = _garbage(garbage_seed, index, s, hi - lo)
+        elif junk:
+            buf[lo:hi] = junk[lo - op.offset:hi - op.offset]
 
 
 def pending_at(base: DiskImage, trace: Sequence[DiskOp], position: int) -> list[int]:
@@ -366,38 +376,175 @@ def sync_positions(trace: Sequence[DiskOp]) -> list[int]:
 
 # -- enumeration ----------------------------------------------------------------------------
 
+Positions = Iterable[int] | Mapping[CrashModel, Iterable[int]]
+"""Crash positions for every model alike, or per model (e.g. every op boundary for process
+crashes, the fsync windows for the power models)."""
 
-def enumerate_crash_states(
-    base: DiskImage, trace: Sequence[DiskOp], positions: Iterable[int],
+
+@dataclass(frozen=True)
+class CrashPlan:
+    """How a budget of crash states is shared out, decided before any image is built.
+
+    ``capacity[m]``: how many distinct states model ``m`` can give over its positions (an upper
+    bound, capped at the budget); ``share[m]``: the part of the budget it was given;
+    ``quotas[p]``: ``(model, quota, capacity)`` at position ``p``, models in the caller's order
+    (positions with no quota are left out); ``reasons[m]``: why a model with no capacity has
+    nothing to work with."""
+
+    budget: int
+    models: tuple[CrashModel, ...]
+    capacity: Mapping[CrashModel, int]
+    share: Mapping[CrashModel, int]
+    quotas: Mapping[int, tuple[tuple[CrashModel, int, int], ...]]
+    reasons: Mapping[CrashModel, str]
+
+
+def _per_model(positions: Positions, models: Sequence[CrashModel], length: int
+               ) -> dict[CrashModel, list[int]]:
+    if isinstance(positions, Mapping):
+        given = {CrashModel(m): sorted(set(ps)) for m, ps in positions.items()}
+        out = {m: given.get(m, []) for m in models}
+    else:
+        shared = sorted(set(positions))
+        out = {m: shared for m in models}
+    for ps in out.values():
+        if ps and (ps[0] < 0 or ps[-1] > length):
+            raise ValueError(f"positions must lie in 0..{length} (the trace length), got "
+                             f"{ps[0]}..{ps[-1]}")
+    return out
+
+
+def _capacity(model: CrashModel, n: int, tears: int, earlier: Collection[CrashModel]) -> int:
+    """Distinct states ``model`` adds at a position with ``n`` pending ops, beyond those of the
+    models before it there (a process crash is the prefix that keeps all; prefixes are
+    subsets)."""
+    if model is CrashModel.PROCESS:
+        return 1
+    if model is CrashModel.PREFIX:
+        return n + 1 - (CrashModel.PROCESS in earlier)
+    if model is CrashModel.SUBSET:
+        covered = n + 1 if CrashModel.PREFIX in earlier else int(CrashModel.PROCESS in earlier)
+        return (1 << min(n, 62)) - covered
+    return tears
+
+
+def _tears(pending: Sequence[int], trace: Sequence[DiskOp], sector_size: int) -> int:
+    """How many torn states a position allows (as ``_candidates`` counts them), capped."""
+    counts = [len(sectors_of(trace[j], sector_size)) for j in pending if trace[j].kind == "write"]
+    per_kept_set = sum((1 << min(s, 62)) - 1 for s in counts if s >= 2)
+    return (1 << min(len(pending) - 1, 62)) * per_kept_set if per_kept_set else 0
+
+
+def _why_empty(model: CrashModel, has_positions: bool) -> str:
+    if not has_positions:
+        return "no crash position was given for this model"
+    if model is CrashModel.PREFIX:
+        return "no op was pending at its positions beyond what a process crash keeps"
+    if model is CrashModel.SUBSET:
+        return ("no position had two ops pending: nothing to reorder that the prefix model "
+                "does not already cover")
+    if model in (CrashModel.TORN, CrashModel.GARBAGE):
+        return "no pending write spans two sectors: nothing to tear"
+    return "no crash position"
+
+
+def _share_out(total: int, caps: Sequence[int], offset: float) -> list[int]:
+    """Split ``total`` evenly over slots of capacity ``caps``; what a full slot cannot take
+    goes to the others (water-filling). Units that do not divide evenly go to evenly spaced
+    slots, shifted by ``offset`` in [0, 1): a deterministic, even sample when there are fewer
+    units than slots."""
+    out = [0] * len(caps)
+    left = total
+    open_ = [i for i, c in enumerate(caps) if c > 0]
+    while left > 0 and open_:
+        per, extra = divmod(left, len(open_))
+        bonus = {open_[int((j + offset) * len(open_) / extra)] for j in range(extra)}
+        for i in open_:
+            give = min(per + (i in bonus), caps[i] - out[i])
+            out[i] += give
+            left -= give
+        open_ = [i for i in open_ if out[i] < caps[i]]
+    return out
+
+
+def plan_crash_states(
+    base: DiskImage, trace: Sequence[DiskOp], positions: Positions,
     models: Iterable[CrashModel], budget: int, seed: int, *, sector_size: int = SECTOR_SIZE,
-) -> Iterator[tuple[CrashState, DiskImage]]:
-    """Yield ``(state, image)`` pairs, at most ``budget`` in all, each image at most once per
-    position. The budget is spread evenly over the positions, then over the models; what a
-    position or model leaves unused passes to the next. Within its share a model is
-    exhaustive when it fits (all prefixes, all subsets, all tears) and sampled otherwise,
-    deterministically for ``seed``. One pass over the trace for all positions."""
-    pos_list = sorted(set(positions))
-    if pos_list and (pos_list[0] < 0 or pos_list[-1] > len(trace)):
-        raise ValueError(f"positions must lie in 0..{len(trace)} (the trace length), got "
-                         f"{pos_list[0]}..{pos_list[-1]}")
-    model_list = list(dict.fromkeys(CrashModel(m) for m in models))
+) -> CrashPlan:
+    """Share ``budget`` out (see ``enumerate_crash_states``). Walks the trace once without
+    building images: it only counts pending ops and tearable writes per position."""
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    model_list = list(dict.fromkeys(CrashModel(m) for m in models))
+    per_model = _per_model(positions, model_list, len(trace))
+    at = {m: set(ps) for m, ps in per_model.items()}
+    caps: dict[CrashModel, list[int]] = {m: [] for m in model_list}
     walk = _Walk(base, trace, sector_size)
-    remaining = budget
-    for n, position in enumerate(pos_list):
-        if remaining <= 0:
-            return
+    for p in sorted(set().union(*at.values())) if at else []:
+        here = [m for m in model_list if p in at[m]]
+        walk.advance(p)
+        n = tears = 0
+        if any(m is not CrashModel.PROCESS for m in here):
+            pending = walk.pending()
+            n = len(pending)
+            if CrashModel.TORN in here or CrashModel.GARBAGE in here:
+                tears = _tears(pending, trace, sector_size)
+        for k, m in enumerate(here):
+            caps[m].append(min(_capacity(m, n, tears, here[:k]), budget))
+    totals = [sum(caps[m]) for m in model_list]
+    shares = _share_out(budget, totals, 0.0)
+    quotas: dict[int, list[tuple[CrashModel, int, int]]] = {}
+    for m, share in zip(model_list, shares, strict=True):
+        offset = random.Random(f"{seed}:spread:{m.value}").random()
+        for p, q, c in zip(per_model[m], _share_out(share, caps[m], offset), caps[m],
+                           strict=True):
+            if q:
+                quotas.setdefault(p, []).append((m, q, c))
+    order = {m: i for i, m in enumerate(model_list)}
+    return CrashPlan(
+        budget, tuple(model_list), dict(zip(model_list, totals, strict=True)),
+        dict(zip(model_list, shares, strict=True)),
+        {p: tuple(sorted(qs, key=lambda e: order[e[0]])) for p, qs in sorted(quotas.items())},
+        {m: _why_empty(m, bool(per_model[m])) for m, t in zip(model_list, totals, strict=True)
+         if t == 0})
+
+
+def enumerate_crash_states(
+    base: DiskImage, trace: Sequence[DiskOp], positions: Positions,
+    models: Iterable[CrashModel], budget: int, seed: int, *, sector_size: int = SECTOR_SIZE,
+    plan: CrashPlan | None = None,
+) -> Iterator[tuple[CrashState, DiskImage]]:
+    """Yield ``(state, image)`` pairs, at most ``budget`` in all, each image at most once per
+    position. ``positions`` is one list for every model or a mapping model -> positions.
+
+    The budget is stratified: each model gets an equal share, spread evenly over that model's
+    own positions (an even, deterministic sample of them, shifted by ``seed``, when the share
+    is smaller than their number). A share a model cannot use (few pending ops, no write to
+    tear) goes to the other models, planned from each model's capacity (``plan_crash_states``,
+    or ``plan`` when the caller made it with these same arguments); a quota a position leaves
+    unused (images that turned out equal) passes on to the next quota with room. Within its
+    quota a model is exhaustive when it fits (all prefixes, all subsets, all tears) and sampled
+    otherwise, deterministically for ``seed``. Images are built in one pass over the trace,
+    positions ascending."""
+    model_list = list(dict.fromkeys(CrashModel(m) for m in models))
+    if plan is None:
+        plan = plan_crash_states(base, trace, positions, model_list, budget, seed,
+                                 sector_size=sector_size)
+    walk = _Walk(base, trace, sector_size)
+    spare = 0   # quota left unused by earlier positions (equal images), passed on
+    for position, entries in plan.quotas.items():
         walk.advance(position)
-        share = -(-remaining // (len(pos_list) - n))
         pending = tuple(walk.pending())
         seen: set[DiskImage] = set()
-        used = 0
-        for m, model in enumerate(model_list):
-            quota = -(-(share - used) // (len(model_list) - m))
+        covered: set[CrashModel] = set()
+        for model, planned, cap in entries:
+            extra = min(spare, max(cap - planned, 0))
+            quota = planned + extra
+            spare -= extra
             got = 0
             rng = random.Random(f"{seed}:{position}:{model.value}")
-            for state in _candidates(model, position, pending, trace, quota, rng, sector_size):
+            for state in _candidates(model, position, pending, trace, quota, rng, sector_size,
+                                     covered):
                 if got >= quota:
                     break
                 torn = dict(state.torn) if state.torn else None
@@ -407,15 +554,18 @@ def enumerate_crash_states(
                 seen.add(image)
                 got += 1
                 yield state, image
-            used += got
-        remaining -= used
+            spare += quota - got
+            if got:
+                covered.add(model)
 
 
 def _candidates(model: CrashModel, position: int, pending: tuple[int, ...],
                 trace: Sequence[DiskOp], quota: int, rng: random.Random,
-                sector_size: int) -> Iterator[CrashState]:
+                sector_size: int, covered: Collection[CrashModel] = ()) -> Iterator[CrashState]:
     """Candidate states of one model, exhaustive if they fit ``quota``, else a bounded sample
-    (duplicates possible: the caller dedupes images)."""
+    (duplicates possible: the caller dedupes images). States that a model in ``covered``
+    already gave at this position (the process crash's keep-all, the prefixes) are skipped, so
+    that the exhaustive case is judged on the states this model adds."""
     n = len(pending)
     attempts = 4 * quota + 16
 
@@ -429,22 +579,35 @@ def _candidates(model: CrashModel, position: int, pending: tuple[int, ...],
     if model is CrashModel.PROCESS:
         yield state(pending)
     elif model is CrashModel.PREFIX:
-        if n + 1 <= quota:
-            ks: Iterable[int] = range(n + 1)
-        else:  # evenly spaced cut points, both ends included
-            ks = sorted({round(i * n / max(quota - 1, 1)) for i in range(quota)})
+        cuts = range(n + (CrashModel.PROCESS not in covered))
+        ks: Iterable[int] = cuts
+        if len(cuts) > quota:  # evenly spaced cut points, both ends included
+            ks = sorted({cuts[round(i * (len(cuts) - 1) / max(quota - 1, 1))]
+                         for i in range(quota)})
         for k in ks:
             yield state(pending[:k])
     elif model is CrashModel.SUBSET:
-        if n < 63 and 2 ** n <= quota:
+        no_prefix = CrashModel.PREFIX in covered
+        no_full = no_prefix or CrashModel.PROCESS in covered
+
+        def fresh(kept: tuple[int, ...]) -> bool:
+            if no_prefix and kept == pending[:len(kept)]:
+                return False
+            return not (no_full and len(kept) == n)
+
+        if n < 63 and _capacity(model, n, 0, covered) <= quota:
             for r in range(n + 1):
                 for kept in itertools.combinations(pending, r):
-                    yield state(kept)
+                    if fresh(kept):
+                        yield state(kept)
             return
-        yield state(())
-        yield state(pending)
+        for kept in ((), pending):
+            if fresh(kept):
+                yield state(kept)
         for _ in range(attempts):
-            yield state(j for j in pending if rng.random() < 0.5)
+            kept = tuple(j for j in pending if rng.random() < 0.5)
+            if fresh(kept):
+                yield state(kept)
     else:
         garbage = model is CrashModel.GARBAGE
         tearable = [j for j in pending

@@ -17,6 +17,7 @@ __all__ = [
     "Op",
     "Put",
     "Remove",
+    "Reopen",
     "Upsert",
     "describe_op",
     "is_mutation",
@@ -97,7 +98,22 @@ class Compact:
         return None
 
 
-Op = Put | Delete | Batch | Upsert | Remove | Compact
+@dataclass(frozen=True)
+class Reopen:
+    """A session boundary: close the store cleanly and open it again on the same disk and env.
+    Changes nothing a store shows. Only the interpreter can run it (it holds the path, the env
+    and the factory): see ``powerloss.record_run``."""
+
+    def run(self, store: Any) -> Any:
+        raise TypeError("Reopen cannot run on a store alone: the interpreter closes the store "
+                        "and opens it again with its factory, path and env (as "
+                        "crashgate.harness.powerloss.record_run does)")
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        return None
+
+
+Op = Put | Delete | Batch | Upsert | Remove | Compact | Reopen
 
 
 def is_mutation(op: object) -> bool:
@@ -121,6 +137,8 @@ def describe_op(op: Op) -> str:
         return f"upsert {len(ids)} vectors (ids {ids[:5]}{'...' if len(ids) > 5 else ''})"
     if isinstance(op, Compact):
         return "compact"
+    if isinstance(op, Reopen):
+        return "close and reopen (a new session)"
     return f"remove ids {list(op.ids)}"
 
 

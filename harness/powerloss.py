@@ -1,5 +1,7 @@
 """The power-loss check: run a seeded workload on a simulated disk, then recover the store from
-crash states at every fsync window and at every op boundary, and judge each against the model.
+crash states (power loss at every fsync window and op boundary, process crashes after every
+file-system operation), the budget shared evenly by the crash models, and judge each against
+the model.
 
 The workload runs once, to the end, recording the disk's trace (as ALICE does): what a program
 wrote up to a point does not depend on a crash that comes later, so every crash state can be
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from crashgate.backends import BackendSpec, Declaration, Durability, Env
+from crashgate.backends import BackendSpec, Capability, Compactable, Declaration, Durability, Env
 from crashgate.harness.crashcheck import (
     Judgement,
     ViolationClass,
@@ -26,11 +28,12 @@ from crashgate.harness.crashstates import (
     CrashModel,
     CrashState,
     enumerate_crash_states,
+    plan_crash_states,
     sync_positions,
 )
 from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.ops import Op, Reopen, Upsert, describe_op
 from crashgate.harness.recovery import reopen_after_crash
-from crashgate.harness.ops import Op, Upsert, describe_op
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.harness.workload import Profile, random_workload
@@ -68,19 +71,31 @@ class Recorded:
 
 
 def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -> Recorded:
+    """Run the workload (with history: sessions, compaction, re-used ids, long records) on a
+    fresh simulated disk, recording each op's trace span; a ``Reopen`` closes the store and
+    opens it again on the same disk and env, inside its own span, so crashes land in it."""
     # the store's directory is durable from the start: the crashes under test are the store's
     disk = SimDisk(DiskImage.empty(DATA_DIR))
     base = disk.base
     start_pos = disk.position
     env = sim_env(disk)
-    store = spec.open(f"{DATA_DIR}/store", env)
+    path = f"{DATA_DIR}/store"
+    store = spec.open(path, env)
     decl = store.declaration
-    ops = random_workload(decl, ops_count, seed, profile)
+    if decl.has(Capability.COMPACT) and not isinstance(store, Compactable):
+        raise TypeError(f"backend {spec.label!r} declares 'compact' but its store "
+                        f"{type(store).__name__} has no compact(); implement it or drop "
+                        "'compact' from the declaration")
+    ops = random_workload(decl, ops_count, seed, profile, history=True)
     # opening is part of the run: a crash while creating the store must leave it openable
     spans = [(start_pos, disk.position)] if disk.position > start_pos else []
     for op in ops:
         start = disk.position
-        op.run(store)
+        if isinstance(op, Reopen):
+            store.close()
+            store = spec.open(path, env)
+        else:
+            op.run(store)
         spans.append((start, disk.position))
     start = disk.position
     store.close()
@@ -98,6 +113,9 @@ class Violation:
 
 @dataclass
 class PowerLossReport:
+    """``by_model`` counts the states checked per model that got any; ``states_by_model`` has
+    all five, zeros included, and ``empty_models`` says why a model got none."""
+
     spec: str
     seed: int
     ops: int
@@ -108,10 +126,29 @@ class PowerLossReport:
     first: dict[ViolationClass, Violation] = field(default_factory=dict)
     positions: int = 0
     seconds: float = 0.0
+    reasons: dict[str, str] = field(default_factory=dict)   # model -> why it had nothing
 
     @property
     def ok(self) -> bool:
         return not self.violations and self.states_checked > 0
+
+    @property
+    def states_by_model(self) -> dict[str, int]:
+        """``{model: states checked}`` for every crash model, in ``CrashModel`` order."""
+        return {m.value: self.by_model.get(m.value, 0) for m in CrashModel}
+
+    @property
+    def empty_models(self) -> dict[str, str]:
+        """``{model: why}`` for each model that got no state."""
+        return {m: self.reasons.get(m, _ALL_SEEN.get(m, "each of its states replayed to an "
+                                                     "image another model had given"))
+                for m, n in self.states_by_model.items() if n == 0}
+
+
+_ALL_SEEN = {
+    CrashModel.SUBSET.value: "each reordering of the pending ops replayed to an image the "
+    "prefix model had given: the store orders its writes with fsyncs, nothing to reorder",
+}
 
 
 def _recover(rec: Recorded, image: DiskImage) -> StoreState | BaseException:
@@ -162,11 +199,22 @@ class _Judge:
         return judge(seen, self.states, self.index, self.rec.ops, allowed)
 
 
-def crash_positions(rec: Recorded) -> list[int]:
-    """Just before every sync, and at every op boundary."""
-    points = set(sync_positions(rec.disk.trace))
-    points.update(end for _, end in rec.spans)
-    return sorted(p for p in points if p >= rec.spans[0][0]) if rec.spans else sorted(points)
+def crash_positions(rec: Recorded) -> dict[CrashModel, list[int]]:
+    """Where each model crashes. Power loss: just before every sync (the fsync windows, where
+    the most is pending) and at every op boundary. Process crash: after every file-system
+    operation (write, truncate, create, rename, unlink, mkdir) and at every op boundary, so a
+    store is caught between any two of its writes whether or not it put a failpoint or an
+    fsync there. A position just after a sync that ends no op is left out for process
+    crashes: the page cache and the op in flight are those of the position before it."""
+    trace = rec.disk.trace
+    first = rec.spans[0][0] if rec.spans else 0
+    ends = {end for _, end in rec.spans}
+    power = set(sync_positions(trace)) | ends
+    process = {p for p in range(first + 1, len(trace) + 1)
+               if trace[p - 1].kind not in ("sync", "sync_dir") or p in ends} | ends
+    out = {CrashModel.PROCESS: sorted(p for p in process if p >= first)}
+    out.update({m: sorted(p for p in power if p >= first) for m in POWER_MODELS})
+    return out
 
 
 def run_powerloss(
@@ -178,8 +226,14 @@ def run_powerloss(
     rec = record_run(spec, ops, seed, profile)
     judge_state = _Judge(rec)
     positions = crash_positions(rec)
-    report = PowerLossReport(spec.label, seed, ops, rec.durability, positions=len(positions))
-    states = enumerate_crash_states(rec.base, rec.disk.trace, positions, models, budget, seed)
+    every = set().union(*(positions[CrashModel(m)] for m in models))
+    report = PowerLossReport(spec.label, seed, ops, rec.durability, positions=len(every))
+    plan = plan_crash_states(rec.base, rec.disk.trace, positions, models, budget, seed)
+    report.reasons = {m.value: why for m, why in plan.reasons.items()}
+    report.reasons.update({m.value: "not among the models selected" for m in CrashModel
+                           if m not in plan.models})
+    states = enumerate_crash_states(rec.base, rec.disk.trace, positions, models, budget, seed,
+                                    plan=plan)
     for state, image in states:
         verdict = judge_state(state, _recover(rec, image))
         report.states_checked += 1

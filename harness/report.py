@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from crashgate.harness.certify import Certificate
+from crashgate.harness.certify import Certificate, RowResult
 from crashgate.harness.verdict import Verdict
 
 __all__ = ["certificate_dir", "render_markdown", "verdict_table", "write_certificate"]
@@ -27,7 +28,23 @@ def _cell(text: str) -> str:
 
 
 def _measured(m: dict[str, object]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in m.items())
+    # a mapping (e.g. states_by_model) is shown below the table, where it has room
+    return ", ".join(f"{k} {v}" for k, v in m.items() if not isinstance(v, Mapping))
+
+
+def _by_model(r: RowResult) -> list[str]:
+    """Lines below a table for a row that counted crash states per model: every model, zeros
+    in bold, each zero with the reason the row gave."""
+    counts = r.evidence.measured.get("states_by_model")
+    if not isinstance(counts, Mapping):
+        return []
+    shown = " · ".join(f"{m} **{n}**" if n == 0 else f"{m} {n}" for m, n in counts.items())
+    lines = [f"- #{r.row.number} crash states by model: {shown}"]
+    for m, n in counts.items():
+        why = next((d for d in r.evidence.details if d.startswith(f"{m}: no crash state")), None)
+        if n == 0 and why:
+            lines.append(f"  - {why}")
+    return lines
 
 
 def render_markdown(cert: Certificate) -> str:
@@ -59,6 +76,9 @@ def render_markdown(cert: Certificate) -> str:
                 f"| {r.row.number} | {_cell(r.row.scenario)} | {_cell(r.row.expected)} | "
                 f"{_MARK[ev.verdict]} | {_cell(evidence)} | {_cell(repro)} |")
         lines.append("")
+        below = [line for r in results for line in _by_model(r)]
+        if below:
+            lines += [*below, ""]
     failing = [r for r in cert.results if r.evidence.verdict in (Verdict.FAIL, Verdict.UNKNOWN)]
     if failing:
         lines += ["## Details", ""]

@@ -2,17 +2,31 @@
 
 A workload uses only what the store declares: key-value ops for a key-value store, batches for
 a store with atomic batches, vector upserts and removes for a vector store.
+
+``history=True`` (the power-loss row's workload) adds what only a store with a past can get
+wrong: sessions (``Reopen``: close and open again), compaction (``Compact``, when the store
+declares ``compact``), the same ids removed and re-inserted and the same keys deleted and
+put again, most often with a session in between, and now and then a long record, larger than
+a store's read window, that lives for a few ops and is then deleted or overwritten (so that it
+spans more than one window without making every later crash state carry it).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from crashgate.backends import Capability, Declaration, VectorRecord
-from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
+from crashgate.harness.ops import Batch, Compact, Delete, Op, Put, Remove, Reopen, Upsert
 
-__all__ = ["PROFILES", "Profile", "random_workload"]
+__all__ = ["LONG_RECORD", "PROFILES", "Profile", "random_workload"]
+
+# A long record's size: past RVF's 1 MiB read window (reference/rvf/scan.py CHUNK, the largest
+# window among the reference stores), so also hundreds of SQLite 4 KiB pages; odd, so that it
+# ends inside a sector.
+LONG_RECORD = (1 << 20) + 4099
 
 
 @dataclass(frozen=True)
@@ -36,24 +50,34 @@ PROFILES = {
 }
 
 
-def _value(rng: random.Random, p: Profile, n: int) -> bytes:
+def _value(rng: random.Random, p: Profile, n: int, tag: str = "op") -> bytes:
     size = p.big_value if rng.random() < 0.05 else rng.randrange(0, p.max_value + 1)
     # a recognisable, per-op payload: torn data can never look like a value that was written
-    stamp = f"op{n}:".encode()
+    stamp = f"{tag}{n}:".encode()
     body = rng.randbytes(max(0, size - len(stamp)))
     return (stamp + body)[:size] if size else b""
 
 
-def random_workload(decl: Declaration, ops: int, seed: int, profile: Profile) -> list[Op]:
-    """``ops`` operations, deterministic for ``seed``."""
+def random_workload(decl: Declaration, ops: int, seed: int, profile: Profile, *,
+                    history: bool = False) -> list[Op]:
+    """``ops`` operations, deterministic for ``seed``. With ``history``, sessions, compactions,
+    re-inserts and long records take some of the places; the other ops are the plain ones,
+    in the same order (see the module docstring)."""
+    plain = _plain_ops(decl, seed, profile)
+    if history:
+        return _History(decl, seed, profile).ops(ops, plain)
+    return [next(plain) for _ in range(ops)]
+
+
+def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
+    """The plain mix, endless: puts, deletes, batches, upserts and removes."""
     rng = random.Random(seed)
     kv = decl.has(Capability.KV)
     vec = decl.has(Capability.VECTOR)
     batch = decl.has(Capability.BATCH)
-    keys = [f"k{i:02d}" if i % 3 else f"dir/k{i:02d}" for i in range(profile.keys)]
-    out: list[Op] = []
+    keys = _keys(p)
     live: set[int] = set()
-    for n in range(ops):
+    for n in itertools.count():
         kinds: list[str] = []
         if kv:
             kinds += ["put", "put", "delete"] + (["batch"] if batch else [])
@@ -61,27 +85,116 @@ def random_workload(decl: Declaration, ops: int, seed: int, profile: Profile) ->
             kinds += ["upsert", "upsert"] + (["remove"] if live else [])
         kind = rng.choice(kinds)
         if kind == "put":
-            out.append(Put(rng.choice(keys), _value(rng, profile, n)))
+            yield Put(rng.choice(keys), _value(rng, p, n))
         elif kind == "delete":
-            out.append(Delete(rng.choice(keys)))
+            yield Delete(rng.choice(keys))
         elif kind == "batch":
             chosen = rng.sample(keys, rng.randrange(2, min(6, len(keys)) + 1))
             split = rng.randrange(1, len(chosen))
-            out.append(Batch(tuple((k, _value(rng, profile, n)) for k in chosen[:split]),
-                             tuple(chosen[split:])))
+            yield Batch(tuple((k, _value(rng, p, n)) for k in chosen[:split]),
+                        tuple(chosen[split:]))
         elif kind == "upsert":
-            size = rng.randrange(1, profile.max_batch + 1)
-            ids = rng.sample(range(profile.id_pool), min(size, profile.id_pool))
-            recs = tuple(
-                VectorRecord.of(i, [rng.uniform(-1, 1) for _ in range(profile.dimension)],
-                                {"op": n, "tag": rng.choice("xyz")})
-                for i in ids
-            )
+            size = rng.randrange(1, p.max_batch + 1)
+            ids = rng.sample(range(p.id_pool), min(size, p.id_pool))
             live.update(ids)
-            out.append(Upsert(recs))
+            yield Upsert(_records(rng, p, ids, {"op": n}))
         else:
-            k = max(1, int(len(live) * profile.delete_share * rng.random()))
+            k = max(1, int(len(live) * p.delete_share * rng.random()))
             gone = tuple(sorted(rng.sample(sorted(live), min(k, len(live)))))
             live.difference_update(gone)
-            out.append(Remove(gone))
-    return out
+            yield Remove(gone)
+
+
+def _keys(p: Profile) -> list[str]:
+    return [f"k{i:02d}" if i % 3 else f"dir/k{i:02d}" for i in range(p.keys)]
+
+
+def _records(rng: random.Random, p: Profile, ids: Iterable[int],
+             metadata: dict[str, object]) -> tuple[VectorRecord, ...]:
+    return tuple(VectorRecord.of(i, [rng.uniform(-1, 1) for _ in range(p.dimension)],
+                                 {**metadata, "tag": rng.choice("xyz")})
+                 for i in ids)
+
+
+class _History:
+    """The ``history=True`` generator, with its own random stream. Each place holds a planned
+    follow-up of an earlier op (a re-insert after a remove or delete, often after a reopen;
+    the end of a long record's life), or a drawn session boundary, compaction or long record,
+    or else the next plain op."""
+
+    REOPEN = 1 / 12          # about ten sessions in a 120-op run
+    COMPACT = 1 / 20
+    LONG = 1 / 60            # besides the one every run of 8 ops or more gets
+    REINSERT = 0.6           # share of removes and deletes undone a few ops later
+
+    def __init__(self, decl: Declaration, seed: int, profile: Profile) -> None:
+        self.rng = random.Random(f"history:{seed}")
+        self.p = profile
+        self.kv = decl.has(Capability.KV)
+        self.vec = decl.has(Capability.VECTOR)
+        self.compact = decl.has(Capability.COMPACT)
+        self.keys = _keys(profile)
+        self.planned: dict[int, list[Op]] = {}
+
+    def ops(self, count: int, plain: Iterator[Op]) -> list[Op]:
+        rng = self.rng
+        first_long = rng.randrange(count // 8, count // 3) if count >= 8 else -1
+        out: list[Op] = []
+        for n in range(count):
+            op: Op
+            if self.planned.get(n):
+                op = self.planned[n].pop(0)
+                if self.planned[n]:   # a clash: the rest wait for the next place
+                    self.planned.setdefault(n + 1, []).extend(self.planned.pop(n))
+                if n == first_long:   # so does the run's long record
+                    first_long += 1
+            elif n == first_long or rng.random() < self.LONG:
+                op = self._long(n)
+            elif rng.random() < self.REOPEN:
+                op = Reopen()
+            elif self.compact and rng.random() < self.COMPACT:
+                op = Compact()
+            else:
+                op = next(plain)
+            out.append(op)
+            self._follow_up(n, op)
+        return out
+
+    def _later(self, n: int, op: Op, lo: int, hi: int) -> None:
+        self.planned.setdefault(n + self.rng.randrange(lo, hi), []).append(op)
+
+    def _undo_later(self, n: int, op: Op) -> None:
+        """Re-insert what was removed, after a session boundary half of the time: a store
+        that replays its sessions out of order shows it."""
+        if self.rng.random() < 0.5:
+            self._later(n, Reopen(), 1, 2)
+            self._later(n, op, 2, 15)
+        else:
+            self._later(n, op, 1, 15)
+
+    def _long(self, n: int) -> Op:
+        """A record longer than a read window: a value, or a vector whose metadata is long."""
+        rng = self.rng
+        if self.kv and (not self.vec or rng.random() < 0.5):
+            stamp = f"h{n}:long:".encode()
+            return Put(rng.choice(self.keys), stamp + rng.randbytes(LONG_RECORD - len(stamp)))
+        blob = rng.randbytes(LONG_RECORD // 2).hex()
+        return Upsert(_records(rng, self.p, [rng.randrange(self.p.id_pool)],
+                               {"op": f"h{n}", "blob": blob}))
+
+    def _follow_up(self, n: int, op: Op) -> None:
+        """Plan what this op calls for later."""
+        rng = self.rng
+        if isinstance(op, Upsert) and any("blob" in r.metadata for r in op.records):
+            ids = [r.id for r in op.records]     # a long record: retire it soon
+            self._later(n, Remove(tuple(ids)) if rng.random() < 0.5 else
+                        Upsert(_records(rng, self.p, ids, {"op": f"h{n}"})), 2, 9)
+        elif isinstance(op, Remove) and rng.random() < self.REINSERT:
+            self._undo_later(n, Upsert(_records(rng, self.p, op.ids, {"op": f"h{n}"})))
+        elif isinstance(op, Put) and len(op.value) >= LONG_RECORD:
+            self._later(n, Delete(op.key) if rng.random() < 0.5 else
+                        Put(op.key, _value(rng, self.p, n, "h")), 2, 9)
+        elif isinstance(op, Delete) and rng.random() < self.REINSERT:
+            self._undo_later(n, Put(op.key, _value(rng, self.p, n, "h")))
+        elif isinstance(op, Batch) and op.deletes and rng.random() < self.REINSERT:
+            self._undo_later(n, Put(op.deletes[0], _value(rng, self.p, n, "h")))

@@ -3,6 +3,7 @@ properties over random programs (nothing appears that the program did not write)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import pytest
@@ -20,6 +21,7 @@ from crashgate.harness import (
     pending_at,
     sync_positions,
 )
+from crashgate.harness.crashstates import plan_crash_states
 
 M = CrashModel
 OLD, NEW = b"o" * 512, b"N" * 512
@@ -188,8 +190,62 @@ def test_budget_is_respected_and_shared_fairly() -> None:
     assert len(got) == 50  # 4096 possible: sampled down to the budget
     both = list(enumerate_crash_states(disk.base, disk.trace, [6, 12], list(M), 40, seed=1))
     assert len(both) == 40
-    assert sum(s.position == 6 for s, _ in both) == 20
+    # A process crash has one state per position: the 6 of its share of 8 it cannot use go to
+    # the four power models (38: 10, 9, 10, 9, the odd units evenly spaced), and each model's
+    # share is split evenly by position.
+    by_model = Counter(s.model for s, _ in both)
+    assert by_model == {M.PROCESS: 2, M.PREFIX: 10, M.SUBSET: 9, M.TORN: 10, M.GARBAGE: 9}
+    for model in M:
+        at = Counter(s.position for s, _ in both if s.model is model)
+        assert abs(at[6] - at[12]) <= 1, (model, at)
+    assert 19 <= sum(s.position == 6 for s, _ in both) <= 21
     assert list(enumerate_crash_states(disk.base, disk.trace, [12], list(M), 0, 1)) == []
+
+
+def test_every_model_gets_its_share_however_many_positions() -> None:
+    # Before stratification the budget went position by position, model by model, and with
+    # many positions the first models ate it (an rvf run: 3 subset states, 0 garbage).
+    disk = _many_writes(30)
+    positions = list(range(1, 31))
+    plan = plan_crash_states(disk.base, disk.trace, positions, list(M), 60, seed=5)
+    found = list(enumerate_crash_states(disk.base, disk.trace, positions, list(M), 60, seed=5,
+                                        plan=plan))
+    by_model = Counter(s.model for s, _ in found)
+    assert by_model == {m: 12 for m in M} == plan.share
+    # 12 process crashes over 30 positions: an even sample, spread over the whole run
+    spots = sorted(s.position for s, _ in found if s.model is M.PROCESS)
+    assert len(set(spots)) == 12 and spots[0] <= 3 and spots[-1] >= 28
+    assert all(b - a in (2, 3) for a, b in zip(spots, spots[1:], strict=False))
+    assert [s for s, _ in found] == [s for s, _ in enumerate_crash_states(
+        disk.base, disk.trace, positions, list(M), 60, seed=5)]   # the plan is the default one
+
+
+def test_a_model_with_nothing_to_work_with_passes_its_share_on_and_says_why() -> None:
+    disk = SimDisk(DiskImage({"/a": b"", "/b": b""}))
+    fs = disk.fs()
+    fs.open("/a", "r+").write(0, b"a")   # one-byte writes: nothing to tear
+    fs.open("/b", "r+").write(0, b"b")
+    plan = plan_crash_states(disk.base, disk.trace, [1, 2], list(M), 50, seed=0)
+    assert plan.capacity[M.TORN] == plan.capacity[M.GARBAGE] == 0
+    assert "nothing to tear" in plan.reasons[M.GARBAGE]
+    found = states(disk, list(M), budget=50)
+    assert Counter(s.model for s, _ in found) == {M.PROCESS: 1, M.PREFIX: 2, M.SUBSET: 1}
+
+
+def test_positions_per_model_process_crashes_between_any_two_writes() -> None:
+    # Process crashes at every op, power loss only at the fsync window: a crash between the
+    # truncate and the write (the file empty in the page cache) is among the states.
+    disk = SimDisk(DiskImage({"/f": b"old"}))
+    f = disk.fs().open("/f", "r+")
+    f.truncate(0)   # 0
+    f.write(0, b"new")   # 1
+    f.sync()   # 2
+    positions = {M.PROCESS: [1, 2, 3], M.PREFIX: sync_positions(disk.trace)}
+    found = list(enumerate_crash_states(disk.base, disk.trace, positions, [M.PROCESS, M.PREFIX],
+                                        20, seed=0))
+    assert {(s.model, s.position) for s, _ in found} >= {(M.PROCESS, 1), (M.PREFIX, 2)}
+    assert {img.files["/f"] for s, img in found if s.model is M.PROCESS} == {b"", b"new"}
+    assert all(s.position == 2 for s, _ in found if s.model is M.PREFIX)
 
 
 def test_enumeration_is_deterministic_for_a_seed() -> None:

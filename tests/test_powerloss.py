@@ -10,7 +10,8 @@ import pytest
 from crashgate.backends import Durability, Env, resolve
 from crashgate.harness.cli import main
 from crashgate.harness.crashcheck import ViolationClass
-from crashgate.harness.powerloss import run_powerloss
+from crashgate.harness.crashstates import CrashModel
+from crashgate.harness.powerloss import crash_positions, record_run, run_powerloss
 from crashgate.harness.workload import PROFILES
 from crashgate.reference.memory import MemoryStore, open_memory
 
@@ -64,3 +65,35 @@ def test_bad_input_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["powerloss", "json", "--models", "prefix,sideways"])
     assert exit_.value.code == 3
+
+
+def test_every_crash_model_is_counted_and_a_zero_says_why(capsys) -> None:
+    pattern = (r"\(process (\d+), prefix (\d+), subset (\d+), torn (\d+), garbage (\d+)\)")
+    code = main(["powerloss", "rvf", "--seed", "3", "--ops", "30", "--states", "300"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    counts = re.search(pattern, out)
+    assert counts, out
+    assert all(int(n) > 0 for n in counts.groups()), out   # every model got its share
+    assert sum(map(int, counts.groups())) == _checked(out)
+    code = main(["powerloss", "rvf", "--seed", "3", "--ops", "30", "--states", "100",
+                 "--models", "process,torn"])
+    out = capsys.readouterr().out
+    counts = re.search(pattern, out)
+    assert code == 0 and counts, out
+    assert [int(n) > 0 for n in counts.groups()] == [True, False, False, True, False]
+    assert "no garbage state: not among the models selected" in out
+
+
+def test_process_crashes_land_inside_ops_not_only_at_their_boundaries() -> None:
+    spec = resolve("rvf")
+    report = run_powerloss(spec, seed=2, ops=20, budget=5000, profile=PROFILES["small"],
+                           models=[CrashModel.PROCESS])
+    rec = record_run(spec, 20, 2, PROFILES["small"])
+    ends = {end for _, end in rec.spans}
+    inside = [p for p in crash_positions(rec)[CrashModel.PROCESS] if p not in ends]
+    assert inside   # rvf writes, syncs and writes its manifest within one op
+    # with budget to spare, every one of them is a checked state
+    assert report.states_by_model == {"process": len(crash_positions(rec)[CrashModel.PROCESS]),
+                                      "prefix": 0, "subset": 0, "torn": 0, "garbage": 0}
+    assert report.empty_models["torn"] == "not among the models selected"
