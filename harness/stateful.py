@@ -13,6 +13,18 @@ batches, vectors, compaction, derive, witness verification) and the fault rules:
 - ``failpoint_crash(failpoint=..., after_hits=..., op=...)``: one of the declared failpoints is
   armed and a mutation (or a compaction) run; if the failpoint fires, the op is indeterminate
   (``info``) and the next step is a recovery (process crash or power loss).
+- ``crash_inside(op=..., at=..., model=..., keep=...)``: a mutation (or a compaction) runs to
+  its end, then the store is crashed at a trace position inside that op's span (``at`` picks
+  it among the positions between its first and last disk operation): the page cache there
+  (``process``) or a prefix of what was pending there (``prefix`` power loss, ``keep`` ops
+  kept). The op is judged as in flight. So a store is crashed between any two of its writes
+  whether or not its author put failpoints there.
+
+Rule choice is swarm testing (Groce et al.): Hypothesis's ``RuleBasedStateMachine`` already
+draws, per example, which rules are enabled (``FeatureFlags`` in its ``RuleStrategy``), so some
+runs are all remove/upsert/compact/reopen and others all crashes. On top of that, keys, ids and
+values are drawn half of the time from the last few the run used (``recent_*``), so a run
+hammers a few ids with remove, re-insert, compaction and reopen instead of spreading over all.
 
 A store whose writer lock names this live process after an in-process crash (it cannot tell
 the crash from a live holder) is read back read-only, and the run goes on as a reader.
@@ -35,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import hypothesis
 import numpy as np
@@ -70,13 +82,14 @@ from crashgate.harness.crashstates import (
     CrashModel,
     CrashState,
     crash_state_strategy,
+    pending_at,
     sync_positions,
 )
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
 from crashgate.harness.model import StoreState, prefix_states, read_state
-from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
+from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.reproduce import (
     Target,
     failing_steps,
@@ -140,6 +153,8 @@ def _removes(draw: st.DrawFn) -> Remove:
 
 BATCHES = _batches(0)
 RECORDS = _records(1)
+RECENT = 3   # how many of the last keys, ids and values a run re-uses
+T = TypeVar("T")
 
 
 @functools.cache
@@ -181,6 +196,24 @@ def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
     return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact)
 
 
+@functools.lru_cache(maxsize=2048)
+def _reusing(plain: st.SearchStrategy[Any], recent: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    """``plain``, or half of the time one of ``recent`` (``plain`` first: it shrinks there)."""
+    return st.one_of(plain, st.sampled_from(recent)) if recent else plain
+
+
+def _recent(plain: st.SearchStrategy[Any], which: str) -> st.SearchStrategy[Any]:
+    return _per_machine(lambda m: _reusing(plain, tuple(getattr(m, which))))
+
+
+USED_KEYS = _recent(KEYS, "recent_keys")
+USED_VALUES = _recent(VALUES, "recent_values")
+USED_IDS = _recent(IDS, "recent_ids")
+USED_RECORDS = st.lists(
+    st.builds(VectorRecord, id=USED_IDS, vector=VECTORS.map(tuple), metadata=METADATA),
+    min_size=1, max_size=3, unique_by=lambda r: r.id)
+
+
 def _crash_states(m: StoreMachine) -> st.SearchStrategy[CrashState]:
     return _crash_strategy(m.disk.base, tuple(m.disk.trace),
                            tuple(m.model.crash_positions(m.disk)))
@@ -203,7 +236,11 @@ def _step(fn: Callable[..., None]) -> Callable[..., None]:
         stats["steps"] += 1
         stats[f"rule:{fn.__name__}"] += 1
         self._in_step = True
-        fn(self, **kwargs)
+        try:
+            fn(self, **kwargs)
+        except Exception as exc:
+            self._note_failure(exc)
+            raise
         self._in_step = False
 
     return wrapper
@@ -253,6 +290,15 @@ class _Model:
 
 
 
+def _push(recent: list[T], new: Iterable[T]) -> None:
+    """Move ``new`` to the end of ``recent`` (most recent last), keeping the last ``RECENT``."""
+    for x in new:
+        if x in recent:
+            recent.remove(x)
+        recent.append(x)
+    del recent[:-RECENT]
+
+
 def _vector_ids(ops: Iterable[Op]) -> set[int]:
     return {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
 
@@ -271,6 +317,9 @@ class StoreMachine(RuleBasedStateMachine):
     has_failpoints: ClassVar[bool] = False
     stats: ClassVar[Counter[str]]
     last: ClassVar[StoreMachine | None] = None
+    first_failure: ClassVar[tuple[str, str] | None] = None
+    """The first failure any run saw (message, history), kept for a failure Hypothesis
+    cannot replay because the store does not behave the same way twice."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -287,6 +336,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.reader = False   # reopened read-only after a crash (see _open_recovered)
         self.children = 0
         self.last_key: str | None = None
+        self.recent_keys: list[str] = []
+        self.recent_values: list[bytes] = []
+        self.recent_ids: list[int] = []
         self._in_step = False
         self.store: Any = self.target.open(STORE_PATH, self._env())
 
@@ -303,7 +355,28 @@ class StoreMachine(RuleBasedStateMachine):
 
     # -- mutations ---------------------------------------------------------------------------
 
+    def _remember(self, op: Op) -> None:
+        """Note the keys, values and ids ``op`` touches, for the strategies that re-use them."""
+        keys: list[str] = []
+        values: list[bytes] = []
+        ids: list[int] = []
+        if isinstance(op, Put):
+            keys, values = [op.key], [op.value]
+        elif isinstance(op, Delete):
+            keys = [op.key]
+        elif isinstance(op, Batch):
+            keys = [k for k, _ in op.puts] + list(op.deletes)
+            values = [v for _, v in op.puts]
+        elif isinstance(op, Upsert):
+            ids = [r.id for r in op.records]
+        elif isinstance(op, Remove):
+            ids = list(op.ids)
+        _push(self.recent_keys, keys)
+        _push(self.recent_values, values)
+        _push(self.recent_ids, ids)
+
     def _mutate(self, name: str, op: Op, args: Mapping[str, Any]) -> Any:
+        self._remember(op)
         self.model.begin(op, self.disk.position)
         try:
             result = op.run(self.store)
@@ -324,13 +397,13 @@ class StoreMachine(RuleBasedStateMachine):
         return result
 
     @precondition(lambda self: self.has_kv and self.writable)
-    @rule(key=KEYS, value=VALUES)
+    @rule(key=USED_KEYS, value=USED_VALUES)
     @_step
     def put(self, key: str, value: bytes) -> None:
         self._mutate("put", Put(key, value), {"key": key, "value": value})
 
     @precondition(lambda self: self.has_kv and self.writable)
-    @rule(key=KEYS)
+    @rule(key=USED_KEYS)
     @_step
     def delete(self, key: str) -> None:
         self._mutate("delete", Delete(key), {"key": key})
@@ -342,13 +415,13 @@ class StoreMachine(RuleBasedStateMachine):
         self._mutate("write_batch", batch, {"puts": dict(batch.puts), "deletes": batch.deletes})
 
     @precondition(lambda self: self.has_vec and self.writable)
-    @rule(records=RECORDS)
+    @rule(records=USED_RECORDS)
     @_step
     def upsert(self, records: list[VectorRecord]) -> None:
         self._mutate("upsert", Upsert(tuple(records)), {"records": records})
 
     @precondition(lambda self: self.has_vec and self.writable)
-    @rule(ids=st.lists(IDS, max_size=3, unique=True))
+    @rule(ids=st.lists(USED_IDS, max_size=3, unique=True))
     @_step
     def remove(self, ids: list[int]) -> None:
         live = sum(i in self.model.vectors for i in ids)
@@ -363,7 +436,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert ok, f"{name}({_args(args)}) returned {got!r}, the model says {want!r}"
 
     @precondition(lambda self: self.has_kv and self.readable)
-    @rule(key=KEYS)
+    @rule(key=USED_KEYS)
     @_step
     def get(self, key: str) -> None:
         self._read("get", {"key": key}, self.store.get(key), self.model.kv.get(key))
@@ -376,7 +449,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._read("scan", {"prefix": prefix}, self.store.scan(prefix), want)
 
     @precondition(lambda self: self.has_vec and self.readable)
-    @rule(ids=st.lists(IDS, max_size=4))
+    @rule(ids=st.lists(USED_IDS, max_size=4))
     @_step
     def fetch(self, ids: list[int]) -> None:
         got = self.store.fetch(ids)
@@ -505,6 +578,35 @@ class StoreMachine(RuleBasedStateMachine):
         finally:
             self.failpoints.disarm(failpoint)
 
+    @precondition(lambda self: self.writable)
+    @rule(op=_per_machine(_mutations), at=st.integers(0, 255),
+          model=st.sampled_from((CrashModel.PROCESS, CrashModel.PREFIX)), keep=st.integers(0, 255))
+    @_step
+    def crash_inside(self, op: Op | str, at: int, model: CrashModel, keep: int) -> None:
+        start = self.disk.position
+        args = {"op": op, "at": at, "model": model, "keep": keep}
+        name = f"{op if isinstance(op, str) else type(op).__name__.lower()}, crashed inside"
+        if isinstance(op, str):   # compaction: no model op; everything acknowledged must stay
+            self.store.compact()
+            self.history.record(name, args, "ok")
+        else:
+            self._mutate(name, op, args)
+        end = self.disk.position
+        if self.crashed or end == start:   # nothing was written: no position inside
+            return
+        # strictly between the op's first and last disk operation when there is such a point
+        inside = range(start + 1, end) if end - start >= 2 else range(start, end + 1)
+        position = inside[at % len(inside)]
+        pending = tuple(pending_at(self.disk.base, self.disk.trace, position))
+        kept = pending if model is CrashModel.PROCESS else pending[:keep % (len(pending) + 1)]
+        crash = CrashState(position, model, kept, pending=pending)
+        image = crash.image(self.disk.base, self.disk.trace)
+        how = f"{crash.describe(self.disk.trace)}, inside {name.split(',')[0]}"
+        self.disk.crash()
+        self.failpoints.disarm()
+        self.disk = SimDisk(image)
+        self._recover(how, position, power_loss=model is not CrashModel.PROCESS)
+
     def _recover(self, how: str, position: int, *, power_loss: bool) -> None:
         """Reopen on ``self.disk`` and judge what the store shows against the model at the
         crash ``position`` (a position of the trace before this crash)."""
@@ -558,6 +660,20 @@ class StoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.readable)
     @invariant()
     def agrees_with_model(self) -> None:
+        try:
+            self._agrees_with_model()
+        except Exception as exc:
+            self._note_failure(exc)
+            raise
+
+    def _note_failure(self, exc: Exception) -> None:
+        cls = type(self)
+        if cls.first_failure is None:
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            cls.first_failure = (f"{type(exc).__name__}: {message}".rstrip(": "),
+                                 self.history.to_jsonl())
+
+    def _agrees_with_model(self) -> None:
         if self.has_vec:
             got = self.store.count()
             assert got == len(self.model.vectors), (
@@ -675,9 +791,22 @@ def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
         with _no_local_constants():
             run_state_machine_as_test(machine, settings=run_settings)
     except Flaky as exc:
-        return Evidence(Verdict.UNKNOWN, f"{label}: the failure did not reproduce when "
-                        f"Hypothesis replayed it ({type(exc).__name__})", _measured(machine, seed),
-                        tuple(str(exc).splitlines()[:10]))
+        seen = machine.first_failure
+        if seen is None:
+            return Evidence(Verdict.UNKNOWN, f"{label}: the failure did not reproduce when "
+                            f"Hypothesis replayed it ({type(exc).__name__})",
+                            _measured(machine, seed), tuple(str(exc).splitlines()[:10]))
+        # the store broke its promise in a run, but not again when Hypothesis replayed the
+        # same steps: it does not behave the same way twice. The run's history is the evidence.
+        message, history = seen
+        return Evidence(
+            Verdict.FAIL, f"{label}: {message} (Hypothesis could not replay it: "
+            f"{type(exc).__name__}; the store does not behave the same way twice)",
+            _measured(machine, seed), tuple(str(exc).splitlines()[:10]),
+            replay=lambda: run_model(spec, seed=seed, examples=examples, steps=steps,
+                                     workdir=workdir, options=options),
+            attachments={f"history_{_slug(label)}_seed{seed}_first-failure.jsonl": history},
+            conclusive=True)
     except Exception as exc:  # noqa: BLE001 - whatever the store raised is the finding
         return _failure(machine, exc, seed, workdir)
     stats = machine.stats
@@ -748,6 +877,7 @@ def _failure(machine: type[StoreMachine], exc: Exception, seed: int, workdir: Pa
         Verdict.FAIL, summary, measured, tuple(steps), reproduce=f"python {path}",
         replay=lambda: replay_reproduction(path, expect=expect),
         attachments={name: source, f"history_{slug}_seed{seed}.jsonl": history},
+        conclusive=True,
     )
 
 
