@@ -96,8 +96,9 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
 
     Each op's *effects* are the keys and vector ids it changed (``S[i]`` to ``S[i+1]``); an
     effect is *final* when no later op before ``hi`` changes that key or id again, so the
-    recovered store should show it. A multi-part op (a batch, an upsert or remove of several
-    ids) some of whose final effects show and some not was partly applied; a final removal
+    recovered store should show it. When every difference from the expected state is a final
+    effect of one multi-part op (a batch, an upsert or remove of several ids) showing the value
+    from before it, while its other effects show, that op was partly applied; a final removal
     whose old value shows again is a lost delete; anything else is out of order."""
     seen_kv = seen.kv_dict()
     # a value the program never wrote for that key: torn or garbage
@@ -113,10 +114,17 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
         return ViolationClass.TORN
     seen_items = _items(seen)
     effects = _final_effects(states, allowed.hi)
-    for i, changed in effects.items():
-        if isinstance(ops[i], Batch | Upsert | Remove) and len(changed) >= 2:
-            shown = [seen_items.get(item) == after for item, (_, after) in changed.items()]
-            if any(shown) and not all(shown):
+    for expected in range(allowed.acknowledged, allowed.hi + 1):
+        want = _items(states[expected])
+        differ = {item for item in seen_items.keys() | want.keys()
+                  if seen_items.get(item) != want.get(item)}
+        # one multi-part op half there: every difference is one of its final effects showing
+        # the value from before it, while others of its effects show
+        for i, changed in effects.items():
+            if i >= expected or not isinstance(ops[i], Batch | Upsert | Remove):
+                continue
+            if differ <= changed.keys() and len(differ) < len(changed) and all(
+                    seen_items.get(item) == changed[item][0] for item in differ):
                 return ViolationClass.BATCH
     for i, changed in effects.items():
         if i >= allowed.acknowledged:
