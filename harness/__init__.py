@@ -7,12 +7,12 @@ and heavier pieces are imported from their own modules.
 from __future__ import annotations
 
 from crashgate.harness.clock import VirtualClock
+from crashgate.harness.crashenum import enumerate_crash_states
 from crashgate.harness.crashstates import (
     CrashModel,
     CrashState,
     crash_state_strategy,
     durable_image,
-    enumerate_crash_states,
     pending_at,
     sync_positions,
 )

@@ -24,13 +24,8 @@ from crashgate.harness.crashcheck import (
     allowed_range,
     judge,
 )
-from crashgate.harness.crashstates import (
-    CrashModel,
-    CrashState,
-    enumerate_crash_states,
-    plan_crash_states,
-    sync_positions,
-)
+from crashgate.harness.crashenum import enumerate_crash_states, plan_crash_states
+from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
 from crashgate.harness.model import StoreState, prefix_states, read_state
 from crashgate.harness.ops import Op, Reopen, Upsert, describe_op
 from crashgate.harness.recovery import reopen_after_crash

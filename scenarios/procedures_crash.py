@@ -24,7 +24,8 @@ from crashgate.backends import (
 )
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.crashcheck import Judgement, allowed_range, judge
-from crashgate.harness.crashstates import CrashModel, CrashState, enumerate_crash_states
+from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import write_reproduction
 from crashgate.harness.model import StoreState, prefix_states, read_state

@@ -33,12 +33,8 @@ from crashgate.backends import (
 )
 from crashgate.harness.certify import probe_declaration
 from crashgate.harness.clock import VirtualClock
-from crashgate.harness.crashstates import (
-    CrashModel,
-    CrashState,
-    enumerate_crash_states,
-    sync_positions,
-)
+from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.recovery import STALE_AFTER

@@ -21,7 +21,7 @@ from crashgate.harness import (
     pending_at,
     sync_positions,
 )
-from crashgate.harness.crashstates import plan_crash_states
+from crashgate.harness.crashenum import plan_crash_states
 
 M = CrashModel
 OLD, NEW = b"o" * 512, b"N" * 512

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from crashgate.backends import BackendSpec, Declaration
-from crashgate.harness.crashstates import CrashModel, CrashState, enumerate_crash_states
+from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.faults.base import Fault
 from crashgate.harness.powerloss import POWER_MODELS, PowerLossReport, run_powerloss
 from crashgate.harness.simdisk import DiskImage, DiskOp
