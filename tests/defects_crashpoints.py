@@ -7,7 +7,8 @@
   acknowledged write. Power loss can show the same empty file, but its declared durability
   does not cover power loss, so only a process crash between the two writes catches it.
 - ``open_metadata_first``: the rvlite hybrid writing metadata before the vectors reach RVF (the
-  defect ADR-032 warns about, as ``test_certify.MetadataFirst``), declaring no failpoints.
+  defect ADR-032 warns about), declaring no failpoints; ``open_metadata_first_with_failpoints``
+  is the same store with rvlite's failpoints declared.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from crashgate.backends import (
     VectorRecord,
     check_options,
 )
-from crashgate.reference.rvlite import META_STORE, RvliteStore, open_rvlite
+from crashgate.reference.rvlite import FAILPOINTS, META_STORE, RvliteStore, open_rvlite
 
-__all__ = ["InPlaceKV", "MetadataFirstNoFailpoints", "open_in_place", "open_metadata_first"]
+__all__ = ["InPlaceKV", "MetadataFirst", "open_in_place", "open_metadata_first",
+           "open_metadata_first_with_failpoints"]
 
 _HEADER = 8   # payload length and CRC-32, 4 bytes each, little-endian
 
@@ -97,10 +99,10 @@ def open_in_place(path: str, env: Env, **options: str) -> InPlaceKV:
     return InPlaceKV(path, env)
 
 
-class MetadataFirstNoFailpoints(RvliteStore):
-    """Metadata committed to the cache before the vectors reach RVF, and no failpoint anywhere:
-    a crash between the two leaves new metadata on old vectors at an unchanged epoch, which
-    the next open does not reconcile."""
+class MetadataFirst(RvliteStore):
+    """The defect ADR-032 warns about: metadata committed to the cache before the vectors
+    reach RVF. A crash between the two leaves new metadata on old vectors at an unchanged
+    epoch, which the next open does not reconcile."""
 
     def _commit(self, *, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = (),
                 upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = ()) -> None:
@@ -111,14 +113,23 @@ class MetadataFirstNoFailpoints(RvliteStore):
                     txn.delete(META_STORE, i)
                 for r in upserts:
                     txn.put(META_STORE, r.id, dict(r.metadata))
+        self._env.failpoints.hit(FAILPOINTS[1])
         self._rvf.commit(puts=dict(puts or {}), deletes=list(deletes), upserts=list(upserts),
                          removes=removes, epoch=self.epoch + 1)
+        self._env.failpoints.hit(FAILPOINTS[0])
         self.reconcile()   # bring the cache's epoch along
 
 
-def open_metadata_first(path: str, env: Env, **options: str) -> RvliteStore:
+def open_metadata_first_with_failpoints(path: str, env: Env, **options: str) -> RvliteStore:
+    """The defect, with rvlite's failpoints declared (hit, in this order, around the writes)."""
     store = open_rvlite(path, env, **options)
-    store.__class__ = MetadataFirstNoFailpoints
+    store.__class__ = MetadataFirst
+    return store
+
+
+def open_metadata_first(path: str, env: Env, **options: str) -> RvliteStore:
+    """The defect, declaring no failpoints: only crashes between disk operations reach it."""
+    store = open_metadata_first_with_failpoints(path, env, **options)
     decl = store.declaration
     store.declaration = dataclasses.replace(
         decl, failpoints=(), capabilities=decl.capabilities - {Capability.FAILPOINTS})

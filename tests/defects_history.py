@@ -23,12 +23,7 @@ it. ``open_segment_log`` is the correct store. Each defect is one realistic slip
   bytes and takes a short payload for a torn tail, so a record longer than a window cuts
   the log there: it and everything after it are lost (and truncated away).
 
-And one for the model's crash inside an op (no failpoints, no fsync): ``open_rewrite_in_place``,
-a key-value store declaring process-crash durability that rewrites its one state file in place
-(truncate, then write) and, finding a file whose checksum fails, starts empty, taking it for a
-first commit that never finished. A process crash between the truncate and the write loses every
-acknowledged write; at op boundaries, and under power loss (which that durability does not
-cover), it looks correct.
+The model's crash inside an op is shown on ``defects_crashpoints:open_in_place``.
 """
 
 from __future__ import annotations
@@ -55,8 +50,8 @@ from crashgate.backends import (
 )
 from crashgate.reference.vector_search import exact_search
 
-__all__ = ["RewriteInPlace", "SegmentLog", "open_compaction_drops", "open_rewrite_in_place",
-           "open_segment_log", "open_session_order", "open_window_reader"]
+__all__ = ["SegmentLog", "open_compaction_drops", "open_segment_log", "open_session_order",
+           "open_window_reader"]
 
 HEADER = struct.Struct("<II")
 LENGTH = struct.Struct("<I")
@@ -330,57 +325,3 @@ def open_compaction_drops(path: str, env: Env, **options: str) -> SegmentLog:
 def open_window_reader(path: str, env: Env, **options: str) -> SegmentLog:
     """Reads a record with one 1 MiB window at open: a longer record cuts the log there."""
     return SegmentLog(path, env, "window-reader")
-
-
-class RewriteInPlace:
-    """See the module docstring: ``<u32 crc32><JSON of the whole state>`` in one file."""
-
-    def __init__(self, path: str, env: Env) -> None:
-        self.path = path
-        self.declaration = Declaration(
-            durability=Durability.PROCESS_CRASH,
-            capabilities=frozenset({Capability.KV, Capability.BATCH}))
-        self._file = env.fs.open(path, "c")
-        raw = self._file.read(0, self._file.size())
-        self._kv: dict[str, bytes] = {}
-        if len(raw) >= LENGTH.size and LENGTH.unpack_from(raw)[0] == zlib.crc32(raw[4:]):
-            self._kv = {k: bytes.fromhex(v) for k, v in json.loads(raw[4:]).items()}
-        # else: the slip, "a bad checksum is a first commit that never finished": start empty
-        self._closed = False
-
-    def _commit(self) -> None:
-        if self._closed:
-            raise StoreClosed(self.path)
-        body = json.dumps({k: v.hex() for k, v in sorted(self._kv.items())}).encode()
-        self._file.truncate(0)
-        self._file.write(0, LENGTH.pack(zlib.crc32(body)) + body)
-
-    def put(self, key: str, value: bytes) -> None:
-        self._kv[key] = bytes(value)
-        self._commit()
-
-    def delete(self, key: str) -> None:
-        self._kv.pop(key, None)
-        self._commit()
-
-    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
-        for k in deletes:
-            self._kv.pop(k, None)
-        self._kv.update({k: bytes(v) for k, v in puts.items()})
-        self._commit()
-
-    def get(self, key: str) -> bytes | None:
-        return self._kv.get(key)
-
-    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
-        return sorted((k, v) for k, v in self._kv.items() if k.startswith(prefix))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._file.close()
-
-
-def open_rewrite_in_place(path: str, env: Env, **options: str) -> RewriteInPlace:
-    """Rewrites its state file in place; a torn file reads as empty."""
-    return RewriteInPlace(path, env)

@@ -7,12 +7,9 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from crashgate.backends import Env, VectorRecord
 from crashgate.harness.cli import main
-from crashgate.reference.rvlite import FAILPOINTS, META_STORE, RvliteStore, open_rvlite
 
 
 def _certificate(out: Path) -> dict:
@@ -79,35 +76,11 @@ def test_usage_errors_exit_3(tmp_path: Path, capsys) -> None:
     assert not list(tmp_path.glob("*/*/certificate.json"))
 
 
-class MetadataFirst(RvliteStore):
-    """The defect ADR-032 warns about: metadata written before the vectors reach RVF."""
-
-    def _commit(self, *, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = (),
-                upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = ()) -> None:
-        removes = list(removes)
-        if upserts or removes:
-            with self._write([META_STORE]) as txn:
-                for i in removes:
-                    txn.delete(META_STORE, i)
-                for r in upserts:
-                    txn.put(META_STORE, r.id, dict(r.metadata))
-        self._env.failpoints.hit(FAILPOINTS[1])
-        self._rvf.commit(puts=dict(puts or {}), deletes=list(deletes), upserts=list(upserts),
-                         removes=removes, epoch=self.epoch + 1)
-        self._env.failpoints.hit(FAILPOINTS[0])
-        self.reconcile()   # bring the cache's epoch along
-
-
-def open_metadata_first(path: str, env: Env, **options: str) -> RvliteStore:
-    store = open_rvlite(path, env, **options)
-    store.__class__ = MetadataFirst
-    return store
-
-
 def test_metadata_before_rvf_is_caught_by_the_crash_ordering_rows(tmp_path: Path,
                                                                    capsys) -> None:
-    code = main(["certify", "test_certify:open_metadata_first", "--scenario", "adr032-2",
-                 "--scenario", "inv-2", "--seed", "1", "--out", str(tmp_path), "--quiet"])
+    code = main(["certify", "defects_crashpoints:open_metadata_first_with_failpoints",
+                 "--scenario", "adr032-2", "--scenario", "inv-2", "--seed", "1", "--out",
+                 str(tmp_path), "--quiet"])
     capsys.readouterr()
     assert code == 1
     rows = {r["key"]: r for r in _certificate(tmp_path)["rows"]}

@@ -133,7 +133,7 @@ def test_the_model_crashes_a_store_between_its_writes_without_failpoints(
         tmp_path: Path) -> None:
     # rewrite in place, no fsync, no failpoint: only a process crash between the truncate and
     # the write of one op shows the loss
-    ev = run_model("defects_history:open_rewrite_in_place", seed=STANDARD_SEED,
+    ev = run_model("defects_crashpoints:open_in_place", seed=STANDARD_SEED,
                    examples=STANDARD.examples, steps=STANDARD.steps, workdir=tmp_path)
     assert ev.verdict is Verdict.FAIL, ev.summary
     assert "inside put" in ev.summary or "inside" in ev.summary, ev.summary
