@@ -22,6 +22,7 @@ __all__ = [
     "BatchWrite",
     "Capability",
     "Compactable",
+    "DamagePromise",
     "Declaration",
     "Derivable",
     "Durability",
@@ -51,6 +52,21 @@ class Durability(enum.StrEnum):
 
     def covers(self, other: Durability) -> bool:
         return self.rank >= other.rank
+
+
+class DamagePromise(enum.StrEnum):
+    """What a store promises when its files are damaged at rest (bit flips, overwritten or
+    stale sectors, misdirected writes, truncation of a closed store's files)."""
+
+    DETECTED = "detected"
+    """Every answer is the acknowledged data or a typed ``CorruptStore``: never an altered
+    value, never data that was never written, never an untyped exception. The default: the
+    design holds every store to it."""
+    ROLLBACK = "rollback"
+    """As ``detected``, and the store may instead show an earlier commit (a documented rollback
+    to the last commit that verifies): the state after a prefix of the acknowledged writes."""
+    NONE = "none"
+    """No promise (e.g. a cache that is rebuilt from elsewhere): the damage row is n/a."""
 
 
 class Capability(enum.StrEnum):
@@ -83,6 +99,8 @@ class Declaration:
     metric: str | None = None
     """``l2`` (Euclidean distance) or ``cosine`` (1 - cosine similarity), for vector stores."""
     notes: Mapping[str, str] = field(default_factory=dict)
+    damage: DamagePromise = DamagePromise.DETECTED
+    """What answers a store gives when its files are damaged at rest (``DamagePromise``)."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities

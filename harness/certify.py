@@ -84,6 +84,7 @@ class Certificate:
                 "capabilities": sorted(c.value for c in d.capabilities),
                 "file_format": d.file_format, "wire_version": d.wire_version,
                 "failpoints": list(d.failpoints), "metric": d.metric, "notes": dict(d.notes),
+                "damage": d.damage.value,
             },
             "rows": [r.to_json() for r in self.results],
         }
