@@ -101,6 +101,11 @@ class Declaration:
     notes: Mapping[str, str] = field(default_factory=dict)
     damage: DamagePromise = DamagePromise.DETECTED
     """What answers a store gives when its files are damaged at rest (``DamagePromise``)."""
+    undetected_damage: frozenset[str] = frozenset()
+    """Kinds of damage at rest the promise does not cover, by the harness's names
+    (``bit-flip``, ``overwritten-sector``, ``stale-sector``, ``misdirected-sector``,
+    ``truncation``), with the reason in ``notes["damage"]``: e.g. a format whose checksums
+    cannot tell a lost write (an older, self-consistent sector) from the current one."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities

@@ -359,8 +359,10 @@ class IndexedDB:
             for op in ops:
                 self._apply(op, seq)
             self._written.update({k: int(v) for k, v in doc.get("written", {}).items()})
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CorruptStore(self.path, f"a checksummed frame is invalid: {exc}") from exc
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
+                RecursionError) as exc:
+            raise CorruptStore(self.path, f"a checksummed frame is invalid: "
+                                          f"{type(exc).__name__}: {exc}") from exc
         self.seq = seq
 
     def _apply(self, op: list[Any], seq: int) -> None:

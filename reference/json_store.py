@@ -6,9 +6,24 @@ Layout of ``path`` (a directory)::
     h<sha256 of the key>.json       the same, for keys whose encoded name would be too long
     .tmp-<final name>               a write in progress; ignored on read, removed on open
 
-A document is ``{"schema": 1, "key": str, "encoding": "utf-8" | "base64", "value": str}``:
-the value is stored as text when it is valid UTF-8 (so a person can read the state file, as
-ARCH-001's files are read with ``jq``), else as base64.
+A document is ``{"schema": 2, "key": str, "encoding": "utf-8" | "base64", "value": str,
+"sum": str}``: the value is stored as text when it is valid UTF-8 (so a person can read the state
+file, as ARCH-001's files are read with ``jq``), else as base64. ``sum`` is the hex BLAKE2b-128 of
+the schema number, the key and the value bytes (see ``document_sum``).
+
+**Damage at rest.** JSON has no checksum of its own: a flipped digit inside ``"value"`` is still
+a valid document with another value. So every read recomputes ``sum`` from the decoded key and
+value and refuses a mismatch; any document that does not parse, lacks a field, holds the wrong
+type, or is not valid UTF-8 or base64 is ``CorruptStore`` naming the key and the file, never an
+untyped ``JSONDecodeError``/``UnicodeDecodeError``/``KeyError``.
+
+**Schema 1 documents** (written before sums, without the field) still read: a document that
+says ``"schema": 1`` and has no ``sum`` is returned unchecked (there is nothing to check it
+against) and gains its sum when the key is next written. A document that has a ``sum`` is
+checked whatever schema it claims, so damage to the schema digit cannot switch the check off;
+a schema 2 document without one is damaged. A schema above 2 is ``VersionTooNew``, unless the
+document is a whole schema 2 document whose sum verifies only with the number 2 in it: then the
+digit was damaged (a flipped bit turns ``2`` into ``3``), and it is ``CorruptStore``.
 
 Each put is atomic on its own (temp file, write, fsync, rename over, fsync of the directory) and
 acknowledged only after the directory fsync, so it survives power loss. There is no batch
@@ -18,6 +33,7 @@ atomicity: one file per key cannot commit two keys at once, so the store does no
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -27,6 +43,7 @@ from urllib.parse import unquote_to_bytes
 from crashgate.backends import (
     Capability,
     CorruptStore,
+    DamagePromise,
     Declaration,
     Durability,
     Env,
@@ -37,9 +54,15 @@ from crashgate.backends import (
     read_all,
 )
 
-__all__ = ["SCHEMA_VERSION", "JsonStore", "file_name_for", "key_for_file_name", "open_json"]
+__all__ = ["SCHEMA_VERSION", "JsonStore", "document_sum", "file_name_for", "key_for_file_name",
+           "open_json"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_FIRST_WITH_SUM = 2
+# What a damaged document can raise while it is parsed and decoded (JSONDecodeError,
+# UnicodeDecodeError and binascii.Error are ValueErrors; RecursionError for deep nesting).
+_DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                  binascii.Error)
 OPTIONS: dict[str, Option] = {}
 TEMP_PREFIX = ".tmp-"
 SUFFIX = ".json"
@@ -79,13 +102,29 @@ def key_for_file_name(name: str) -> str | None:
     return key
 
 
+def document_sum(key: str, value: bytes, schema: int = SCHEMA_VERSION) -> str:
+    """The ``sum`` field: hex BLAKE2b-128 of the schema number, the key (UTF-8, surrogatepass)
+    and the value, each prefixed with its length."""
+    h = hashlib.blake2b(digest_size=16, person=b"crashgate-json")
+    for part in (str(schema).encode("ascii"), _key_bytes(key), value):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
 def _encode_document(key: str, value: bytes) -> bytes:
     try:
         text, encoding = value.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(value).decode("ascii"), "base64"
-    doc = {"schema": SCHEMA_VERSION, "key": key, "encoding": encoding, "value": text}
+    doc = {"schema": SCHEMA_VERSION, "key": key, "encoding": encoding, "value": text,
+           "sum": document_sum(key, value)}
     return json.dumps(doc, ensure_ascii=True, sort_keys=True).encode("ascii")
+
+
+def _of(key: object) -> str:
+    """`` of key 'k'`` for a message, when the key is known."""
+    return f" of key {key!r}" if isinstance(key, str) else ""
 
 
 class JsonStore:
@@ -99,7 +138,10 @@ class JsonStore:
             durability=Durability.POWER_LOSS,
             capabilities=frozenset({Capability.KV}),
             file_format=f"crashgate-json-state/{SCHEMA_VERSION}",
+            damage=DamagePromise.DETECTED,
             notes={
+                "damage": "a BLAKE2b sum of key and value in every document, checked on every "
+                          "read; any decode error is CorruptStore naming the key and the file",
                 "durability": "each put and delete returns only after fsync of the document and "
                               "of the directory (rename and unlink are directory entries)",
                 "batch": "not declared: one file per key cannot commit several keys at once",
@@ -135,7 +177,7 @@ class JsonStore:
         if self._closed:
             raise StoreClosed(self.path)
 
-    def _read_document(self, name: str) -> dict[str, Any] | None:
+    def _read_document(self, name: str, key: str | None) -> dict[str, Any] | None:
         """The parsed document in ``name``, ``None`` if there is no such file."""
         where = self._file(name)
         try:
@@ -147,15 +189,29 @@ class JsonStore:
             if not isinstance(doc, dict):
                 raise ValueError(f"top level is {type(doc).__name__}, not an object")
             schema = doc["schema"]
-            if not isinstance(schema, int):
+            if not isinstance(schema, int) or isinstance(schema, bool):
                 raise ValueError(f"schema is {schema!r}, not an integer")
-        except (ValueError, KeyError) as exc:
-            raise CorruptStore(where, f"the document does not parse: {exc}") from exc
+        except _DECODE_ERRORS as exc:
+            raise CorruptStore(where, f"the document{_of(key)} does not parse: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        if schema > SCHEMA_VERSION and self._written_as_current(name, doc):
+            raise CorruptStore(where, f"the document{_of(key)} says schema {schema}, but it is a "
+                                      f"schema {SCHEMA_VERSION} document whose schema number was "
+                                      "damaged (its checksum verifies only with "
+                                      f"{SCHEMA_VERSION})")
         if schema > SCHEMA_VERSION:
             raise VersionTooNew(where, found=schema, supported=SCHEMA_VERSION,
                                 what="JSON state schema version",
                                 upgrade="pip install -U crashgate")
         return doc
+
+    def _written_as_current(self, name: str, doc: dict[str, Any]) -> bool:
+        """Whether ``doc`` decodes as this schema's document once its schema number is ours."""
+        try:
+            self._decode_value(name, {**doc, "schema": SCHEMA_VERSION}, None)
+        except CorruptStore:
+            return False
+        return "sum" in doc
 
     def _decode_value(self, name: str, doc: dict[str, Any], key: str | None) -> tuple[str, bytes]:
         where = self._file(name)
@@ -169,9 +225,19 @@ class JsonStore:
                 value = base64.b64decode(text, validate=True)
             else:
                 raise ValueError(f"unknown encoding {encoding!r}")
-        except (ValueError, KeyError) as exc:
-            raise CorruptStore(where, f"the document is malformed: {exc}") from exc
-        if file_name_for(stored_key) != name or (key is not None and stored_key != key):
+            want = doc.get("sum")
+            if want is None and doc["schema"] >= _FIRST_WITH_SUM:
+                raise KeyError("sum")
+            if want is not None and (not isinstance(want, str)
+                                     or want != document_sum(stored_key, value, doc["schema"])):
+                raise ValueError("its value does not match its checksum (the file changed "
+                                 "after it was written: damage at rest)")
+            named = file_name_for(stored_key)
+        except _DECODE_ERRORS as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{exc}"
+            raise CorruptStore(where, f"the document{_of(key or doc.get('key'))} is damaged: "
+                                      f"{what}") from exc
+        if named != name or (key is not None and stored_key != key):
             raise CorruptStore(where, f"the document holds key {stored_key!r}, which does not "
                                       f"belong in this file")
         return stored_key, value
@@ -197,7 +263,7 @@ class JsonStore:
     def get(self, key: str) -> bytes | None:
         self._check_open()
         name = file_name_for(key)
-        doc = self._read_document(name)
+        doc = self._read_document(name, key)
         if doc is None:
             return None
         return self._decode_value(name, doc, key)[1]
@@ -222,7 +288,7 @@ class JsonStore:
                 continue  # e.g. a person's notes.json beside the state files
             if key is not None and not key.startswith(prefix):
                 continue
-            doc = self._read_document(name)
+            doc = self._read_document(name, key)
             if doc is None:
                 continue  # removed since listdir
             stored_key, value = self._decode_value(name, doc, key)

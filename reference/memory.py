@@ -2,12 +2,15 @@
 
 It declares no durability: a crash loses everything since the store was last closed. A clean
 ``close()`` writes a snapshot (temp file, fsync, rename) so that closing and reopening keeps the
-data, and so that even a crash during ``close()`` leaves either the old or the new snapshot.
+data, and so that even a crash during ``close()`` leaves either the old or the new snapshot. The
+snapshot starts with a line holding a BLAKE2b checksum of the rest, so a damaged snapshot is
+reported as ``CorruptStore``, never read back as other data.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +36,11 @@ from crashgate.reference.vector_search import METRICS, exact_search
 __all__ = ["MemoryStore", "open_memory"]
 
 OPTIONS = {"metric": Option("l2", METRICS, help="distance for vector queries")}
+_MAGIC = b"crashgate-memory-snapshot blake2b:"
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=16).hexdigest().encode()
 
 
 class MemoryStore:
@@ -57,13 +65,19 @@ class MemoryStore:
         if not self._env.fs.exists(self.path):
             return
         raw = read_all(self._env.fs, self.path)
+        if raw.startswith(_MAGIC):
+            head, _, body = raw.partition(b"\n")
+            if head[len(_MAGIC):] != _digest(body):
+                raise CorruptStore(self.path, "snapshot fails its checksum")
+            raw = body
+        # else: a snapshot from before checksums, read unchecked (the next close adds one)
         try:
             doc = json.loads(raw)
             self._kv = {k: base64.b64decode(v) for k, v in doc["kv"].items()}
             for rec in doc["vectors"]:
                 r = VectorRecord.of(rec["id"], rec["vector"], rec["metadata"])
                 self._vectors[r.id] = r
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptStore(self.path, f"snapshot does not parse: {exc}") from exc
 
     def _save(self) -> None:
@@ -74,7 +88,8 @@ class MemoryStore:
                 for r in self._vectors.values()
             ],
         }
-        data = json.dumps(doc).encode()
+        body = json.dumps(doc).encode()
+        data = _MAGIC + _digest(body) + b"\n" + body
         tmp = self.path + ".tmp"
         f = self._env.fs.open(tmp, "w")
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,10 @@ def _record(raw: Any, where: str) -> VectorRecord:
                              'format is [{"id": 1, "vector": [0.1, ...], "metadata": {...}}]')
     try:
         rec = VectorRecord.of(raw["id"], raw["vector"], raw.get("metadata") or {})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: an id of Infinity
         raise BadSource(f"{where}: {exc}") from exc
+    if not all(map(math.isfinite, rec.vector)):   # JSON sources may hold NaN and Infinity
+        raise BadSource(f"{where}: the vector holds a value that is not a finite number")
     if not 0 <= rec.id < 2**64 or isinstance(raw["id"], bool) or raw["id"] != rec.id:
         raise BadSource(f"{where}: id {raw['id']!r} is not an integer in [0, 2**64)")
     if not rec.vector or not isinstance(raw.get("metadata") or {}, dict):
@@ -110,7 +113,7 @@ def read_source(path: str, env: Env) -> Source:
         kind = "json"
         try:
             items = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:   # UnicodeDecodeError is a ValueError
             raise BadSource(f"{path} is neither an IndexedDB model file nor JSON: {exc}"
                                  ) from exc
         if not isinstance(items, list):
@@ -178,7 +181,13 @@ def _progress(rvf: RvfStore, source: Source) -> tuple[dict[str, Any] | None, lis
     mine, others = None, []
     for key, value in rvf.scan(PROGRESS_PREFIX):
         if key == PROGRESS_PREFIX + source.fingerprint:
-            mine = json.loads(value)
+            try:
+                mine = json.loads(value)
+                if not isinstance(mine, dict):
+                    raise ValueError(f"it is JSON {type(mine).__name__}, not an object")
+            except ValueError as exc:
+                raise CorruptStore(rvf.path, f"the migration progress record {key!r} does not "
+                                             f"parse: {exc}") from exc
         else:
             others.append(key[len(PROGRESS_PREFIX):])
     return mine, others

@@ -20,7 +20,13 @@ equal, nothing; RVF ahead, the cache is rebuilt from RVF in one transaction that
 epoch; metadata ahead (it should not happen), a warning (``logging`` and
 ``env.observe("epoch.metadata-ahead", ...)``) and the cache is rebuilt from RVF all the same.
 A rebuild also records the RVF file id, so that a cache of another file (one copied over this
-one) is rebuilt even at an equal epoch.
+one) is rebuilt even at an equal epoch, and the digest of the RVF commit the cache matches
+(``RvfStore.commit_digest``, a hash of the committed manifest), so that equal epoch numbers over
+different commits rebuild it too: an ``.rvf`` restored from a backup and then written once
+(through ``crashgate rvf ingest`` or the plain ``rvf`` backend) is back at the cache's epoch
+with other data. Every epoch commit and rebuild records the digest with the epoch, in the same
+transaction; compaction records the compacted file's (a crash before that costs one rebuild).
+A cache from before digests were recorded has none and is judged by epoch and file id alone.
 Queries take vectors from RVF and metadata from the cache, which after open always matches.
 
 The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer takes both, the
@@ -45,6 +51,7 @@ import numpy as np
 from crashgate.backends import (
     Capability,
     CorruptStore,
+    DamagePromise,
     Declaration,
     Durability,
     Env,
@@ -75,6 +82,7 @@ META_STORE = "metadata"
 STATE_STORE = "state"
 _EPOCH = "epoch"
 _FILE_ID = "rvf_file_id"
+_COMMIT = "rvf_commit"
 STORES = (META_STORE, STATE_STORE, LEASE_STORE)
 
 OPTIONS = {
@@ -128,8 +136,12 @@ class RvliteStore:
             wire_version=rvf.declaration.wire_version,
             failpoints=DECLARED_FAILPOINTS,
             metric=metric,
+            damage=DamagePromise.ROLLBACK,
             notes={"files": "PATH: the RVF file (vectors, kv); PATH.idb: the metadata cache; "
-                            "PATH.lock: the RVF writer lock"},
+                            "PATH.lock: the RVF writer lock",
+                   "damage": "as rvf: damage to the last RVF commit rolls it back; the cache "
+                             "is checked per frame and judged against the RVF commit it was "
+                             "built from (epoch, file id, commit digest), else rebuilt"},
         )
 
     # -- epochs -----------------------------------------------------------------------------
@@ -147,7 +159,8 @@ class RvliteStore:
 
     def reconcile(self) -> str:
         """Compare the epochs and bring the cache in line with RVF; returns what was done
-        (``none``, ``rebuilt``, ``rebuilt-metadata-ahead``, or ``read-from-rvf`` for a reader)."""
+        (``none``, ``rebuilt``, ``rebuilt-metadata-ahead``, ``rebuilt-other-file``,
+        ``rebuilt-other-commit``, or ``read-from-rvf`` for a reader)."""
         rvf_epoch, meta_epoch = self.epoch, self.metadata_epoch()
         details: dict[str, object] = {"path": self.path, "rvf_epoch": rvf_epoch,
                                       "metadata_epoch": meta_epoch}
@@ -155,12 +168,16 @@ class RvliteStore:
         # equal epoch; a cache from before file ids were recorded has none
         cached_id = self._db.get(STATE_STORE, _FILE_ID) if self._db is not None else None
         other_file = cached_id not in (None, self._rvf.file_id.hex())
+        # ... and so is one built from another commit of this file at the same epoch number
+        cached_commit = self._db.get(STATE_STORE, _COMMIT) if self._db is not None else None
+        other_commit = cached_commit not in (None, self._rvf.commit_digest.hex())
         if meta_epoch > rvf_epoch:
             log.warning("rvlite %s: metadata epoch %d is ahead of the RVF epoch %d; this should "
                         "not happen: trusting RVF and rebuilding the metadata from it",
                         self.path, meta_epoch, rvf_epoch)
             self._env.observe("epoch.metadata-ahead", dict(details))
-        if meta_epoch == rvf_epoch and self._db is not None and not other_file:
+        if meta_epoch == rvf_epoch and self._db is not None and not other_file \
+                and not other_commit:
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
             self._overlay = {r.id: dict(r.metadata) for r in rvf_records(self._rvf)}
@@ -168,6 +185,7 @@ class RvliteStore:
         else:
             details["records"] = self.rebuild()
             action = ("rebuilt-other-file" if other_file and meta_epoch == rvf_epoch
+                      else "rebuilt-other-commit" if meta_epoch == rvf_epoch
                       else "rebuilt" if rvf_epoch > meta_epoch else "rebuilt-metadata-ahead")
         self._env.observe("epoch.reconciled", {**details, "action": action})
         return action
@@ -183,6 +201,7 @@ class RvliteStore:
                 txn.put(META_STORE, r.id, dict(r.metadata))
             txn.put(STATE_STORE, _EPOCH, self.epoch)
             txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
+            txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())
         self._unsettled = False
         return len(records)
 
@@ -243,6 +262,7 @@ class RvliteStore:
                                f"{new - 1} was expected; reopen the store to reconcile it")
         txn.put(STATE_STORE, _EPOCH, new)
         txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
+        txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())
         self._env.failpoints.hit(FAILPOINTS[2])
         txn.commit()
         self._unsettled = False
@@ -254,6 +274,10 @@ class RvliteStore:
         with self._write([]):
             pass   # a writer that lost its lease rewrites nothing
         self._rvf.compact()
+        # same epoch, same records, a new manifest: the cache now stands for this commit
+        with self._write([STATE_STORE]) as txn:
+            if int(txn.get(STATE_STORE, _EPOCH) or 0) == self.epoch:
+                txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())
 
     # -- key-value (in RVF) -----------------------------------------------------------------
 

@@ -8,20 +8,40 @@ hit SQLite's own journal and WAL protocol. There, WAL runs with ``locking_mode=E
 wal-index kept in heap memory, as the routed VFS has no shared memory); the store is one
 connection, so nothing is lost by it.
 
-Schema (``PRAGMA user_version`` = 1)::
+Schema (``PRAGMA user_version`` = 2)::
 
-    kv(key TEXT PRIMARY KEY, value BLOB NOT NULL)
+    kv(key TEXT PRIMARY KEY, value BLOB NOT NULL,
+       sum BLOB NOT NULL)         -- record_sum over the key and the value
     vectors(id INTEGER PRIMARY KEY,   -- the u64 id reinterpreted as a signed 64-bit integer
             vector BLOB NOT NULL,     -- little-endian float64
-            metadata TEXT NOT NULL)   -- JSON object
+            metadata TEXT NOT NULL,   -- JSON object
+            sum BLOB NOT NULL)        -- record_sum over the id, the vector and the metadata
 
 Opening reads before it writes: the schema version and ``PRAGMA integrity_check`` come first,
 so a file from a newer schema is refused unmodified and a damaged one is reported, never used.
+
+**Damage at rest.** ``integrity_check`` sees SQLite's structure (pages, b-trees, indexes) but
+not what a record holds: a flipped byte inside a value is a valid record with another value.
+So every record carries ``sum``, a 16-byte BLAKE2b of its fields (length-prefixed, so no two
+records share an input), written with the record and checked on every read before anything
+is decoded; keys and metadata are read as bytes (``CAST(... AS BLOB)``) so that text that is
+no longer UTF-8 is reported, not raised by apsw. A mismatch, an undecodable field, or SQLite's
+own ``CorruptError`` / "malformed" is ``CorruptStore`` naming the key or id and the file.
+(SQLite's checksum VFS, ``cksumvfs``, would check whole pages, but it is a loadable extension
+that the apsw build does not carry, and it wraps the OS VFS, not the routed one.)
+
+**Version 1 files** (no ``sum`` columns) are migrated on open, by a writer: in one
+transaction the columns are added, the sum of every existing record is computed and
+``user_version`` becomes 2. Records written before the migration are only as trustworthy as
+the file was then (``integrity_check`` runs first); from then on every read is checked. A
+release from before checksums refuses the migrated file as too new, so it can never write a
+record without a sum.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,6 +54,7 @@ import numpy as np
 from crashgate.backends import (
     Capability,
     CorruptStore,
+    DamagePromise,
     Declaration,
     Durability,
     Env,
@@ -48,9 +69,9 @@ from crashgate.reference.sqlite_vfs import RoutedVFS
 from crashgate.reference.vector_search import METRICS, exact_search
 
 __all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "declaration_for", "durability_for",
-           "open_sqlite"]
+           "open_sqlite", "record_sum"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 OPTIONS = {
@@ -60,15 +81,31 @@ OPTIONS = {
 }
 _SCHEMA = """
 BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, sum BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
-    id INTEGER PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL);
-PRAGMA user_version = 1;
+    id INTEGER PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL, sum BLOB NOT NULL);
+PRAGMA user_version = 2;
 COMMIT;
 """
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 _DAMAGED = (apsw.CorruptError, apsw.NotADBError)
+_IMPLAUSIBLE_VERSION = 1 << 16
+_SUM_SIZE = 16
+
+
+def record_sum(*fields: bytes) -> bytes:
+    """The ``sum`` column of a record: BLAKE2b-128 of its fields, each length-prefixed.
+    kv: (key as UTF-8, value); vectors: (row id as 8 signed LE bytes, vector, metadata)."""
+    h = hashlib.blake2b(digest_size=_SUM_SIZE, person=b"crashgate-sqlite")
+    for f in fields:
+        h.update(len(f).to_bytes(8, "little"))
+        h.update(f)
+    return h.digest()
+
+
+def _row_id_bytes(row_id: int) -> bytes:
+    return row_id.to_bytes(8, "little", signed=True)
 
 
 def durability_for(journal_mode: str, synchronous: str) -> tuple[Durability, str]:
@@ -121,7 +158,17 @@ def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> 
                                 Capability.METADATA_FILTER, Capability.SCHEMA_VERSION}),
         file_format=f"sqlite3/crashgate-schema-{SCHEMA_VERSION}",
         metric=metric,
+        damage=DamagePromise.DETECTED,
+        undetected_damage=frozenset({"stale-sector", "truncation"}),
         notes={
+            "damage": "PRAGMA integrity_check on open; a BLAKE2b sum per record, checked on "
+                      "every read; SQLite's CorruptError and undecodable fields are "
+                      "CorruptStore. Not detected: a lost write (a sector holding an older, "
+                      "self-consistent version of itself), since nothing in the file ties a "
+                      "page to the file's history (SQLite's checksum VFS would not see it "
+                      "either, and is not in this apsw build); and a database file cut to a "
+                      "length SQLite reads as a valid smaller database (to 0 bytes it is a new "
+                      "empty one, and in WAL mode the log's later frames then replay over it)",
             "durability": why,
             "options": f"journal_mode={journal_mode} synchronous={synchronous}",
             "batch": "write_batch, upsert and remove each run in one transaction (BEGIN "
@@ -149,6 +196,12 @@ def _from_row_id(row_id: int) -> int:
     return row_id + _U64 if row_id < 0 else row_id
 
 
+def _kv_row(key: str, value: bytes) -> tuple[str, bytes, bytes]:
+    """(key, value, sum) of one kv record as it is written."""
+    key, value = _check_key(key), bytes(value)
+    return key, value, record_sum(key.encode("utf-8"), value)
+
+
 def _check_key(key: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"key must be str, got {type(key).__name__}: {key!r}")
@@ -160,6 +213,25 @@ def _check_key(key: str) -> str:
             "Use a key that encodes to UTF-8."
         ) from None
     return key
+
+
+def _blob(path: str, value: object, what: str) -> bytes:
+    """A BLOB column's value; a record whose type byte was damaged reads as another type."""
+    if not isinstance(value, bytes):
+        raise CorruptStore(path, f"the {what} holds {type(value).__name__} where a BLOB was "
+                                 "written")
+    return value
+
+
+def _int(value: object) -> int:
+    """An INTEGER column (a rowid or the vectors' id, which SQLite keeps as integers)."""
+    assert isinstance(value, int), value
+    return value
+
+
+def _key_text(raw: object) -> str:
+    """A key read as bytes, for a message (damaged keys may no longer be UTF-8)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else repr(raw)
 
 
 def _is_wal_file(env: Env, path: str) -> bool:
@@ -208,6 +280,8 @@ class SqliteStore:
                 self._set_modes(journal_mode, synchronous, exclusive)
                 if version == 0:  # a new file: tables and version in one transaction
                     self._db.execute(_SCHEMA).fetchall()
+                elif version < SCHEMA_VERSION:
+                    self._migrate()
             # The database file is an entry of its directory, and SQLite syncs directories only
             # for journals and WAL files. Every open syncs it, not just the one that created the
             # file: that one may have crashed before doing so.
@@ -226,6 +300,9 @@ class SqliteStore:
     def _check_file(self) -> int:
         """The schema version, after refusing a newer one and a damaged file."""
         version = int(self._pragma("user_version"))
+        if version >= _IMPLAUSIBLE_VERSION:
+            # no crashgate writes such a version: a damaged header, not a newer file
+            raise CorruptStore(self.path, f"the header's schema version reads {version}")
         if version > SCHEMA_VERSION:
             raise VersionTooNew(self.path, found=version, supported=SCHEMA_VERSION,
                                 what="schema version", upgrade="pip install -U crashgate")
@@ -233,6 +310,45 @@ class SqliteStore:
         if problems != ["ok"]:
             raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))
         return version
+
+    def _migrate(self) -> None:
+        """Version 1 -> 2 in one transaction: add the ``sum`` columns and fill them. A sum
+        already there (a version-2 file whose version was set back) must verify."""
+        with self._transaction():
+            for table in ("kv", "vectors"):
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if "sum" not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum BLOB NOT NULL "
+                                     "DEFAULT x''")
+            sums: list[tuple[bytes, int]] = []
+            for rowid, key, value, got in self._db.execute(
+                    "SELECT rowid, CAST(key AS BLOB), value, sum FROM kv").fetchall():
+                what = f"kv record of key {_key_text(key)!r}"
+                fields: tuple[bytes, ...] = (_blob(self.path, key, what),
+                                             _blob(self.path, value, what))
+                sums.append((self._sum_to_write(what, fields, got), _int(rowid)))
+            self._db.executemany("UPDATE kv SET sum = ? WHERE rowid = ?", sums)
+            sums = []
+            for row_id, vec, meta, got in self._db.execute(
+                    "SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors").fetchall():
+                what = f"vector record of id {_from_row_id(_int(row_id))}"
+                fields = (_row_id_bytes(_int(row_id)), _blob(self.path, vec, what),
+                          _blob(self.path, meta, what))
+                sums.append((self._sum_to_write(what, fields, got), _int(row_id)))
+            self._db.executemany("UPDATE vectors SET sum = ? WHERE id = ?", sums)
+            self._pragma("user_version", str(SCHEMA_VERSION))
+
+    def _sum_to_write(self, what: str, fields: tuple[bytes, ...], got: object) -> bytes:
+        want = record_sum(*fields)
+        if got not in (b"", None) and got != want:
+            raise CorruptStore(self.path, f"the {what} does not match its checksum")
+        return want
+
+    def _verified(self, what: str, fields: tuple[bytes, ...], got: object) -> None:
+        """``CorruptStore`` unless ``got`` is the sum of ``fields`` (the record as read)."""
+        if got != record_sum(*fields):
+            raise CorruptStore(self.path, f"the {what} does not match its checksum (the file "
+                                          "changed under SQLite: damage at rest)")
 
     def _set_modes(self, journal_mode: str, synchronous: str, exclusive: bool) -> None:
         got = str(self._pragma("journal_mode", journal_mode)).upper()
@@ -256,8 +372,12 @@ class SqliteStore:
         except _DAMAGED as exc:
             self._reraise_crash()
             raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
-        except apsw.Error:
+        except apsw.Error as exc:
             self._reraise_crash()
+            # e.g. SQLError "malformed database schema (...)", or "unsupported file format"
+            # (a damaged header byte: SQLite's file format numbers are 1..4, never newer here)
+            if any(m in str(exc) for m in ("malformed", "unsupported file format")):
+                raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
             raise
 
     def _reraise_crash(self) -> None:
@@ -296,15 +416,20 @@ class SqliteStore:
     def put(self, key: str, value: bytes) -> None:
         self._check_open()
         with self._errors():
-            self._db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)",
-                             (_check_key(key), bytes(value)))
+            self._db.execute("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
+                             _kv_row(key, value))
 
     def get(self, key: str) -> bytes | None:
         self._check_open()
         with self._errors():
-            rows = self._db.execute("SELECT value FROM kv WHERE key = ?",
+            rows = self._db.execute("SELECT value, sum FROM kv WHERE key = ?",
                                     (_check_key(key),)).fetchall()
-        return bytes(rows[0][0]) if rows else None  # type: ignore[arg-type]
+        if not rows:
+            return None
+        what = f"kv record of key {key!r}"
+        value = _blob(self.path, rows[0][0], what)
+        self._verified(what, (key.encode("utf-8"), value), rows[0][1])
+        return value
 
     def delete(self, key: str) -> None:
         self._check_open()
@@ -317,20 +442,26 @@ class SqliteStore:
         # Keys sort as UTF-8 bytes (BINARY collation), which is code-point order, as in Python:
         # the keys with the prefix are one run starting at the prefix.
         with self._errors():
-            for key, value in self._db.execute(
-                    "SELECT key, value FROM kv WHERE key >= ? ORDER BY key", (_check_key(prefix),)):
+            for raw, value, got in self._db.execute(
+                    "SELECT CAST(key AS BLOB), value, sum FROM kv WHERE key >= ? ORDER BY key",
+                    (_check_key(prefix),)):
+                what = f"kv record of key {_key_text(raw)!r}"
+                fields = (_blob(self.path, raw, what), _blob(self.path, value, what))
+                self._verified(what, fields, got)
+                key = fields[0].decode("utf-8")   # verified: it is the UTF-8 that was written
                 if not key.startswith(prefix):
                     break
-                out.append((key, bytes(value)))
+                out.append((key, fields[1]))
         return out
 
     def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
         """Deletes then puts, in one transaction."""
         dels = [(_check_key(k),) for k in deletes]
-        rows = [(_check_key(k), bytes(v)) for k, v in puts.items()]
+        rows = [_kv_row(k, v) for k, v in puts.items()]
         with self._transaction():
             self._db.executemany("DELETE FROM kv WHERE key = ?", dels)
-            self._db.executemany("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
+                                 rows)
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -338,25 +469,42 @@ class SqliteStore:
         """Insert or replace by id, all records in one transaction."""
         rows = []
         for r in records:
-            vec = np.asarray(r.vector, dtype="<f8")
-            rows.append((_to_row_id(r.id), vec.tobytes(),
-                         json.dumps(dict(r.metadata), sort_keys=True)))
-        dims = {len(blob) // 8 for _, blob, _ in rows}
+            row_id = _to_row_id(r.id)
+            vec = np.asarray(r.vector, dtype="<f8").tobytes()
+            meta = json.dumps(dict(r.metadata), sort_keys=True)
+            rows.append((row_id, vec, meta,
+                         record_sum(_row_id_bytes(row_id), vec, meta.encode("utf-8"))))
+        dims = {len(blob) // 8 for _, blob, _, _ in rows}
         with self._transaction():
             first = self._db.execute("SELECT length(vector) FROM vectors LIMIT 1").fetchall()
             dims |= {int(first[0][0]) // 8} if first else set()  # type: ignore[arg-type]
             if len(dims) > 1:
                 raise ValueError(f"vectors of different dimensions in one store: {sorted(dims)}")
             self._db.executemany(
-                "INSERT OR REPLACE INTO vectors(id, vector, metadata) VALUES (?, ?, ?)", rows)
+                "INSERT OR REPLACE INTO vectors(id, vector, metadata, sum) VALUES (?, ?, ?, ?)",
+                rows)
 
     def _records(self, where_sql: str = "", params: Sequence[int] = ()) -> list[VectorRecord]:
+        """The records, each checked against its sum before it is decoded."""
         out = []
-        for row_id, blob, meta in self._db.execute(
-                f"SELECT id, vector, metadata FROM vectors {where_sql}", tuple(params)):
-            vec = np.frombuffer(blob, dtype="<f8")
-            out.append(VectorRecord(_from_row_id(row_id), tuple(float(x) for x in vec),
-                                    json.loads(meta)))
+        for row_id, blob, meta, got in self._db.execute(
+                f"SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors {where_sql}",
+                tuple(params)):
+            if not isinstance(row_id, int):
+                raise CorruptStore(self.path, f"a vector record's id reads as {row_id!r}")
+            vid = _from_row_id(row_id)
+            what = f"vector record of id {vid}"
+            fields = (_row_id_bytes(row_id), _blob(self.path, blob, what),
+                      _blob(self.path, meta, what))
+            self._verified(what, fields, got)
+            try:   # verified, so this fails only for a record written wrong, not damaged
+                vec = np.frombuffer(fields[1], dtype="<f8")
+                metadata = json.loads(fields[2].decode("utf-8"))
+                if not isinstance(metadata, dict):
+                    raise TypeError(f"metadata is {type(metadata).__name__}, not an object")
+            except (ValueError, TypeError) as exc:
+                raise CorruptStore(self.path, f"the {what} does not decode: {exc}") from exc
+            out.append(VectorRecord(vid, tuple(float(x) for x in vec), metadata))
         return out
 
     def query(self, vector: Sequence[float], k: int,

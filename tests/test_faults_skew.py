@@ -33,7 +33,7 @@ def test_rvf_versions_come_from_its_wire_version_option() -> None:
 
 def test_sqlite_versions_come_from_its_user_version() -> None:
     v = versioning("sqlite")
-    assert (v.kind, v.current) == ("sqlite-user-version", 1)
+    assert (v.kind, v.current) == ("sqlite-user-version", 2)
 
 
 def test_a_store_without_versions_has_none() -> None:
@@ -46,7 +46,7 @@ def test_user_version_is_read_and_written_in_the_sqlite_header() -> None:
     disk = fresh()
     env = sim_env(disk)
     resolve("sqlite").open(PATH, env).close()
-    assert read_user_version(env.fs, PATH) == 1
+    assert read_user_version(env.fs, PATH) == 2
     write_user_version(env.fs, PATH, 7)
     assert read_user_version(env.fs, PATH) == 7
     with pytest.raises(VersionTooNew, match="requires schema version 7"):

@@ -129,6 +129,26 @@ def test_readonly_never_creates_and_a_foreign_file_is_corrupt(tmp_path, env: Env
         open_db(tmp_path, env)
 
 
+
+@pytest.mark.parametrize("payload", [
+    b'{"seq": SEQ, "ops": [], "written": [1]}',          # was an untyped AttributeError
+    b'{"seq": Infinity, "ops": []}',                     # was an untyped OverflowError
+    b'{"seq": SEQ, "ops": [[' + b"[" * 100_000 + b"]]}", # was an untyped RecursionError
+    b'{"seq": SEQ, "ops": [5]}',
+])
+def test_a_checksummed_frame_of_the_wrong_shape_is_corrupt_store(tmp_path, env: Env,
+                                                                 payload: bytes) -> None:
+    db = open_db(tmp_path, env)
+    with db.transaction("meta", "readwrite") as t:
+        t.put("meta", "a", 1)
+    payload = payload.replace(b"SEQ", str(db.seq + 1).encode())   # the next frame's number
+    db.close()
+    path = tmp_path / "meta.idb"
+    path.write_bytes(path.read_bytes() + indexeddb._frame(payload))
+    with pytest.raises(indexeddb.CorruptStore, match="frame is invalid"):
+        open_db(tmp_path, env)
+
+
 def test_connections_see_each_other_and_conflicts_abort(tmp_path, env: Env) -> None:
     a, b = open_db(tmp_path, env), open_db(tmp_path, env)
     with a.transaction("meta", "readwrite") as t:

@@ -27,6 +27,7 @@ from crashgate.backends import (
 from crashgate.reference.json_store import (
     TEMP_PREFIX,
     JsonStore,
+    document_sum,
     file_name_for,
     key_for_file_name,
     open_json,
@@ -94,8 +95,9 @@ def test_values_are_text_when_utf8_else_base64(tmp_path: Path) -> None:
     store.put("b", b"\xff\x00\xfe")
     store.close()
     docs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "state").iterdir()}
-    assert docs[file_name_for("t")] == {"schema": 1, "key": "t", "encoding": "utf-8",
-                                        "value": "héllo"}
+    assert docs[file_name_for("t")] == {"schema": 2, "key": "t", "encoding": "utf-8",
+                                        "value": "héllo",
+                                        "sum": document_sum("t", "héllo".encode())}
     assert docs[file_name_for("b")]["encoding"] == "base64"
     store = _open(tmp_path)
     assert store.get("b") == b"\xff\x00\xfe"
@@ -152,11 +154,58 @@ def test_newer_schema_raises_version_too_new(tmp_path: Path) -> None:
     store = _open(tmp_path)
     store.put("a", b"1")
     f = tmp_path / "state" / file_name_for("a")
-    f.write_text(json.dumps({"schema": 2, "key": "a", "encoding": "utf-8", "value": "1"}))
+    f.write_text(json.dumps({"schema": 3, "key": "a", "encoding": "utf-8", "value": "1"}))
     before = f.read_bytes()
     with pytest.raises(VersionTooNew, match="pip install -U crashgate"):
         store.get("a")
     assert f.read_bytes() == before
+    store.close()
+
+
+def test_a_schema_1_document_without_a_sum_still_reads(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    f = tmp_path / "state" / file_name_for("old")
+    f.write_text(json.dumps({"schema": 1, "key": "old", "encoding": "utf-8", "value": "v1"}))
+    assert store.get("old") == b"v1" and store.scan() == [("old", b"v1")]
+    store.put("old", b"v2")   # rewritten: now with its sum
+    assert json.loads(f.read_text())["sum"] == document_sum("old", b"v2")
+    store.close()
+
+
+@pytest.mark.parametrize("damaged", [
+    b'{"schema": 2, "key": "a", "enc',                                     # JSONDecodeError
+    b'{"schema": 2, "key": "a", "encoding": "utf-8", "value": "\xff"}',    # UnicodeDecodeError
+    b'{"schema": 2, "key": "a", "encoding": "base64", "value": "!!", "sum": "0"}',  # base64
+    b'{"schema": 2, "key": "a", "encoding": ["utf-8"], "value": "1", "sum": "0"}',  # a list
+    b'{"schema": 2, "key": "a", "encoding": "utf-8", "value": "1"}',       # no sum
+    b'{"schema": 1, "key": "a", "encoding": "utf-8", "value": "2", "sum": "%s"}',   # 1 -> 2
+    b'{"schema": 2, "key": "a", "encoding": "utf-8", "value": "1", "sum": 7}',
+    b'{"schema": true, "key": "a", "encoding": "utf-8", "value": "1"}',
+    b'{"schema": 2, "value": "1"}',                                         # KeyError
+    b"[" * 100_000,                                                         # RecursionError
+    b"null",
+])
+def test_every_damaged_document_is_corrupt_store_naming_key_and_file(tmp_path: Path,
+                                                                     damaged: bytes) -> None:
+    store = _open(tmp_path)
+    store.put("a", b"1")
+    f = tmp_path / "state" / file_name_for("a")
+    f.write_bytes(damaged.replace(b"%s", document_sum("a", b"1").encode()))
+    for call in (lambda: store.get("a"), lambda: store.scan("")):
+        with pytest.raises(CorruptStore) as info:
+            call()
+        assert file_name_for("a") in str(info.value)
+        assert "key 'a'" in str(info.value)
+    store.close()
+
+
+def test_a_damaged_schema_digit_is_corrupt_not_too_new(tmp_path: Path) -> None:
+    store = _open(tmp_path)
+    store.put("a", b"1")
+    f = tmp_path / "state" / file_name_for("a")
+    f.write_bytes(f.read_bytes().replace(b'"schema": 2', b'"schema": 3'))   # bit 0 of "2"
+    with pytest.raises(CorruptStore, match="schema number was damaged"):
+        store.get("a")
     store.close()
 
 

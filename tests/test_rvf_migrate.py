@@ -180,6 +180,22 @@ def test_refusals_and_bad_sources(tmp_path: Path, json_source: Path, capsys) -> 
     assert not (tmp_path / "b.rvf").exists()
 
 
+@pytest.mark.parametrize("text", [
+    '[{"id": 1, "vector": [NaN, 1.0]}]',          # non-finite: was an untyped ValueError
+    '[{"id": 1, "vector": [Infinity]}]',
+    '[{"id": Infinity, "vector": [1.0]}]',         # was an untyped OverflowError
+    "[" * 100_000,                                 # was an untyped RecursionError
+    '[{"id": 1, "vector": 5}]',
+])
+def test_every_bad_json_source_is_a_bad_source_naming_it(tmp_path: Path, text: str,
+                                                         capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    assert cli("migrate", "--from", str(bad), "--to", str(tmp_path / "b.rvf")) == 3
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "b.rvf").exists()
+
+
 def test_rebuild_command(tmp_path: Path, capsys) -> None:
     path = str(tmp_path / "store.rvf")
     store = open_rvlite(path, os_env())

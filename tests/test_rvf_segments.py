@@ -118,6 +118,34 @@ def test_manifest_roundtrip_keeps_unknown_fields() -> None:
         Manifest.decode(manifest(kind="weird").encode())
 
 
+
+@pytest.mark.parametrize("field, value", [("epoch", "Infinity"), ("prev", "-Infinity"),
+                                          ("segments", "[[1, 2]]"), ("witness", "7"),
+                                          ("lineage", "[]"), ("witness_head", '"zz"')])
+def test_a_manifest_with_a_field_of_the_wrong_kind_is_a_value_error(field: str,
+                                                                   value: str) -> None:
+    doc = manifest().encode().decode()
+    start = doc.index(f'"{field}":') + len(field) + 3
+    end = start + len(json_value(doc, start))
+    with pytest.raises(ValueError):
+        Manifest.decode((doc[:start] + value + doc[end:]).encode())
+
+
+def json_value(doc: str, start: int) -> str:
+    """The JSON text of the value starting at ``start`` in ``doc``."""
+    import json
+    _, end = json.JSONDecoder().raw_decode(doc, start)
+    return doc[start:end]
+
+
+def test_vec_metadata_that_is_not_objects_is_a_value_error() -> None:
+    good = encode_vec([1, 2], np.zeros((2, 1)), [{}, {}])
+    assert good.endswith(b"[{},{}]")
+    for meta in (b"[1,2]", b"[{},null]", b"[" * 100_000):
+        with pytest.raises(ValueError, match="VEC metadata"):
+            decode_vec(good[:-len(b"[{},{}]")] + meta)
+
+
 def test_witness_entries_and_chain() -> None:
     e0 = WitnessEntry.after(ZERO_HASH, b"\x01" * 32, 10, WitnessType.CREATE)
     e1 = WitnessEntry.after(e0.digest(), b"\x02" * 32, 11, WitnessType.COMMIT)

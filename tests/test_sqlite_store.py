@@ -163,6 +163,61 @@ def test_a_damaged_page_is_found_by_integrity_check(tmp_path: Path) -> None:
         open_sqlite(str(path), os_env(), journal_mode="DELETE")
 
 
+def _v1_file(path: Path) -> None:
+    """A database as schema version 1 wrote it: no ``sum`` columns."""
+    db = apsw.Connection(str(path))
+    db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+               "CREATE TABLE vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL, "
+               "metadata TEXT NOT NULL);"
+               "INSERT INTO kv VALUES ('a', x'00ff'), ('b', x'6869');"
+               "INSERT INTO vectors VALUES (-1, x'000000000000f03f', '{\"o\": 1}');"
+               "PRAGMA user_version = 1;")
+    db.close()
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_a_version_1_file_is_migrated_on_open_and_then_checked(tmp_path: Path,
+                                                               routed: bool) -> None:
+    path = tmp_path / "db"
+    _v1_file(path)
+    env = Env(fs=NonNativeFS()) if routed else os_env()
+    store = open_sqlite(str(path), env, journal_mode="DELETE")
+    assert store.scan() == [("a", b"\x00\xff"), ("b", b"hi")]
+    assert store.fetch([2**64 - 1]) == [VectorRecord.of(2**64 - 1, [1.0], {"o": 1})]
+    store.close()
+    db = apsw.Connection(str(path))
+    assert db.execute("PRAGMA user_version").fetchall() == [(2,)]
+    db.execute("UPDATE kv SET value = x'6868' WHERE key = 'b'")   # damage, as SQLite sees it
+    db.close()
+    store = open_sqlite(str(path), env, journal_mode="DELETE")
+    try:
+        with pytest.raises(CorruptStore, match="key 'b'"):
+            store.get("b")
+        assert store.get("a") == b"\x00\xff"
+    finally:
+        store.close()
+
+
+def test_a_record_whose_type_changed_is_corrupt_not_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    store = open_sqlite(str(path), os_env(), journal_mode="DELETE")
+    store.put("k", b"12345")
+    store.upsert([VectorRecord.of(5, [1.0, 2.0], {"o": 1})])
+    store.close()
+    db = apsw.Connection(str(path))
+    db.execute("UPDATE kv SET value = 5 WHERE key = 'k';"     # bytes(5) would be 5 zero bytes
+               "UPDATE vectors SET metadata = CAST(x'ff7b7d' AS TEXT) WHERE id = 5")
+    db.close()
+    store = open_sqlite(str(path), os_env(), journal_mode="DELETE")
+    try:
+        with pytest.raises(CorruptStore, match="holds int where a BLOB was written"):
+            store.get("k")
+        with pytest.raises(CorruptStore, match="vector record of id 5"):
+            store.fetch([5])
+    finally:
+        store.close()
+
+
 def test_a_wal_file_reopened_in_delete_mode_through_the_routed_vfs(tmp_path: Path) -> None:
     env = Env(fs=NonNativeFS())
     path = tmp_path / "db"

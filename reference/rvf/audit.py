@@ -2,6 +2,11 @@
 
 Unlike opening, which verifies only what the live state is rebuilt from, ``verify`` reads every
 segment of the committed region: manifests, data, witness and carried segments.
+
+Bytes past the last good commit (``describe_tail``) are never read as data: a crash leaves them
+(a torn last commit) and so does damage to the last manifest (one flipped bit rolls back an
+fsynced commit), and from the bytes alone the two cannot always be told apart. ``verify`` says
+that they are there, where, and what they look like, so a rollback is never reported as ``ok``.
 """
 
 from __future__ import annotations
@@ -10,11 +15,29 @@ import hashlib
 
 from crashgate.backends import File
 from crashgate.reference.rvf.manifest import Manifest
-from crashgate.reference.rvf.scan import ChunkReader, Seg, payload_verifies, read_payload, walk
-from crashgate.reference.rvf.segments import CHECKSUM_SHAKE256, SegmentInfo, SegType, type_name
+from crashgate.reference.rvf.scan import (
+    ChunkReader,
+    Seg,
+    payload_verifies,
+    read_payload,
+    walk,
+    whole_manifest,
+)
+from crashgate.reference.rvf.segments import (
+    CHECKSUM_SHAKE256,
+    HEADER_SIZE,
+    MAGIC_BYTES,
+    HeaderError,
+    SegmentHeader,
+    SegmentInfo,
+    SegType,
+    type_name,
+)
 from crashgate.reference.rvf.witness import Anchor, WitnessEntry, decode_entries, verify_chain
 
-__all__ = ["list_segments", "verify_file", "witness_history"]
+__all__ = ["describe_tail", "list_segments", "verify_file", "witness_history"]
+
+_TAIL_ITEMS = 4   # segments of the tail described one by one; the rest are summed up
 
 
 def _action_hash(reader: ChunkReader, segs: list[Seg]) -> bytes:
@@ -98,3 +121,52 @@ def list_segments(file: File, committed_end: int, supported: int) -> list[Segmen
     if w.stop < reader.size:
         out.append(SegmentInfo(w.stop, "TORN-TAIL", 0, reader.size - w.stop, 0, 0, False))
     return out
+
+
+def describe_tail(file: File, committed_end: int, supported: int) -> str | None:
+    """What lies in ``[committed_end, size)``, or ``None`` when the file ends at its last good
+    commit. Shape: ``"N bytes past the last good commit, from offset X: <what, item by item>"``,
+    each item a segment header that fails its check, an intact header whose payload fails its
+    content hash (or runs past the end), a whole segment no manifest commits, zeros or garbage."""
+    size = file.size()
+    if size <= committed_end:
+        return None
+    reader = ChunkReader(file, size)
+    items: list[str] = []
+    pos = committed_end
+    while pos < size and len(items) < _TAIL_ITEMS:
+        raw = reader.read(pos, min(HEADER_SIZE, size - pos))
+        try:
+            header = SegmentHeader.decode(raw)
+        except HeaderError as exc:
+            items.append(_unparsed(reader, pos, size, raw, str(exc)))
+            pos = size
+            break
+        seg = Seg(pos, header)
+        name = f"{type_name(header.seg_type)} segment id {header.seg_id} (v{header.version})"
+        if seg.end > size:
+            items.append(f"at {pos} a {name} header whose segment needs {header.total_length} "
+                         f"bytes, {size - pos} are there")
+            pos = size
+            break
+        whole = (whole_manifest(reader, seg) is not None if header.seg_type == SegType.MANIFEST
+                 else payload_verifies(seg, read_payload(reader, seg)))
+        items.append(f"at {pos} a {name} that no committed manifest names" if whole else
+                     f"at {pos} an intact {name} header whose payload fails its content hash")
+        pos = seg.end
+    if pos < size:
+        items.append(f"{size - pos} more bytes")
+    return (f"{size - committed_end} bytes past the last good commit, from offset "
+            f"{committed_end}: " + "; ".join(items))
+
+
+def _unparsed(reader: ChunkReader, pos: int, size: int, raw: bytes, why: str) -> str:
+    """Bytes from ``pos`` to the end that hold no intact header: zeros, a broken header, garbage."""
+    rest = reader.read(pos, size - pos) if size - pos <= 1 << 20 else raw
+    n = size - pos
+    if not rest.strip(b"\0"):
+        return f"{n} zero bytes at {pos}"
+    if raw.startswith(MAGIC_BYTES):
+        return f"at {pos} a segment header that fails its check ({why}), then {n - len(raw)} " \
+               "bytes"
+    return f"{n} bytes of garbage at {pos} (no segment header: {why})"

@@ -8,6 +8,8 @@
     crashgate rvf derive PATH CHILD         crashgate rvf export PATH --output FILE.json
 
 Exit codes: 0 ok, 1 failed (LockHeld, VersionTooNew, CorruptStore, verify found problems),
+2 ``verify`` found bytes past the last good commit and nothing else (a torn last commit or
+damage to it: the bytes cannot always tell which; the store opens at the commit before),
 3 usage (bad arguments or input, a missing store). Other modules add commands to the group with
 ``rvf_subparsers(sub)``, which returns the group's sub-command parsers (creating the group if it
 is not there yet).
@@ -40,7 +42,7 @@ from crashgate.reference.vector_search import METRICS
 
 __all__ = ["InputError", "add_parser", "main", "parse_records", "rvf_subparsers"]
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 3
+EXIT_OK, EXIT_FAIL, EXIT_TAIL, EXIT_USAGE = 0, 1, 2, 3
 U64 = 2**64
 
 
@@ -239,13 +241,20 @@ def _segments(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    with _open(args.path, write=False) as s:
+    with _open(args.path, write=False) as s:   # a reader: the tail is left as it is
         problems = s.verify()
+        tail = s.tail()
         st = s.status()
+    for p in problems:
+        print(f"FAIL {p}")
+    if tail is not None:
+        print(f"FAIL {tail}. A torn last commit or damage: the last good commit is epoch "
+              f"{st['epoch']} ({st['committed_bytes']} bytes); the next writer truncates the "
+              "rest. Keep a copy of the file before writing to it if that commit mattered.")
     if problems:
-        for p in problems:
-            print(f"FAIL {p}")
         return EXIT_FAIL
+    if tail is not None:
+        return EXIT_TAIL
     print(f"ok: {st['witness_entries']} witness entries and {st['segments']} segments verify "
           f"(epoch {st['epoch']})")
     return EXIT_OK
@@ -349,7 +358,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         c.add_argument("path")
         c.add_argument("--json", action="store_true")
     c = command("verify", _verify, "recompute the witness chain and every hash (exit 1 on "
-                "a problem)")
+                "a problem; exit 2 when the only finding is bytes past the last good commit: "
+                "a torn last commit or damage)")
     c.add_argument("path")
     c = command("compact", _compact, "rewrite the file with only live data")
     c.add_argument("path")

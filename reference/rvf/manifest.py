@@ -117,7 +117,8 @@ class Manifest:
             )
         except KeyError as exc:
             raise ValueError(f"manifest has no field {exc.args[0]!r}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, OverflowError, RecursionError) as exc:
+            # OverflowError: int() of an Infinity, which Python's JSON reads
             raise ValueError(f"manifest field has the wrong shape: {exc}") from None
         if m.kind not in KINDS:
             raise ValueError(f"manifest kind {m.kind!r} is not one of {KINDS}")

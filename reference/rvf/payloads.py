@@ -80,8 +80,12 @@ def decode_vec(payload: bytes) -> VecBlock:
     ids = np.frombuffer(payload, dtype="<u8", count=n, offset=at)
     vectors = np.frombuffer(payload, dtype="<f8" if dtype == DTYPE_F64 else "<f4",
                             count=n * dim, offset=end_ids).reshape(n, dim).astype(np.float64)
-    metadata = json.loads(payload[end_vec:].decode())
-    if not isinstance(metadata, list) or len(metadata) != n:
+    try:
+        metadata = json.loads(payload[end_vec:].decode())
+    except RecursionError:
+        raise ValueError("VEC metadata is nested too deeply to parse") from None
+    if not isinstance(metadata, list) or len(metadata) != n \
+            or not all(isinstance(m, dict) for m in metadata):
         raise ValueError(f"VEC metadata is not a list of {n} objects")
     return VecBlock(ids, vectors, metadata)
 

@@ -90,7 +90,7 @@ def _replay_manifest(loaded: Loaded, reader: ChunkReader, path: str, seg: Seg, p
                                      f"{data.offset} (named by the {where}) fails its content hash")
         try:
             _apply(loaded, data, body, m.dimension)
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             raise CorruptStore(path, f"{type_name(data.seg_type)} segment at offset "
                                      f"{data.offset} does not parse: {exc}") from None
     loaded.witness_segs.append(by_offset[m.witness.offset])

@@ -24,6 +24,7 @@ from crashgate.backends import (
     BadOption,
     Capability,
     CorruptStore,
+    DamagePromise,
     Declaration,
     Durability,
     Env,
@@ -34,7 +35,12 @@ from crashgate.backends import (
     VectorRecord,
     check_options,
 )
-from crashgate.reference.rvf.audit import list_segments, verify_file, witness_history
+from crashgate.reference.rvf.audit import (
+    describe_tail,
+    list_segments,
+    verify_file,
+    witness_history,
+)
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
 from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
@@ -100,9 +106,10 @@ class RvfStore:
         self._version = int(options["wire_version"])  # type: ignore[call-overload]
         if not 0 <= self._version <= MAX_WIRE_VERSION:
             raise BadOption("rvf", "wire_version", self._version, ["an integer from 0 to 255"])
-        if int(options["dimension"]) < 0:  # type: ignore[call-overload]
-            raise BadOption("rvf", "dimension", options["dimension"], ["0 (from the file)",
-                                                                      "a positive integer"])
+        # a VEC segment stores the dimension as a u32 (FORMAT.md)
+        if not 0 <= int(options["dimension"]) < 2**32:  # type: ignore[call-overload]
+            raise BadOption("rvf", "dimension", options["dimension"], [
+                "0 (from the file)", "a positive integer below 2**32 (a VEC segment's u32)"])
         self.readonly = options["readonly"] == "true"
         self._one_sync = options.get("sync", "two") == "one"
         self._file: File | None = None
@@ -144,7 +151,11 @@ class RvfStore:
             self._file = fs.open(self.path, "r+")
         self._adopt(load(self._file, self.path, self._version))
         if not self.readonly and self._size > self._end:
-            self._file.truncate(self._end)  # the torn or uncommitted tail, never visible
+            # the torn or uncommitted tail, never visible; said aloud, since damage to the last
+            # commit looks the same (FORMAT.md, "Limits: a declared rollback")
+            self._env.observe("rvf.tail-truncated", {"path": self.path, "offset": self._end,
+                                                     "bytes": self._size - self._end})
+            self._file.truncate(self._end)
             self._size = self._end
         # What this open shows must survive power loss: a crashed writer may have left its last
         # manifest written but not fsynced, or its file renamed into place (create, compaction)
@@ -207,8 +218,13 @@ class RvfStore:
             durability=Durability.POWER_LOSS, capabilities=CAPABILITIES, file_format="rvf",
             wire_version=self._version, metric=self.metric,
             failpoints=ONE_SYNC_FAILPOINTS if self._one_sync else FAILPOINTS,
+            damage=DamagePromise.ROLLBACK,
             notes={"vectors": "float64", "queries": "exact (NumPy)",
-                   "derive": "copies the live data into the child"},
+                   "derive": "copies the live data into the child",
+                   "damage": "content hashes on every segment and a check on every header: "
+                             "damage in the committed region is CorruptStore; damage to the "
+                             "last commit alone reads as a torn commit, and the previous one "
+                             "opens (FORMAT.md, 'Damaged, newer, or torn')"},
         )
 
     def _check_given(self, given: Mapping[str, object]) -> None:
@@ -224,6 +240,13 @@ class RvfStore:
     @property
     def file_id(self) -> bytes:
         return self._lineage.file_id
+
+    @property
+    def commit_digest(self) -> bytes:
+        """What the current commit is, not just its number: the 32-byte SHAKE-256 of the whole
+        committed manifest segment (header and payload). Two commits at the same epoch (a file
+        restored from a backup and written again) have different digests."""
+        return self._manifest_digest
 
     @property
     def parent_id(self) -> bytes:
@@ -477,6 +500,11 @@ class RvfStore:
         """Recompute the witness chain and every content hash of the committed region; the
         problems found, the first bad witness entry first (empty when all verifies)."""
         return verify_file(self._check_open(), self._end, self._version)
+
+    def tail(self) -> str | None:
+        """What lies past the last good commit (``audit.describe_tail``), ``None`` if nothing.
+        A reader sees it as it is; a writer has already truncated it on open."""
+        return describe_tail(self._check_open(), self._end, self._version)
 
     def segments(self) -> list[SegmentInfo]:
         return list_segments(self._check_open(), self._end, self._version)

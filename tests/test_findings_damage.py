@@ -1,0 +1,157 @@
+"""Issue 8's three findings about damage at rest, each as its exact steps.
+
+1. Bytes changed in a SQLite or a JSON store file: the store returned an altered value (or an
+   untyped decode error) instead of a typed ``CorruptStore``.
+2. rvlite over an RVF file restored from a backup and then written once through
+   ``crashgate rvf ingest``: equal epochs over different commits, and rvlite trusted its cache.
+3. One flipped bit in the last manifest of an RVF file: ``crashgate rvf verify`` said ``ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from crashgate.backends import CorruptStore, VectorRecord, os_env
+from crashgate.reference.json_store import file_name_for, open_json
+from crashgate.reference.rvf.cli import main as rvf_main
+from crashgate.reference.rvf.scan import ChunkReader, walk
+from crashgate.reference.rvf.segments import HEADER_SIZE, SegType
+from crashgate.reference.rvlite import open_rvlite
+from crashgate.reference.sqlite_store import open_sqlite
+
+
+def _replace_once(path: Path, old: bytes, new: bytes) -> None:
+    """Overwrite the one occurrence of ``old`` in the file with ``new`` (same length): damage
+    inside a record, where SQLite's own structure checks do not look."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1, (old, data.count(old))
+    path.write_bytes(data.replace(old, new))
+
+
+# -- finding 1: SQLite and JSON stores returned altered values ------------------------------
+
+def test_sqlite_a_float_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    s.upsert([VectorRecord.of(7, [1.25, -3.5], {"owner": "ann"})])
+    s.close()
+    # one digit of the float changed: 1.25 -> 1.375 (bytes of a little-endian float64)
+    _replace_once(db, struct.pack("<d", 1.25), struct.pack("<d", 1.375))
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    try:
+        with pytest.raises(CorruptStore) as info:
+            s.fetch([7])
+        assert "7" in str(info.value) and str(db) in str(info.value)
+        with pytest.raises(CorruptStore):
+            s.query([0.0, 0.0], 1)
+    finally:
+        s.close()
+
+
+def test_sqlite_a_kv_value_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    s.put("balance", b"amount=1000;currency=EUR")
+    s.close()
+    _replace_once(db, b"amount=1000", b"amount=9000")
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    try:
+        with pytest.raises(CorruptStore) as info:
+            s.get("balance")
+        assert "'balance'" in str(info.value) and str(db) in str(info.value)
+        with pytest.raises(CorruptStore):
+            s.scan("")
+    finally:
+        s.close()
+
+
+def test_sqlite_metadata_that_no_longer_decodes_is_corrupt_not_an_untyped_error(
+        tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    s.upsert([VectorRecord.of(3, [0.5], {"owner": "ann"})])
+    s.close()
+    _replace_once(db, b'"ann"', b'"\xff\xfe\xfd"')   # invalid UTF-8 where JSON text was
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    try:
+        with pytest.raises(CorruptStore):
+            s.fetch([3])
+    finally:
+        s.close()
+
+
+def test_json_store_a_value_changed_in_its_document_is_corrupt_not_data(
+        tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    s = open_json(str(root), os_env())
+    s.put("limit", b"max=1000")
+    s.close()
+    _replace_once(root / file_name_for("limit"), b"max=1000", b"max=9000")
+    s = open_json(str(root), os_env())
+    with pytest.raises(CorruptStore) as info:
+        s.get("limit")
+    assert "'limit'" in str(info.value) and file_name_for("limit") in str(info.value)
+    with pytest.raises(CorruptStore):
+        s.scan("")
+
+
+# -- finding 2: rvlite trusted its cache at equal epochs over different commits -------------
+
+def test_rvlite_rebuilds_its_cache_after_a_restore_and_one_ingest(tmp_path: Path) -> None:
+    path = tmp_path / "store.rvf"
+    backup = tmp_path / "backup.rvf"
+    store = open_rvlite(str(path), os_env())
+    store.upsert([VectorRecord.of(1, [1.0, 0.0], {"owner": "ann"}),
+                  VectorRecord.of(2, [0.0, 1.0], {"owner": "ann"})])
+    store.close()
+    shutil.copyfile(path, backup)                       # a backup at epoch 1
+    store = open_rvlite(str(path), os_env())
+    store.upsert([VectorRecord.of(3, [1.0, 1.0], {"owner": "ann"})])   # epoch 2
+    store.close()
+    shutil.copyfile(backup, path)                       # restored: RVF at epoch 1 again
+    (tmp_path / "new.json").write_text(json.dumps(
+        [{"id": 2, "vector": [5.0, 5.0], "metadata": {"owner": "bob"}}]))
+    assert rvf_main(["rvf", "ingest", str(path), "--input", str(tmp_path / "new.json")]) == 0
+    store = open_rvlite(str(path), os_env())            # epochs equal (2 and 2) again
+    try:
+        assert store.epoch == store.metadata_epoch() == 2
+        assert store.fetch([2]) == [VectorRecord.of(2, [5.0, 5.0], {"owner": "bob"})]
+        assert [h.id for h in store.query([5.0, 5.0], 5, {"owner": "bob"})] == [2]
+        assert store.fetch([3]) == []
+    finally:
+        store.close()
+
+
+# -- finding 3: `rvf verify` said ok over a rolled-back commit --------------------------------
+
+def test_rvf_verify_reports_bytes_past_the_last_good_commit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.rvf"
+    (tmp_path / "a.json").write_text(json.dumps([{"id": 1, "vector": [1.0, 2.0]}]))
+    (tmp_path / "b.json").write_text(json.dumps([{"id": 2, "vector": [3.0, 4.0]}]))
+    assert rvf_main(["rvf", "create", str(path), "--dimension", "2"]) == 0
+    assert rvf_main(["rvf", "ingest", str(path), "--input", str(tmp_path / "a.json")]) == 0
+    assert rvf_main(["rvf", "ingest", str(path), "--input", str(tmp_path / "b.json")]) == 0
+    capsys.readouterr()
+    f = os_env().fs.open(str(path), "r")
+    try:
+        segs = walk(ChunkReader(f, f.size()), 1).segments
+    finally:
+        f.close()
+    last = [s for s in segs if s.seg_type == SegType.MANIFEST][-1]
+    data = bytearray(path.read_bytes())
+    data[last.offset + HEADER_SIZE + 3] ^= 0x04          # one bit of the last manifest's payload
+    path.write_bytes(bytes(data))
+    code = rvf_main(["rvf", "verify", str(path)])
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert not out.startswith("ok") and len(out.splitlines()) == 1
+    assert "bytes past the last good commit, from offset" in out
+    assert f"at {last.offset} an intact MANIFEST segment" in out and "content hash" in out
+    assert "a torn last commit or damage: the last good commit is epoch 1" in out.lower()
+
