@@ -59,6 +59,13 @@ def _needs_epoch(decl: Declaration) -> str | None:
     return None
 
 
+def _needs_damage_promise(decl: Declaration) -> str | None:
+    # the fault says when it applies; imported here so a broken row cannot stop the table
+    from crashgate.harness.faults.corruption import Corruption
+
+    return Corruption().needs(decl)
+
+
 P = "crashgate.scenarios."
 
 FAILURE_MODES = [
@@ -128,6 +135,12 @@ CRASHGATE_ROWS = [
         "transient or persistent)",
         "The store reports the error and loses nothing acknowledged.",
         _always, _proc(P + "procedures_ioerrors:io_errors")),
+    Row(CRASHGATE_TABLE, "damage", "D", "Damage at rest (bit flips, overwritten, stale or "
+        "misdirected sectors, truncation)",
+        "Every answer is the acknowledged data or a typed CorruptStore (or the declared "
+        "rollback to an earlier commit); never an altered value, never data that was never "
+        "written, never an untyped exception.",
+        _needs_damage_promise, _proc(P + "procedures_damage:damage_at_rest")),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from crashgate.backends import (
     Capability,
+    DamagePromise,
     Declaration,
     Durability,
     Env,
@@ -119,7 +120,10 @@ KV_STORE = "kv"
 LEASE_KV_DECLARATION = Declaration(
     durability=Durability.POWER_LOSS,
     capabilities=frozenset({Capability.KV, Capability.LEASE}),
-    notes={"test": "tests/faulty_backends.py"},
+    notes={"test": "tests/faulty_backends.py",
+           "damage": "the IndexedDB model reads its log up to the first frame that fails its "
+                     "checksum: damage rolls back to the transactions before it"},
+    damage=DamagePromise.ROLLBACK,
 )
 OPTIONS = {"readonly": Option("false", ("true", "false"), help="open without the lease")}
 

@@ -9,6 +9,16 @@ meaning live in ``crashgate.scenarios.procedures_*``.
 from __future__ import annotations
 
 from crashgate.harness.faults.base import LEVERS, Composed, Fault, compose, requires
+from crashgate.harness.faults.corruption import (
+    DAMAGE_KINDS,
+    BitFlip,
+    Corruption,
+    MisdirectedSector,
+    OverwrittenSector,
+    StaleSector,
+    Truncation,
+    damage_strategy,
+)
 from crashgate.harness.faults.failpoint import FailpointCrash
 from crashgate.harness.faults.faultyfs import MUTATING_OPS, FaultyFS, FsOp
 from crashgate.harness.faults.ioerrors import IOErrors, count_mutating_ops
@@ -19,8 +29,10 @@ from crashgate.harness.faults.skew import Versioning, VersionSkew, damage, probe
 from crashgate.harness.faults.writers import DuplicateWriter, Outcome, WriterProcess
 
 __all__ = [
-    "LEVERS", "MUTATING_OPS", "STALE_AFTER", "Composed", "DuplicateWriter", "FailpointCrash",
-    "Fault", "FaultyFS", "FsOp", "HolderRun", "IOErrors", "LeaseExpiry", "Outcome", "PowerLoss",
-    "ProcessCrash", "VersionSkew", "Versioning", "WriterProcess", "compose",
-    "count_mutating_ops", "damage", "probe_versioning", "requires",
+    "DAMAGE_KINDS", "LEVERS", "MUTATING_OPS", "STALE_AFTER", "BitFlip", "Composed",
+    "Corruption", "DuplicateWriter", "FailpointCrash", "Fault", "FaultyFS", "FsOp", "HolderRun",
+    "IOErrors", "LeaseExpiry", "MisdirectedSector", "Outcome", "OverwrittenSector", "PowerLoss",
+    "ProcessCrash", "StaleSector", "Truncation", "VersionSkew", "Versioning", "WriterProcess",
+    "compose", "count_mutating_ops", "damage", "damage_strategy", "probe_versioning",
+    "requires",
 ]
