@@ -15,7 +15,9 @@ File-system semantics follow POSIX, with Python's exceptions: a missing file rai
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,7 +186,12 @@ class OsFS:
             flags = _OPEN_FLAGS[mode]
         except KeyError:
             raise ValueError(f"open mode {mode!r} is not one of {sorted(_OPEN_FLAGS)}") from None
-        return _OsFile(path, os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644))
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            # a directory opens read-only on POSIX and fails only at the first read: say so now
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        return _OsFile(path, fd)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)

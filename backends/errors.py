@@ -11,9 +11,11 @@ from collections.abc import Iterable
 
 __all__ = [
     "BackendMissing",
+    "BadBackend",
     "BadOption",
     "CorruptStore",
     "CrashgateError",
+    "DuplicateOption",
     "LeaseExpired",
     "LockHeld",
     "StoreClosed",
@@ -149,6 +151,32 @@ class BadOption(CrashgateError):
                 f"  Known options: {', '.join(known) or '(none)'}"
             )
         super().__init__(msg)
+
+
+class DuplicateOption(BadOption):
+    """An option given twice in one name (``sqlite?synchronous=OFF&synchronous=FULL``): which
+    one was meant is a guess crashgate does not make."""
+
+    def __init__(self, backend: str, option: str, values: Iterable[str]) -> None:
+        self.backend = backend
+        self.option = option
+        self.value = tuple(values)
+        CrashgateError.__init__(
+            self,
+            f"backend {backend!r}: option {option!r} is given {len(self.value)} times "
+            f"({', '.join(repr(v) for v in self.value)}).\n  Fix: give each option once.")
+
+
+class BadBackend(CrashgateError):
+    """A named backend (or migrator) that resolves but does not work as one: its module raises
+    on import, it lacks the named attribute, its factory raises on a fresh store, or the store
+    it returns declares nothing (or something malformed)."""
+
+    def __init__(self, name: str, problem: str, fix: str, *, kind: str = "backend") -> None:
+        self.name = name
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{kind} {name!r}: {problem}.\n  Fix: {fix}")
 
 
 class StoreClosed(CrashgateError):

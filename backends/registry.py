@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,10 +25,17 @@ from urllib.parse import parse_qsl, quote
 
 from crashgate.backends.contract import Factory
 from crashgate.backends.env import Env
-from crashgate.backends.errors import BackendMissing, UnknownBackend
+from crashgate.backends.errors import (
+    BackendMissing,
+    BadBackend,
+    DuplicateOption,
+    UnknownBackend,
+    close_matches_for,
+)
 
 __all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "Builtin",
-           "import_target", "known_in", "known_names", "label_of", "resolve", "resolve_name"]
+           "import_problem", "import_target", "known_in", "known_names", "label_of", "resolve",
+           "resolve_name"]
 
 ENTRY_POINT_GROUP = "crashgate.backends"
 
@@ -79,15 +88,46 @@ def label_of(name: str, options: tuple[tuple[str, str], ...]) -> str:
     return f"{name}?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in options)
 
 
+def import_problem(module_name: str, exc: ImportError) -> str:
+    """Why ``module_name`` did not import, for a user: the module itself is missing (and whether
+    the current directory, where a user's own module often sits, is on the import path), or the
+    module was found and one of its own imports failed."""
+    missing = exc.name or ""
+    if missing and not (module_name + ".").startswith(missing + "."):
+        return (f"module {module_name!r} was found, but its own import of {missing!r} failed: "
+                f"{exc}")
+    top = module_name.split(".")[0]
+    cwd = os.getcwd()
+    on_path = any(os.path.realpath(p or ".") == os.path.realpath(cwd) for p in sys.path)
+    here = os.path.exists(os.path.join(cwd, top + ".py")) or os.path.isdir(os.path.join(cwd, top))
+    if on_path:
+        where = f"the current directory {cwd} is on the import path"
+    elif here:
+        where = (f"the current directory {cwd} holds {top!r} but is not on the import path "
+                 "(run with PYTHONPATH=.)")
+    else:
+        where = (f"the current directory {cwd} is not on the import path (put the module's "
+                 "directory on PYTHONPATH)")
+    return f"no module named {missing or module_name!r} (the module is missing); {where}"
+
+
 def import_target(target: str, *, missing: Callable[[ImportError], Exception],
-                  unknown: Callable[[ModuleType], Exception]) -> Any:
+                  unknown: Callable[[ModuleType], Exception],
+                  broken: Callable[[Exception], Exception] | None = None) -> Any:
     """Import ``module:attr``; ``missing(exc)`` is raised when the module does not import,
-    ``unknown(module)`` when it has no such attribute."""
+    ``unknown(module)`` when it has no such attribute, ``broken(exc)`` when importing it raised
+    anything else (by default a ``BadBackend`` naming the exception)."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise missing(exc) from exc
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything on import
+        if broken is not None:
+            raise broken(exc) from exc
+        raise BadBackend(target, f"importing module {module_name!r} raised "
+                         f"{type(exc).__name__}: {exc}",
+                         "fix the module so that it imports") from exc
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -115,10 +155,30 @@ class BackendSpec:
         return keep.strip("_") or "backend"
 
     def factory(self) -> Factory:
-        found: Factory = import_target(
-            self.target, missing=lambda exc: BackendMissing(self.name, self.install,
-                                                            cause=str(exc)),
-            unknown=lambda _module: UnknownBackend(self.target, known_names()))
+        """The factory, imported now: ``BackendMissing`` when its module does not import (with
+        why), ``BadBackend`` when the module raises on import or lacks the named callable."""
+        module_name, _, attr = self.target.partition(":")
+
+        def missing(exc: ImportError) -> Exception:
+            if self.name in BUILTIN:   # crashgate's own: the cause is an optional dependency
+                return BackendMissing(self.name, self.install, cause=str(exc))
+            return BackendMissing(self.name, self.install,
+                                  cause=import_problem(module_name, exc))
+
+        def unknown(module: ModuleType) -> Exception:
+            names = [n for n in dir(module) if not n.startswith("_")
+                     and callable(getattr(module, n))]
+            hints = close_matches_for(attr, names)
+            hint = f"; did you mean {hints[0]!r}?" if hints else ""
+            where = getattr(module, "__file__", None) or module_name
+            return BadBackend(self.name, f"module {module_name!r} ({where}) was imported but "
+                              f"has no attribute {attr!r} (the attribute is missing){hint}",
+                              "name a factory open(path, env, **options) the module defines")
+
+        found: Factory = import_target(self.target, missing=missing, unknown=unknown)
+        if not callable(found):
+            raise BadBackend(self.name, f"{self.target} is a {type(found).__name__}, not a "
+                             "callable", "name a factory open(path, env, **options)")
         return found
 
     def open(self, path: str, env: Env, **extra: str) -> Any:
@@ -144,6 +204,12 @@ def resolve_name(spec: str, *, builtin: Mapping[str, Builtin], group: str,
     except ValueError:
         raise unknown(spec) from None
     options = tuple(pairs)
+    seen: dict[str, list[str]] = {}
+    for key, value in options:
+        seen.setdefault(key, []).append(value)
+    for key, values in seen.items():
+        if len(values) > 1:
+            raise DuplicateOption(name, key, values)
     if name in builtin:
         b = builtin[name]
         return name, options, b.target, b.install

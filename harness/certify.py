@@ -8,24 +8,77 @@ both runs attached. Each row gets its own seed derived from the run's seed and t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.metadata
+import io
+import logging
+import platform
 import shlex
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crashgate.backends import BackendSpec, CorruptStore, Declaration, os_env
+from crashgate.backends import (
+    BackendSpec,
+    Capability,
+    CorruptStore,
+    CrashgateError,
+    DamagePromise,
+    Declaration,
+    Durability,
+    os_env,
+)
+from crashgate.backends.errors import BadBackend
+from crashgate.harness.reproduce import pythonpath_for
 from crashgate.harness.verdict import Evidence, Verdict
 
-__all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "probe_declaration",
-           "row_seed"]
+__all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "environment",
+           "probe_declaration", "regenerate_command", "row_seed"]
 
-SCHEMA_VERSION = 1
+# 2: ``command`` and ``environment`` (where the run came from) beside the verdicts
+SCHEMA_VERSION = 2
+
+
+def environment() -> dict[str, str]:
+    """What the run ran on: crashgate, Python, apsw and the SQLite it links, hypothesis, numpy,
+    the OS. A package that is not installed says so."""
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        import apsw
+        sqlite = str(apsw.sqlitelibversion())
+    except ImportError:
+        sqlite = "not installed (apsw missing)"
+    return {"crashgate": version("crashgate"),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "apsw": version("apsw"), "sqlite": sqlite, "hypothesis": version("hypothesis"),
+            "numpy": version("numpy"), "os": platform.platform()}
+
+
+def regenerate_command(label: str, *, seed: int, budget: str, scenarios: Sequence[str] = (),
+                       migrator: str | None = None, pythonpath: str | None = None) -> str:
+    """The shell command that runs the same certification again (``scenarios`` empty: every
+    row); ``pythonpath`` the directory a user's backend module imports from."""
+    words = [f"PYTHONPATH={pythonpath}"] if pythonpath else []
+    words += ["crashgate", "certify", label]
+    for key in scenarios:
+        words += ["--scenario", key]
+    words += ["--seed", str(seed), "--budget", budget]
+    if migrator:
+        words += ["--migrator", migrator]
+    return shlex.join(words)
 
 
 def row_seed(seed: int, key: str) -> int:
@@ -62,6 +115,9 @@ class Certificate:
     started: str
     results: list[RowResult] = field(default_factory=list)
     seconds: float = 0.0
+    command: str = ""
+    """The shell command that regenerates this run."""
+    environment: dict[str, str] = field(default_factory=environment)
 
     @property
     def verdict(self) -> Verdict:
@@ -78,7 +134,8 @@ class Certificate:
             "schema": "crashgate.certificate", "schema_version": SCHEMA_VERSION,
             "backend": self.backend, "run_id": self.run_id, "seed": self.seed,
             "budget": self.budget, "started": self.started, "seconds": round(self.seconds, 3),
-            "verdict": self.verdict.value,
+            "verdict": self.verdict.value, "command": self.command,
+            "environment": dict(self.environment),
             "declaration": {
                 "durability": d.durability.value,
                 "capabilities": sorted(c.value for c in d.capabilities),
@@ -91,14 +148,62 @@ class Certificate:
 
 
 def probe_declaration(spec: BackendSpec) -> Declaration:
-    """Open the backend once in a scratch directory to read what it declares."""
+    """Open the backend once in a scratch directory to read what it declares.
+
+    Every way a named backend can fail to be one is a ``BadBackend`` (or the registry's own
+    ``BackendMissing``/``BadOption``) here, before any row runs: a factory that raises, a store
+    without a ``declaration``, a declaration of the wrong shape."""
+    factory = spec.factory()
     with tempfile.TemporaryDirectory(prefix="crashgate-probe-") as tmp:
-        store = spec.open(f"{tmp}/store", os_env())
         try:
-            decl: Declaration = store.declaration
+            store = factory(f"{tmp}/store", os_env(), **dict(spec.options))
+        except CrashgateError:
+            raise   # BadOption, BackendMissing ...: already the user's story
+        except Exception as exc:  # noqa: BLE001 - a user's factory may raise anything
+            raise BadBackend(spec.label, f"its factory {spec.target} raised "
+                             f"{type(exc).__name__}: {_first_line(exc)} when opening a fresh "
+                             "store in an empty directory",
+                             "make open(path, env, **options) create a store at a path that "
+                             "does not exist yet") from exc
+        try:
+            decl = getattr(store, "declaration", None)
+            problem = _declaration_problem(decl)
         finally:
-            store.close()
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+    if problem is not None:
+        raise BadBackend(spec.label, problem, "give the store a `declaration = Declaration("
+                         "durability=Durability..., capabilities=frozenset({Capability...}))` "
+                         "(crashgate.backends)")
+    assert isinstance(decl, Declaration)
     return decl
+
+
+def _declaration_problem(decl: object) -> str | None:
+    """What is wrong with a store's ``declaration``, or None when it is well formed."""
+    if decl is None:
+        return "the store its factory returns has no `declaration` (what it promises)"
+    if not isinstance(decl, Declaration):
+        return (f"the store's declaration is a {type(decl).__name__}, not a "
+                "crashgate.backends.Declaration")
+    checks: list[tuple[str, object, type | tuple[type, ...]]] = [
+        ("durability", decl.durability, Durability), ("damage", decl.damage, DamagePromise),
+        ("capabilities", decl.capabilities, (frozenset, set)),
+        ("file_format", decl.file_format, (str, type(None))),
+        ("wire_version", decl.wire_version, (int, type(None))),
+        ("failpoints", decl.failpoints, (tuple, list)),
+        ("metric", decl.metric, (str, type(None))), ("notes", decl.notes, Mapping)]
+    for name, value, want in checks:
+        if not isinstance(value, want):
+            return f"its declaration's {name} is {value!r}, of the wrong type"
+    bad = [c for c in decl.capabilities if not isinstance(c, Capability)]
+    if bad:
+        return (f"its declaration's capabilities hold {bad[0]!r}, not a Capability (one of "
+                f"{', '.join(c.value for c in Capability)})")
+    if not all(isinstance(f, str) for f in decl.failpoints):
+        return f"its declaration's failpoints {decl.failpoints!r} are not all names (str)"
+    return None
 
 
 REPLAYS = 5   # how often a conclusive failure that did not come back at once is replayed
@@ -180,13 +285,19 @@ def certify(
     context_factory: Callable[..., Any],
     progress: Callable[[str], None] = lambda _m: None,
     declaration: Declaration | None = None,
+    scenarios: Sequence[str] = (),
 ) -> Certificate:
     """Run ``rows`` against ``spec``. ``context_factory(spec=, declaration=, budget=, seed=,
-    workdir=, progress=)`` builds each row's context (scenarios.table.RowContext)."""
+    workdir=, progress=)`` builds each row's context (scenarios.table.RowContext);
+    ``scenarios`` the row keys the user asked for (empty: all), for the command that
+    regenerates the run."""
     decl = declaration or probe_declaration(spec)
+    pythonpath = pythonpath_for(spec.target)
     started = datetime.now(UTC)
     run_id = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{seed}"
-    cert = Certificate(spec.label, run_id, seed, budget.name, decl, started.isoformat())
+    cert = Certificate(spec.label, run_id, seed, budget.name, decl, started.isoformat(),
+                       command=regenerate_command(spec.label, seed=seed, budget=budget.name,
+                                                  scenarios=scenarios, pythonpath=pythonpath))
     t0 = time.perf_counter()
     for n, row in enumerate(rows, 1):
         progress(f"[{n}/{len(rows)}] {row.table} #{row.number}: {row.scenario}")
@@ -195,15 +306,87 @@ def certify(
         rdir.mkdir(parents=True, exist_ok=True)
         ctx = context_factory(spec=spec, declaration=decl, budget=budget, seed=rseed,
                               workdir=rdir, progress=progress)
+        if n == 1 and getattr(ctx, "migrator", None):
+            cert.command = regenerate_command(spec.label, seed=seed, budget=budget.name,
+                                              scenarios=scenarios, migrator=ctx.migrator,
+                                              pythonpath=pythonpath)
         t = time.perf_counter()
-        evidence, first = _confirm(row, _run_row(row, ctx))
-        if evidence.verdict is Verdict.FAIL and evidence.reproduce is None:
-            # the row as a whole is the reproduction: the same run seed gives the same row seed
-            migrator = getattr(ctx, "migrator", None)
-            evidence = replace(evidence, reproduce=shlex.join(
-                ["crashgate", "certify", spec.label, "--scenario", row.key, "--seed", str(seed),
-                 "--budget", budget.name, *(["--migrator", migrator] if migrator else [])]))
+        with _captured() as said:
+            evidence, first = _confirm(row, _run_row(row, ctx))
+        if said:
+            # the procedure's own output (e.g. a store logging the recovery it was made to
+            # do): evidence about the row, not a problem of the run
+            shown = said[:5] + ([f"... and {len(said) - 5} more lines"] if len(said) > 5 else [])
+            evidence = replace(evidence, details=(
+                *evidence.details, *(f"output of the row's procedure: {line}" for line in shown)))
+        row_command = regenerate_command(spec.label, seed=seed, budget=budget.name,
+                                         scenarios=[row.key],
+                                         migrator=getattr(ctx, "migrator", None),
+                                         pythonpath=pythonpath)
+        evidence = _runnable(evidence, rdir, row_command, pythonpath)
         cert.results.append(RowResult(row, evidence, rseed, time.perf_counter() - t, first))
-        progress(f"      {evidence.verdict.value}: {evidence.summary}")
+        progress(f"      {evidence.verdict.value} ({time.perf_counter() - t:.1f} s)")
     cert.seconds = time.perf_counter() - t0
     return cert
+
+
+def _runnable(evidence: Evidence, rdir: Path, row_command: str, pythonpath: str | None
+              ) -> Evidence:
+    """A failed row's ``reproduce`` made to run from a clean shell anywhere: a script in the
+    row's scratch directory is attached (the report points at the copy beside the
+    certificate); a command that still names the scratch directory (gone after the run) gives
+    way to the row's own command, kept in the details; a ``crashgate`` command gets the
+    ``PYTHONPATH`` a user's backend module needs."""
+    if evidence.verdict is not Verdict.FAIL and evidence.verdict is not Verdict.UNKNOWN:
+        return evidence
+    text = evidence.reproduce
+    if text is None:
+        return (replace(evidence, reproduce=row_command)
+                if evidence.verdict is Verdict.FAIL else evidence)
+    words = text.split()
+    attachments = dict(evidence.attachments)
+    if len(words) == 2 and words[0] == "python" and Path(words[1]).is_file():
+        script = Path(words[1])
+        attachments.setdefault(script.name, script.read_text())
+        return replace(evidence, attachments=attachments)
+    scratch = str(rdir.resolve().parent)
+    if scratch in text or str(rdir.parent) in text:
+        return replace(evidence, reproduce=row_command, details=(
+            *evidence.details, f"inner reproduction (names files of the run's scratch "
+            f"directory, removed after the run): {text}"))
+    if pythonpath and words[0] == "crashgate":
+        return replace(evidence, reproduce=f"PYTHONPATH={shlex.quote(pythonpath)} {text}")
+    return evidence
+
+
+class _Lines(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _captured() -> Any:
+    """Collect, as lines, what a row's procedure prints, logs or warns while it runs (the
+    lines are complete once the block has left)."""
+    said: list[str] = []
+    out, err = io.StringIO(), io.StringIO()
+    handler = _Lines(said)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as seen, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("default")
+            try:
+                yield said
+            finally:
+                caught = list(seen or [])
+    finally:
+        root.removeHandler(handler)
+        said += [f"warning: {w.message}" for w in caught]
+        said += [line for line in (out.getvalue() + err.getvalue()).splitlines() if line.strip()]

@@ -11,7 +11,10 @@ Exit codes are a contract: 0 certified / no violation, 1 a verdict failed, 2 unk
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -22,8 +25,10 @@ from crashgate.backends import (
     CrashgateError,
     UnknownBackend,
 )
+from crashgate.backends.errors import BadBackend
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNKNOWN", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNKNOWN", "EXIT_USAGE", "USAGE_ERRORS",
+           "OutputClosed", "UsageError", "main", "one_line"]
 
 EXIT_OK, EXIT_FAIL, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
 
@@ -40,10 +45,33 @@ class UsageError(CrashgateError):
     """Bad input on the command line (exit 3)."""
 
 
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    UnknownBackend, BadOption, BackendMissing, BadBackend, UsageError)
+
+# an OSError with one of these, escaping a command, is a path the user gave that cannot be used
+_PATH_ERRNOS = {errno.ENOENT: "it, or its parent directory, does not exist",
+                errno.ENOTDIR: "a part of it that should be a directory is a file",
+                errno.EISDIR: "it is a directory; give a file path",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "the file system is read-only",
+                errno.ENAMETOOLONG: "the name is too long"}
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line: a usage error is one line on stderr, whatever the
+    error's own layout (its fix on an indented line below)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+class OutputClosed(UsageError):
+    """Standard output was closed before everything was printed (``| head -1``)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        # one line: the usage block is one --help away
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(Exception(message))} "
+                  f"(see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,21 +94,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
         code: int = args.func(args)
-    except (UnknownBackend, BadOption, BackendMissing, UsageError) as exc:
-        print(f"crashgate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's shutdown
+    except USAGE_ERRORS as exc:
+        if isinstance(exc, OutputClosed):
+            _drop_stdout()
+        return _usage(one_line(exc))
+    except BrokenPipeError:
+        # the reader went away (``| head -1``): what it read stands, the rest is dropped
+        _drop_stdout()
+        return _usage("standard output was closed before everything was printed (broken pipe)")
+    except OSError as exc:
+        if exc.errno not in _PATH_ERRNOS or exc.filename is None:
+            raise
+        why = _PATH_ERRNOS[exc.errno]
+        parent = os.path.dirname(os.path.abspath(exc.filename))
+        if exc.errno == errno.ENOENT and not os.path.isdir(parent):
+            why = f"its directory {parent} does not exist; create it first"
+        return _usage(f"cannot use {exc.filename}: {why} ({exc.strerror})")
     except KeyboardInterrupt:
         print("crashgate: interrupted", file=sys.stderr)
         return 130
     return code
 
 
+def _usage(line: str) -> int:
+    line = line.removeprefix("Error: ")   # "crashgate: Error: ..." says it twice
+    with contextlib.suppress(OSError):   # stderr gone too: the exit code is all that is left
+        print(f"crashgate: {line}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        return
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the imported module's main, not this __main__ copy: command modules import
+    # crashgate.harness.cli, and its UsageError must be the one main catches
+    from crashgate.harness.cli import main as _main
+    raise SystemExit(_main())

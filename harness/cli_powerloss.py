@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable
 
 from crashgate.backends import resolve
+from crashgate.harness.certify import probe_declaration
+from crashgate.harness.cli import UsageError
 from crashgate.harness.crashcheck import ViolationClass
 from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.powerloss import POWER_MODELS, PowerLossReport, check_state, run_powerloss
+from crashgate.harness.reproduce import pythonpath_for
 from crashgate.harness.workload import PROFILES
 
 __all__ = ["add_parser", "state_from_token", "state_token"]
@@ -65,9 +68,13 @@ def state_from_token(token: str) -> CrashState:
 
 
 def _reproduce(args: argparse.Namespace, state: CrashState) -> str:
-    parts = ["crashgate", "powerloss", args.backend, "--seed", str(args.seed), "--ops",
-             str(args.ops), "--profile", args.profile, "--state", state_token(state)]
-    return " ".join(shlex.quote(p) for p in parts)
+    """The command that checks ``state`` again, from a clean shell anywhere (a user's backend
+    module gets its directory on PYTHONPATH)."""
+    root = pythonpath_for(resolve(args.backend).target)
+    parts = [f"PYTHONPATH={root}"] if root else []
+    parts += ["crashgate", "powerloss", args.backend, "--seed", str(args.seed), "--ops",
+              str(args.ops), "--profile", args.profile, "--state", state_token(state)]
+    return shlex.join(parts)
 
 
 def _print_report(args: argparse.Namespace, report: PowerLossReport) -> None:
@@ -93,6 +100,7 @@ def _print_report(args: argparse.Namespace, report: PowerLossReport) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = resolve(args.backend)
+    probe_declaration(spec)   # a name, factory or declaration that is not usable: exit 3 now
     profile = PROFILES[args.profile]
     if args.state is not None:
         verdict, lines = check_state(spec, seed=args.seed, ops=args.ops, profile=profile,
@@ -106,12 +114,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     models = [CrashModel.PROCESS, *POWER_MODELS] if args.models == "all" else [
         CrashModel(m) for m in args.models.split(",")]
-    last = [time.monotonic()]
+    start = time.monotonic()
+    last = [start]
 
     def progress(done: int, budget: int) -> None:
-        if sys.stderr.isatty() or time.monotonic() - last[0] > 5:
-            last[0] = time.monotonic()
-            print(f"  ... {done} crash states checked", file=sys.stderr, flush=True)
+        now = time.monotonic()
+        if sys.stderr.isatty() or now - last[0] > 5:
+            last[0] = now
+            rate = done / (now - start) if now > start else 0.0
+            left = f", about {(budget - done) / rate:.0f} s left" if rate and budget > done else ""
+            print(f"  ... {done} of {budget} crash states checked, {rate:.0f} states/s{left}",
+                  file=sys.stderr, flush=True)
 
     report = run_powerloss(spec, seed=args.seed, ops=args.ops, budget=args.states,
                            profile=profile, models=models, progress=progress)
@@ -143,7 +156,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the model. The budget is shared evenly by the crash models. Exit 0 when no "
         "violation, 1 when any (with a command that reproduces the first), 3 on bad input.")
     p.add_argument("backend", help="backend name with options, e.g. json or "
-                   "'sqlite?journal_mode=WAL&synchronous=FULL'")
+                   "'sqlite?journal_mode=WAL&synchronous=FULL' (required)")
     p.add_argument("--seed", type=int, default=None, help="workload and crash-state seed "
                    "(default: random, printed)")
     p.add_argument("--ops", type=int, default=250, help="workload length (default 250)")
@@ -151,12 +164,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="crash-state budget, shared by the crash models and spread over their "
                    "crash points (default 1500)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="small",
-                   help="workload shape: small, or large (MiB segments, many deletes)")
+                   help="workload shape: small, or large (MiB segments, many deletes) "
+                   "(default small)")
     p.add_argument("--models", type=_models, default="all",
                    help="crash models, comma-separated: process,prefix,subset,torn,garbage "
                    "(default all)")
     p.add_argument("--state", type=state_from_token, default=None,
-                   help="check only this crash state (the token a failing run prints)")
+                   help="check only this crash state (the token a failing run prints; "
+                   "default: none, every state of the budget is checked)")
     p.set_defaults(func=_with_seed(run))
 
 
@@ -166,8 +181,8 @@ def _with_seed(func: Callable[[argparse.Namespace], int]
         if args.seed is None:
             args.seed = random.randrange(1 << 32)
         if args.ops < 1 or args.states < 1:
-            print("crashgate: --ops and --states must be at least 1", file=sys.stderr)
-            return 3
+            raise UsageError(f"--ops {args.ops} and --states {args.states}: both must be at "
+                             "least 1")
         result: int = func(args)
         return result
     return wrapped

@@ -46,10 +46,11 @@ def _load(target: str) -> Any:
 
 
 class CrashgateRowItem(pytest.Item):
-    def __init__(self, *, spec: Any, row: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Any, row: Any, declaration: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.row = row
+        self.declaration = declaration
         self.evidence: Any = None
 
     def runtest(self) -> None:
@@ -66,7 +67,7 @@ class CrashgateRowItem(pytest.Item):
         cert = certify(self.spec, [self.row], budget=budget,
                        seed=config.getoption("crashgate_seed"), workdir=tmp,
                        context_factory=functools.partial(context, migrator=migrator),
-                       declaration=probe_declaration(self.spec))
+                       declaration=self.declaration or probe_declaration(self.spec))
         ev = cert.results[0].evidence
         self.evidence = ev
         self.user_properties.append(("crashgate_verdict", ev.verdict.value))
@@ -118,15 +119,25 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         try:
             resolve_migrator(migrator).load()
         except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
-            raise pytest.UsageError(f"--crashgate-migrator: {exc}") from exc
+            raise pytest.UsageError(f"--crashgate-migrator: {_one_line(exc)}") from None
+    from crashgate.harness.certify import probe_declaration
+
     for text in specs:
         try:
             spec = resolve(text)
-        except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
-            raise pytest.UsageError(f"--crashgate-backend: {exc}") from exc
+            # once, here: a factory that does not import, raises or declares nothing is one
+            # short error, not a traceback per row
+            declaration = probe_declaration(spec)
+        except Exception as exc:  # noqa: BLE001 - a bad backend is a usage error for pytest
+            raise pytest.UsageError(f"--crashgate-backend {text}: {_one_line(exc)}") from None
         for row in rows:
             items.append(CrashgateRowItem.from_parent(
-                session, name=f"crashgate[{spec.label}][{row.key}]", spec=spec, row=row))
+                session, name=f"crashgate[{spec.label}][{row.key}]", spec=spec, row=row,
+                declaration=declaration))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 @pytest.fixture

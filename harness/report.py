@@ -5,6 +5,7 @@ document's tables with a verdict column, readable as a CI summary), and the atta
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -23,8 +24,26 @@ def certificate_dir(out: Path, slug: str, run_id: str) -> Path:
     return out / slug / run_id
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+CELL = 160   # characters of a failure's evidence cell; the whole text is in Details below
+
+
+def _cell(text: str, limit: int | None = None) -> str:
+    """``text`` as one table cell: one line, pipes escaped, cut at ``limit`` characters."""
+    text = " ".join(text.split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1].rstrip() + "…"
+    return text.replace("|", "\\|")
+
+
+def _finite(value: object) -> object:
+    """``value`` with every non-finite float as a string ("nan", "inf"): JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _measured(m: dict[str, object]) -> str:
@@ -33,17 +52,20 @@ def _measured(m: dict[str, object]) -> str:
 
 
 def _by_model(r: RowResult) -> list[str]:
-    """Lines below a table for a row that counted crash states per model: every model, zeros
-    in bold, each zero with the reason the row gave."""
+    """A row's coverage by crash model, for below its table: every model's count, zeros in
+    bold, each zero with the reason the row gave; a row that builds no crash states says so."""
     counts = r.evidence.measured.get("states_by_model")
+    if r.evidence.verdict is Verdict.NA:
+        return [f"- #{r.row.number} crash states by model: none (n/a: nothing ran)"]
     if not isinstance(counts, Mapping):
-        return []
+        return [f"- #{r.row.number} crash states by model: none (this row builds no crash "
+                "states)"]
     shown = " · ".join(f"{m} **{n}**" if n == 0 else f"{m} {n}" for m, n in counts.items())
     lines = [f"- #{r.row.number} crash states by model: {shown}"]
     for m, n in counts.items():
         why = next((d for d in r.evidence.details if d.startswith(f"{m}: no crash state")), None)
-        if n == 0 and why:
-            lines.append(f"  - {why}")
+        if n == 0:
+            lines.append(f"  - {why or f'{m}: no crash state (the row gave no reason)'}")
     return lines
 
 
@@ -55,10 +77,14 @@ def render_markdown(cert: Certificate) -> str:
         f"**Verdict: {cert.verdict.value.upper()}** · run `{cert.run_id}` · seed {cert.seed} · "
         f"budget {cert.budget} · {cert.seconds:.1f} s",
         "",
-        f"Declared: durability **{d.durability.value}**; capabilities "
-        f"{', '.join(sorted(c.value for c in d.capabilities))}"
+        f"Declared: durability **{d.durability.value}**; damage at rest **{d.damage.value}**; "
+        f"capabilities {', '.join(sorted(c.value for c in d.capabilities))}"
         + (f"; file format {d.file_format} (wire version {d.wire_version})" if d.file_format
            else ""),
+        "",
+        f"Regenerate: `{cert.command}`",
+        "",
+        "Ran on: " + " · ".join(f"{k} {v}" for k, v in cert.environment.items()),
         "",
     ]
     tables: dict[str, list] = {}
@@ -66,19 +92,19 @@ def render_markdown(cert: Certificate) -> str:
         tables.setdefault(r.row.table, []).append(r)
     for table, results in tables.items():
         lines += [f"## {table}", "",
-                  "| # | Scenario | Expected Behavior | Verdict | Evidence | Reproduce |",
-                  "|---|----------|-------------------|---------|----------|-----------|"]
+                  "| # | Scenario | Expected Behavior | Verdict | Evidence |",
+                  "|---|----------|-------------------|---------|----------|"]
         for r in results:
             ev = r.evidence
             evidence = ev.summary + (f" ({_measured(dict(ev.measured))})" if ev.measured else "")
-            repro = f"`{ev.reproduce}`" if ev.reproduce else ""
+            # a failure's text can be long: its cell is cut, the whole of it is in Details
+            below = ev.verdict in (Verdict.FAIL, Verdict.UNKNOWN)
+            cell = _cell(evidence, CELL) + " (details below)" if below else _cell(evidence)
             lines.append(
                 f"| {r.row.number} | {_cell(r.row.scenario)} | {_cell(r.row.expected)} | "
-                f"{_MARK[ev.verdict]} | {_cell(evidence)} | {_cell(repro)} |")
-        lines.append("")
-        below = [line for r in results for line in _by_model(r)]
-        if below:
-            lines += [*below, ""]
+                f"{_MARK[ev.verdict]} | {cell} |")
+        lines += ["", "Coverage by crash model:", "",
+                  *(line for r in results for line in _by_model(r)), ""]
     failing = [r for r in cert.results if r.evidence.verdict in (Verdict.FAIL, Verdict.UNKNOWN)]
     if failing:
         lines += ["## Details", ""]
@@ -88,17 +114,19 @@ def render_markdown(cert: Certificate) -> str:
             lines += [f"### {r.row.table} #{r.row.number}: {ev.verdict.value}", "", ev.summary,
                       "", fence, *ev.details[:40], fence, ""]
             if ev.reproduce:
-                lines += [f"Reproduce: `{ev.reproduce}`", ""]
+                lines += ["Reproduce:", "", fence, ev.reproduce, fence, ""]
     return "\n".join(lines)
 
 
 def verdict_table(cert: Certificate) -> str:
     """The plain-text table printed at the end of a run."""
-    rows = [(r.row.key, r.evidence.verdict.value,
-             r.evidence.summary) for r in cert.results]
-    w0 = max((len(r[0]) for r in rows), default=3)
+    w0 = max((len(r.row.key) for r in cert.results), default=3)
     out = [f"{cert.backend}: {cert.verdict.value.upper()}"]
-    out += [f"  {a:<{w0}}  {b:<7}  {c}" for a, b, c in rows]
+    for r in cert.results:
+        ev = r.evidence
+        out.append(f"  {r.row.key:<{w0}}  {ev.verdict.value:<7}  {ev.summary}")
+        if ev.reproduce and ev.verdict in (Verdict.FAIL, Verdict.UNKNOWN):
+            out.append(f"  {'':<{w0}}  {'':<7}  reproduce: {ev.reproduce}")
     return "\n".join(out)
 
 
@@ -122,7 +150,8 @@ def write_certificate(cert: Certificate, out: Path, slug: str) -> Path:
     folder = certificate_dir(out, slug, cert.run_id).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     _relocate(cert, folder)
-    (folder / "certificate.json").write_text(json.dumps(cert.to_json(), indent=2) + "\n")
+    (folder / "certificate.json").write_text(json.dumps(_finite(cert.to_json()), indent=2,
+                                                            allow_nan=False) + "\n")
     (folder / "certificate.md").write_text(render_markdown(cert) + "\n")
     for r in cert.results:
         for name, text in r.evidence.attachments.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any
 from crashgate.backends import BackendSpec, Env, resolve
 from crashgate.harness.verdict import Evidence, Verdict
 
-__all__ = ["Target", "failing_steps", "replay_reproduction", "reproduction_source",
-           "target_for", "write_reproduction"]
+__all__ = ["Target", "failing_steps", "pythonpath_for", "replay_reproduction",
+           "reproduction_source", "target_for", "write_reproduction"]
 
 _FIRST = re.compile(r"^state = \w+\(\)$")
 
@@ -84,6 +85,21 @@ def _import_root(target: str) -> str | None:
     path = Path(file).resolve()
     depth = module_name.count(".") + 1 + (path.name == "__init__.py")
     return str(path.parents[depth - 1])
+
+
+def pythonpath_for(target: str) -> str | None:
+    """The directory to put on ``PYTHONPATH`` so that ``target`` (``module:factory``, already
+    imported in this process) imports from a clean shell anywhere; None when it imports there
+    anyway (crashgate's own, or installed into this interpreter)."""
+    root = _import_root(target)
+    if root is None:
+        return None
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    resolved = Path(root).resolve()
+    for base in (*installed, sys.prefix, sys.base_prefix):
+        if resolved == Path(base).resolve() or Path(base).resolve() in resolved.parents:
+            return None
+    return str(resolved)
 
 
 def failing_steps(exc: BaseException) -> list[str] | None:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from crashgate.backends import close_matches_for, resolve, resolve_migrator
 from crashgate.harness.certify import certify, probe_declaration
-from crashgate.harness.cli import UsageError
+from crashgate.harness.cli import OutputClosed, UsageError
 from crashgate.harness.report import verdict_table, write_certificate
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.adr032 import all_rows
 from crashgate.scenarios.table import BUDGETS, Row, RowContext
 
-__all__ = ["add_parser", "select_rows"]
+__all__ = ["add_parser", "select_rows", "writable_dir"]
 
 EXIT = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.UNKNOWN: 2}
 
@@ -45,6 +45,22 @@ def select_rows(wanted: list[str] | None) -> list[Row]:
     return out
 
 
+def writable_dir(option: str, path: Path) -> Path:
+    """``path`` as a directory crashgate can write into, created if missing; ``UsageError``
+    (before any work) when it is a file, sits under a file, or cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"{option} {path} is a file; give a directory (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror}); give a "
+                         "directory you can write to") from None
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     rows = select_rows(args.scenario)
     budget = BUDGETS[args.budget]
@@ -56,16 +72,17 @@ def run(args: argparse.Namespace) -> int:
         named = resolve_migrator(args.migrator)
         named.load()   # a bad name or a module that does not import: exit 3 now, not per row
         migrator = named.label
-    out = Path(args.out)
+    out = writable_dir("--out", Path(args.out))
     worst = Verdict.PASS
     quiet = args.quiet
+    err = sys.stderr   # bound now: a row's own output is captured into its details
 
     def progress(message: str) -> None:
         if not quiet:
-            print(message, file=sys.stderr, flush=True)
+            print(message, file=err, flush=True)
 
-    print(f"crashgate certify: {len(specs)} backend(s), {len(rows)} rows, budget {budget.name}, "
-          f"seed {seed}", file=sys.stderr)
+    progress(f"crashgate certify: {len(specs)} backend(s), {len(rows)} rows, budget "
+             f"{budget.name}, seed {seed}")
     summaries = []
     for spec, decl in zip(specs, decls, strict=True):
         progress(f"== {spec.label} ==")
@@ -73,16 +90,24 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix=f"crashgate-{spec.slug[:40]}-") as tmp:
             cert = certify(spec, rows, budget=budget, seed=seed, workdir=Path(tmp),
                            context_factory=functools.partial(RowContext, migrator=migrator),
-                           progress=progress, declaration=decl)
+                           progress=progress, declaration=decl,
+                           scenarios=args.scenario or ())
             folder = write_certificate(cert, out, spec.slug)
         summaries.append((verdict_table(cert), folder, time.perf_counter() - t0))
         if cert.verdict is Verdict.FAIL or (cert.verdict is Verdict.UNKNOWN
                                             and worst is Verdict.PASS):
             worst = cert.verdict
-    print()
-    for table, folder, seconds in summaries:
-        print(table)
-        print(f"  certificate: {folder / 'certificate.md'}  ({seconds:.1f} s)\n")
+    if not quiet:
+        print(file=err)   # a gap between the progress lines and the summary on a terminal
+    try:
+        for table, folder, seconds in summaries:
+            print(table)
+            print(f"  certificate: {folder / 'certificate.md'}  ({seconds:.1f} s)\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed(f"standard output was closed before the summary was printed (broken "
+                         f"pipe); the run's verdict is {worst.value}, certificates under "
+                         f"{out}") from None
     return EXIT[worst]
 
 
@@ -108,5 +133,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="how hard to look (default standard)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default random, printed)")
     p.add_argument("--out", default="reports", help="where certificates go (default reports/)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines on stderr (the seed is in every certificate)")
     p.set_defaults(func=run)

@@ -4,12 +4,18 @@ a hybrid with a deliberate crash-ordering defect caught by the right rows."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+from crashgate.backends import Capability, Declaration, Durability
+from crashgate.harness.certify import SCHEMA_VERSION, Certificate, RowResult
 from crashgate.harness.cli import main
+from crashgate.harness.report import render_markdown, write_certificate
+from crashgate.harness.verdict import Evidence, Verdict
 
 
 def _certificate(out: Path) -> dict:
@@ -25,7 +31,12 @@ def test_reference_backends_certify_with_every_row_passing_or_na(tmp_path: Path,
     for name in ("memory", "json"):
         [path] = (tmp_path / name).glob("*/certificate.json")
         cert = json.loads(path.read_text())
-        assert cert["schema_version"] == 1 and cert["verdict"] == "pass"
+        assert cert["schema_version"] == SCHEMA_VERSION == 2 and cert["verdict"] == "pass"
+        # where it came from: the command that regenerates it, and what it ran on
+        assert cert["command"] == f"crashgate certify {name} --seed 3 --budget quick"
+        assert set(cert["environment"]) == {"crashgate", "python", "apsw", "sqlite",
+                                            "hypothesis", "numpy", "os"}
+        assert all(cert["environment"].values())
         for row in cert["rows"]:
             assert row["verdict"] in ("pass", "n/a"), row
             if row["verdict"] == "n/a":
@@ -37,6 +48,13 @@ def test_reference_backends_certify_with_every_row_passing_or_na(tmp_path: Path,
         md = (path.parent / "certificate.md").read_text()
         assert "| 1 | Power loss during ingest |" in md
         assert "## ADR-032 Key Invariants" in md
+        assert f"Regenerate: `{cert['command']}`" in md and "Ran on: crashgate " in md
+        # every row's coverage by crash model is shown, rows without crash states say so
+        assert md.count("crash states by model:") == len(cert["rows"]), md
+        # the selection rule binds crashgate's registry: nothing of the store is tested
+        rows = {r["key"]: r for r in cert["rows"]}
+        assert rows["inv-3"]["verdict"] == "n/a", rows["inv-3"]
+        assert "not a property of the store" in rows["inv-3"]["summary"]
 
 
 def test_same_seed_same_verdicts(tmp_path: Path) -> None:
@@ -88,3 +106,53 @@ def test_metadata_before_rvf_is_caught_by_the_crash_ordering_rows(tmp_path: Path
     assert rows["inv-2"]["verdict"] == "fail", rows["inv-2"]
     # the first crash between the early metadata and the vectors shows a record no op wrote
     assert "torn or garbage data visible" in rows["adr032-2"]["summary"]
+
+
+def _cert_with(evidence: Evidence) -> Certificate:
+    row = SimpleNamespace(key="adr032-1", table="ADR-032 Failure Modes to Test", number="1",
+                          scenario="Power loss during ingest", expected="no torn commit")
+    decl = Declaration(Durability.POWER_LOSS, frozenset({Capability.KV}))
+    cert = Certificate("x", "run", 1, "quick", decl, "now", command="crashgate certify x")
+    cert.results.append(RowResult(row, evidence, 1, 0.1))
+    return cert
+
+
+def test_long_failure_texts_keep_the_table_well_formed(tmp_path: Path) -> None:
+    long = "a | b `c` " + "very long failure text " * 40 + "\nsecond line | with a pipe"
+    cert = _cert_with(Evidence(Verdict.FAIL, long, {"crash_states": 3},
+                               details=("detail | one",), reproduce="crashgate powerloss x"))
+    md = render_markdown(cert)
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 3, table   # header, rule, one row: the row did not break
+    cells = [line.replace("\\|", "").count("|") for line in table]
+    assert len(set(cells)) == 1, table
+    assert len(table[2]) < 600, table[2]   # the cell is short; the whole text is below
+    details = md[md.index("## Details"):]
+    assert "very long failure text " * 40 in details and "crashgate powerloss x" in details
+
+
+def test_certificate_json_is_valid_json_even_with_non_finite_figures(tmp_path: Path) -> None:
+    cert = _cert_with(Evidence(Verdict.PASS, "ok", {"rate": math.nan, "ratio": math.inf,
+                                                    "nested": {"low": -math.inf}}))
+    folder = write_certificate(cert, tmp_path, "x")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in certificate.json")
+
+    doc = json.loads((folder / "certificate.json").read_text(), parse_constant=refuse)
+    assert doc["rows"][0]["measured"] == {"rate": "nan", "ratio": "inf",
+                                          "nested": {"low": "-inf"}}
+
+
+def test_a_rows_own_output_goes_into_its_details_not_the_console(tmp_path: Path,
+                                                                 capsys) -> None:
+    code = main(["certify", "rvlite", "--scenario", "inv-4", "--budget", "quick", "--seed", "1",
+                 "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    assert "metadata epoch" not in captured.err + captured.out
+    [row] = _certificate(tmp_path)["rows"]
+    assert any(d.startswith("output of the row's procedure: warning: rvlite")
+               and "metadata epoch" in d for d in row["details"]), row["details"]
+    # each result once: the summary in the table at the end, not also in the progress lines
+    assert captured.out.count(row["summary"]) == 1 and row["summary"] not in captured.err

@@ -35,6 +35,7 @@ def _run_elsewhere(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A printed ``crashgate ...`` command, run from another directory with the test backends
     on the import path, as a user with the backend installed would."""
     argv = shlex.split(command)
+    argv = argv[next(i for i, a in enumerate(argv) if "=" not in a):]   # after PYTHONPATH=...
     assert argv[0] == "crashgate", command
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     return subprocess.run([sys.executable, "-m", "crashgate.harness.cli", *argv[1:]], cwd=cwd,

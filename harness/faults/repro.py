@@ -4,6 +4,7 @@ with the same arguments and exits 1 when it fails again (0 when it passes, 2 unk
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,16 +18,24 @@ __all__ = ["on_failure", "write_reproduction"]
 _TEMPLATE = '''\
 """Re-runs: {title}
 
-Run it with the same Python that ran crashgate: python {name}
+Run it with the same Python that ran crashgate, from anywhere: python <this file>
 """
+import os
 import sys
+import tempfile
 
 sys.path[:0] = {paths!r}
 
 from crashgate.backends import resolve
 from {module} import {function}
 
-evidence = {function}(resolve({spec!r}), **{kwargs!r})
+kwargs = {kwargs!r}
+# arguments that named the run's scratch directory (removed after the run) get a fresh one
+scratch = tempfile.mkdtemp(prefix="crashgate-repro-")
+for key, rest in {scratch_args!r}.items():
+    kwargs[key] = os.path.join(scratch, rest) if rest else scratch
+    os.makedirs(os.path.dirname(kwargs[key]), exist_ok=True)
+evidence = {function}(resolve({spec!r}), **kwargs)
 print(evidence.verdict.value + ":", evidence.summary)
 for line in evidence.details:
     print("  " + line)
@@ -37,7 +46,9 @@ sys.exit({{"pass": 0, "fail": 1}}.get(evidence.verdict.value, 2))
 def write_reproduction(workdir: Path, name: str, *, title: str, module: str, function: str,
                        spec: str, kwargs: Mapping[str, Any]) -> str:
     """Write ``workdir/name`` calling ``module.function(resolve(spec), **kwargs)``; ``kwargs``
-    must be literals (repr round-trips). Returns the file's path."""
+    must be literals (repr round-trips). A str argument that is ``workdir`` or a path inside
+    it becomes the same place inside a fresh temporary directory when the script runs, so the
+    script runs after the row's scratch directory is gone. Returns the file's path."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / name
     # this run's own import roots (e.g. tests/ for a test backend); the interpreter's own are
@@ -45,8 +56,14 @@ def write_reproduction(workdir: Path, name: str, *, title: str, module: str, fun
     base = (sys.prefix, sys.base_prefix)
     paths = [p for p in sys.path if p and Path(p).is_dir() and not p.startswith(base)]
     title = title.replace('"' * 3, "'" * 3).replace("\\", "/")
-    path.write_text(_TEMPLATE.format(title=title, name=path, paths=paths, module=module,
-                                     function=function, spec=spec, kwargs=dict(kwargs)))
+    root = str(workdir)
+    scratch_args = {k: os.path.relpath(v, root) if v != root else ""
+                    for k, v in kwargs.items()
+                    if isinstance(v, str) and (v == root or v.startswith(root + os.sep))}
+    literal = {k: v for k, v in kwargs.items() if k not in scratch_args}
+    path.write_text(_TEMPLATE.format(title=title, paths=paths, module=module,
+                                     function=function, spec=spec, kwargs=literal,
+                                     scratch_args=scratch_args))
     return str(path)
 
 
