@@ -8,17 +8,11 @@ both runs attached. Each row gets its own seed derived from the run's seed and t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.metadata
-import io
-import logging
-import platform
 import shlex
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,49 +30,16 @@ from crashgate.backends import (
     os_env,
 )
 from crashgate.backends.errors import BadBackend
+from crashgate.harness.provenance import environment, regenerate_command
 from crashgate.harness.reproduce import pythonpath_for
+from crashgate.harness.row_output import captured_output
 from crashgate.harness.verdict import Evidence, Verdict
 
-__all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "environment",
-           "probe_declaration", "regenerate_command", "row_seed"]
+__all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "probe_declaration",
+           "row_seed"]
 
 # 2: ``command`` and ``environment`` (where the run came from) beside the verdicts
 SCHEMA_VERSION = 2
-
-
-def environment() -> dict[str, str]:
-    """What the run ran on: crashgate, Python, apsw and the SQLite it links, hypothesis, numpy,
-    the OS. A package that is not installed says so."""
-
-    def version(dist: str) -> str:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        import apsw
-        sqlite = str(apsw.sqlitelibversion())
-    except ImportError:
-        sqlite = "not installed (apsw missing)"
-    return {"crashgate": version("crashgate"),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "apsw": version("apsw"), "sqlite": sqlite, "hypothesis": version("hypothesis"),
-            "numpy": version("numpy"), "os": platform.platform()}
-
-
-def regenerate_command(label: str, *, seed: int, budget: str, scenarios: Sequence[str] = (),
-                       migrator: str | None = None, pythonpath: str | None = None) -> str:
-    """The shell command that runs the same certification again (``scenarios`` empty: every
-    row); ``pythonpath`` the directory a user's backend module imports from."""
-    words = [f"PYTHONPATH={pythonpath}"] if pythonpath else []
-    words += ["crashgate", "certify", label]
-    for key in scenarios:
-        words += ["--scenario", key]
-    words += ["--seed", str(seed), "--budget", budget]
-    if migrator:
-        words += ["--migrator", migrator]
-    return shlex.join(words)
 
 
 def row_seed(seed: int, key: str) -> int:
@@ -311,7 +272,7 @@ def certify(
                                               scenarios=scenarios, migrator=ctx.migrator,
                                               pythonpath=pythonpath)
         t = time.perf_counter()
-        with _captured() as said:
+        with captured_output() as said:
             evidence, first = _confirm(row, _run_row(row, ctx))
         if said:
             # the procedure's own output (e.g. a store logging the recovery it was made to
@@ -357,36 +318,3 @@ def _runnable(evidence: Evidence, rdir: Path, row_command: str, pythonpath: str 
     if pythonpath and words[0] == "crashgate":
         return replace(evidence, reproduce=f"PYTHONPATH={shlex.quote(pythonpath)} {text}")
     return evidence
-
-
-class _Lines(logging.Handler):
-    def __init__(self, into: list[str]) -> None:
-        super().__init__(logging.INFO)
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.into.append(f"{record.levelname.lower()}: {record.getMessage()}")
-
-
-@contextlib.contextmanager
-def _captured() -> Any:
-    """Collect, as lines, what a row's procedure prints, logs or warns while it runs (the
-    lines are complete once the block has left)."""
-    said: list[str] = []
-    out, err = io.StringIO(), io.StringIO()
-    handler = _Lines(said)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as seen, \
-                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("default")
-            try:
-                yield said
-            finally:
-                caught = list(seen or [])
-    finally:
-        root.removeHandler(handler)
-        said += [f"warning: {w.message}" for w in caught]
-        said += [line for line in (out.getvalue() + err.getvalue()).splitlines() if line.strip()]
