@@ -53,13 +53,11 @@ def _measured(m: dict[str, object]) -> str:
 
 def _by_model(r: RowResult) -> list[str]:
     """A row's coverage by crash model, for below its table: every model's count, zeros in
-    bold, each zero with the reason the row gave; a row that builds no crash states says so."""
+    bold, each zero with the reason the row gave; nothing for a row that builds no crash
+    states or did not run."""
     counts = r.evidence.measured.get("states_by_model")
-    if r.evidence.verdict is Verdict.NA:
-        return [f"- #{r.row.number} crash states by model: none (n/a: nothing ran)"]
-    if not isinstance(counts, Mapping):
-        return [f"- #{r.row.number} crash states by model: none (this row builds no crash "
-                "states)"]
+    if r.evidence.verdict is Verdict.NA or not isinstance(counts, Mapping):
+        return []
     shown = " · ".join(f"{m} **{n}**" if n == 0 else f"{m} {n}" for m, n in counts.items())
     lines = [f"- #{r.row.number} crash states by model: {shown}"]
     for m, n in counts.items():
@@ -103,8 +101,14 @@ def render_markdown(cert: Certificate) -> str:
             lines.append(
                 f"| {r.row.number} | {_cell(r.row.scenario)} | {_cell(r.row.expected)} | "
                 f"{_MARK[ev.verdict]} | {cell} |")
-        lines += ["", "Coverage by crash model:", "",
-                  *(line for r in results for line in _by_model(r)), ""]
+        coverage = [line for r in results for line in _by_model(r)]
+        others = [f"#{r.row.number}" for r in results
+                  if r.evidence.verdict is not Verdict.NA and not _by_model(r)]
+        if others:
+            coverage.append(f"- {', '.join(others)}: these rows build no crash states")
+        if coverage:
+            lines += ["", "Coverage by crash model:", "", *coverage]
+        lines.append("")
     failing = [r for r in cert.results if r.evidence.verdict in (Verdict.FAIL, Verdict.UNKNOWN)]
     if failing:
         lines += ["## Details", ""]
