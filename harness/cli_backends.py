@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 
-from crashgate.backends import BackendMissing, known_names, os_env, resolve
+from crashgate.backends import BackendMissing, known_names, resolve
+from crashgate.backends.errors import BadBackend
 from crashgate.backends.registry import BUILTIN
+from crashgate.harness.certify import probe_declaration
 
 __all__ = ["add_parser"]
 
 
-def _describe(name: str) -> tuple[str, str, str]:
+def _describe(name: str, *, named: bool) -> tuple[str, str, str]:
+    """One row. A backend the user named that does not work is a usage error (raised); one of
+    the listed known names is shown as unavailable: only selecting it must fail loud."""
     spec = resolve(name)
     try:
-        with tempfile.TemporaryDirectory(prefix="crashgate-probe-") as tmp:
-            store = spec.open(f"{tmp}/store", os_env())
-            decl = store.declaration
-            store.close()
-    except BackendMissing as exc:   # listed, not fatal: only selecting it must fail loud
+        decl = probe_declaration(spec)
+    except BackendMissing as exc:
+        return name, "unavailable", str(exc).splitlines()[0]
+    except BadBackend as exc:
+        if named:
+            raise
         return name, "unavailable", str(exc).splitlines()[0]
     caps = ", ".join(sorted(c.value for c in decl.capabilities))
     return name, decl.durability.value, caps
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = [_describe(n) for n in (args.names or known_names())]
+    rows = [_describe(n, named=bool(args.names)) for n in (args.names or known_names())]
     width = max(len(r[0]) for r in rows)
     print(f"{'backend':<{width}}  {'durability':<13}  capabilities")
     for name, durability, caps in rows:
