@@ -25,9 +25,10 @@ from crashgate.backends.env import Env
 from crashgate.backends.errors import BackendMissing, UnknownBackend, close_matches_for
 from crashgate.backends.registry import (
     Builtin,
+    ResolvedName,
+    callables_in,
     import_target,
     known_in,
-    label_of,
     resolve_name,
 )
 
@@ -101,17 +102,8 @@ def known_migrators() -> list[str]:
 
 
 @dataclass(frozen=True)
-class MigratorSpec:
+class MigratorSpec(ResolvedName):
     """A resolved migrator name; importing is deferred to ``load``."""
-
-    name: str
-    options: tuple[tuple[str, str], ...]
-    target: str
-    install: str
-
-    @property
-    def label(self) -> str:
-        return label_of(self.name, self.options)
 
     @property
     def is_default(self) -> bool:
@@ -123,9 +115,7 @@ class MigratorSpec:
         module_name, _, attr = self.target.partition(":")
 
         def unknown(module: object) -> Exception:
-            names = [n for n in dir(module) if not n.startswith("_")
-                     and callable(getattr(module, n))]
-            return UnknownMigrator(attr, names, module=module_name)
+            return UnknownMigrator(attr, callables_in(module), module=module_name)
 
         found: Migrator = import_target(
             self.target, missing=lambda exc: MigratorMissing(self.name, self.install, str(exc)),

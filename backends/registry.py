@@ -34,8 +34,8 @@ from crashgate.backends.errors import (
 )
 
 __all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "Builtin",
-           "import_problem", "import_target", "known_in", "known_names", "label_of", "resolve",
-           "resolve_name"]
+           "ResolvedName", "callables_in", "import_problem", "import_target", "known_in",
+           "known_names", "label_of", "resolve", "resolve_name"]
 
 ENTRY_POINT_GROUP = "crashgate.backends"
 
@@ -134,9 +134,15 @@ def import_target(target: str, *, missing: Callable[[ImportError], Exception],
         raise unknown(module) from None
 
 
+def callables_in(module: object) -> list[str]:
+    """The public callables of ``module``: the close matches for a misspelt attribute."""
+    return [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+
+
 @dataclass(frozen=True)
-class BackendSpec:
-    """A resolved backend name: what to import and with which options. Importing is deferred."""
+class ResolvedName:
+    """A resolved name of any kind (backend, migrator): what to import, with which options,
+    and how to install it. Importing is deferred."""
 
     name: str
     options: tuple[tuple[str, str], ...]
@@ -147,6 +153,11 @@ class BackendSpec:
     def label(self) -> str:
         """The canonical spelling, e.g. ``sqlite?journal_mode=WAL&synchronous=FULL``."""
         return label_of(self.name, self.options)
+
+
+@dataclass(frozen=True)
+class BackendSpec(ResolvedName):
+    """A resolved backend name."""
 
     @property
     def slug(self) -> str:
@@ -166,9 +177,7 @@ class BackendSpec:
                                   cause=import_problem(module_name, exc))
 
         def unknown(module: ModuleType) -> Exception:
-            names = [n for n in dir(module) if not n.startswith("_")
-                     and callable(getattr(module, n))]
-            hints = close_matches_for(attr, names)
+            hints = close_matches_for(attr, callables_in(module))
             hint = f"; did you mean {hints[0]!r}?" if hints else ""
             where = getattr(module, "__file__", None) or module_name
             return BadBackend(self.name, f"module {module_name!r} ({where}) was imported but "

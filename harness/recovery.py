@@ -24,7 +24,7 @@ from typing import Any
 from crashgate.backends import BadOption, Capability, Declaration, Env, LockHeld
 from crashgate.harness.clock import VirtualClock
 
-__all__ = ["STALE_AFTER", "Reopened", "reopen_after_crash"]
+__all__ = ["STALE_AFTER", "Reopened", "let_lease_go_stale", "reopen_after_crash"]
 
 STALE_AFTER = 30.0   # ADR-032: "a stale lease (heartbeat older than 30 seconds)"
 
@@ -42,6 +42,15 @@ class Reopened:
         return self.how == "reader"
 
 
+def let_lease_go_stale(env: Env) -> bool:
+    """Let a dead writer's lock or lease go stale as a user would wait it out: move the env's
+    virtual clock past the stale interval. False on a real clock (nothing is waited for)."""
+    if not isinstance(env.clock, VirtualClock):
+        return False
+    env.clock.advance(STALE_AFTER + 1.0)
+    return True
+
+
 def reopen_after_crash(open_store: Callable[..., Any], path: str, env: Env,
                        declaration: Declaration, **options: str) -> Reopened:
     """Open ``path`` with ``open_store(path, env, **options)`` after a crash (see the module
@@ -53,8 +62,7 @@ def reopen_after_crash(open_store: Callable[..., Any], path: str, env: Env,
         if not (declaration.has(Capability.WRITER_LOCK) or declaration.has(Capability.LEASE)):
             raise
         first = held
-    if isinstance(env.clock, VirtualClock):
-        env.clock.advance(STALE_AFTER + 1.0)
+    if let_lease_go_stale(env):
         try:
             return Reopened(open_store(path, env, **options), "writer after the stale interval")
         except LockHeld as held:

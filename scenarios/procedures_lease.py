@@ -210,23 +210,7 @@ def check_fencing(spec: BackendSpec, *, seed: int) -> Evidence:
     except LockHeld as exc:
         notes.append(f"after {fault.stale_after:g} s idle, a takeover was refused (the holder "
                      f"is alive and the store knows it): {str(exc).splitlines()[0]}")
-    try:
-        late.run(x)
-        late_acked = True
-    except Exception as exc:  # noqa: BLE001 - a refusal is what fencing looks like
-        late_acked = False
-        notes.append(f"the old holder's late write was refused: {_line(exc)}")
-    if y is not None:
-        if late_acked:
-            problems.append("the old holder's late write was acknowledged after a new writer "
-                            "took its lease over (no fencing)")
-        try:
-            newer.run(y)
-            y.close()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"the new writer could not write: {_line(exc)}")
-    with contextlib.suppress(Exception):  # a fenced writer may refuse even to close
-        x.close()
+    late_acked, _ = _attempt_late_write(x, y, late, newer, "old", notes, problems)
     opens += 1
     try:
         z = spec.open(STORE_PATH, fault.env(disk))
@@ -291,26 +275,9 @@ def check_late_write(spec: BackendSpec, *, seed: int) -> Evidence:
             problems.append(f"the new writer could not write with the lease it took: "
                             f"{_line(exc)}")
     fault.wait(1.0)  # the holder comes back: a second later by its own clock
-    try:
-        late.run(x)
-        late_acked = True
-        acked.append(late)
-    except Exception as exc:  # noqa: BLE001 - a refusal is what fencing looks like
-        late_acked = False
-        notes.append(f"the paused holder's late write was refused: {_line(exc)}")
-    if y is not None:
-        if late_acked:
-            problems.append("the paused holder's late write was acknowledged after a new writer "
-                            "had taken its lease over (no fencing)")
-        try:
-            mine[1].run(y)
-            acked.append(mine[1])
-            y.close()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"after the old holder's late write, the new writer could not "
-                            f"write and close: {_line(exc)}")
-    with contextlib.suppress(Exception):  # a fenced writer may refuse even to close
-        x.close()
+    late_acked, taker_acked = _attempt_late_write(x, y, late, mine[1], "paused", notes,
+                                                  problems)
+    acked += [op for op, ok in ((late, late_acked), (mine[1], taker_acked)) if ok]
     try:
         again = reopen_after_crash(spec.open, STORE_PATH, fault.env(disk), decl)
         seen = read_state(again.store, ids)
@@ -333,6 +300,34 @@ def check_late_write(spec: BackendSpec, *, seed: int) -> Evidence:
            "kept by its live holder, the takeover refused")
     return Evidence(Verdict.PASS, f"late write: a holder paused past the stale interval was "
                     f"{how}; a reopen showed exactly the acknowledged writes", measured, details)
+
+
+def _attempt_late_write(x: Any, y: Any, late: Op, then: Op, who: str, notes: list[str],
+                        problems: list[str]) -> tuple[bool, bool]:
+    """The old holder ``x`` attempts ``late``; when ``y`` took its lease over, the write must
+    be refused (fencing), and ``y`` then writes ``then`` and closes; ``x`` is closed last.
+    Returns whether the late write and ``then`` were acknowledged."""
+    try:
+        late.run(x)
+        acked = True
+    except Exception as exc:  # noqa: BLE001 - a refusal is what fencing looks like
+        acked = False
+        notes.append(f"the {who} holder's late write was refused: {_line(exc)}")
+    then_acked = False
+    if y is not None:
+        if acked:
+            problems.append(f"the {who} holder's late write was acknowledged after a new "
+                            "writer had taken its lease over (no fencing)")
+        try:
+            then.run(y)
+            then_acked = True
+            y.close()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"after the old holder's late write, the new writer could not "
+                            f"write and close: {_line(exc)}")
+    with contextlib.suppress(Exception):  # a fenced writer may refuse even to close
+        x.close()
+    return acked, then_acked
 
 
 def _has(state: StoreState, op: Op) -> bool:

@@ -37,7 +37,7 @@ from crashgate.harness.crashenum import enumerate_crash_states
 from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import on_failure
-from crashgate.harness.recovery import STALE_AFTER
+from crashgate.harness.recovery import let_lease_go_stale
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.harness.verdict import Evidence, Verdict, combine
@@ -165,9 +165,8 @@ def _run(named: MigratorSpec, dest: str, env: Env, batch_size: int) -> Migration
         try:
             return named.run(SOURCE, dest, env, batch_size=batch_size)
         except LockHeld:
-            if not isinstance(env.clock, VirtualClock):
+            if not let_lease_go_stale(env):
                 raise
-            env.clock.advance(STALE_AFTER + 1.0)
             return named.run(SOURCE, dest, env, batch_size=batch_size)
     except Exception as exc:  # noqa: BLE001 - a tool that raises exits non-zero
         return MigrationResult(0, 0, 0, 1, f"raised {type(exc).__name__}: {exc}")

@@ -53,7 +53,8 @@ def test_fencing_on_rvlite() -> None:
 
 def test_a_store_without_fencing_is_caught(tmp_path: Path) -> None:
     ev = lease_rule(context("faulty_backends:open_lease_kv_unfenced", tmp_path))
-    assert "late write was acknowledged after a new writer took its lease over" in ev.summary
+    assert "late write was acknowledged after a new writer had taken its lease over" in \
+        ev.summary
     assert_caught(ev)
 
 
