@@ -89,6 +89,17 @@ def _encode(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _clone(value: Any) -> Any:
+    """A copy of a stored value (a reader must not change the database through it). Stored
+    values are what ``put`` made of JSON (dicts, lists and immutable scalars), so copying the
+    containers is a whole copy: a long string is shared, not encoded and decoded again."""
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
 class Transaction:
     """A transaction over ``scope`` (object store names). Reads see the committed state as of
     its start plus its own writes; ``commit()`` writes all of it, ``abort()`` none of it."""
@@ -122,16 +133,22 @@ class Transaction:
 
     def get(self, store: str, key: Key) -> Any:
         """The value under ``key`` (a copy), or ``None`` when there is none."""
+        return self.get_many(store, [key])[0]
+
+    def get_many(self, store: str, keys: Iterable[Key]) -> list[Any]:
+        """The values under ``keys`` (copies), ``None`` where there is none: ``get`` for many
+        keys at once (IndexedDB's ``getAll`` over a list of keys), copied in one pass."""
         self._check(store)
-        self._check_key(key)
         over = self._overlay.get(store, {})
-        if key in over:
-            value = over[key]
-        elif store in self._cleared:
-            value = _DELETED
-        else:
-            value = self.db._data[store].get(key, _DELETED)
-        return None if value is _DELETED else json.loads(_encode(value))
+        cleared = store in self._cleared
+        table = self.db._data[store]
+        values = []
+        for key in keys:
+            self._check_key(key)
+            default = _DELETED if cleared else table.get(key, _DELETED)
+            value = over.get(key, default)
+            values.append(None if value is _DELETED else value)
+        return [_clone(v) for v in values]
 
     def items(self, store: str) -> list[tuple[Key, Any]]:
         """Every (key, value) of ``store`` in key order (values are copies)."""
@@ -140,7 +157,7 @@ class Transaction:
         merged.update(self._overlay.get(store, {}))
         live = sorted(((k, v) for k, v in merged.items() if v is not _DELETED),
                       key=lambda kv: key_order(kv[0]))
-        return [(k, json.loads(_encode(v))) for k, v in live]
+        return [(k, _clone(v)) for k, v in live]
 
     def put(self, store: str, key: Key, value: Any) -> None:
         self._check(store, write=True)

@@ -104,12 +104,9 @@ def cache_path(path: str) -> str:
 
 
 def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
-    """Every live record of an RVF store, ordered by id (through the public contract: a query
-    with k = count returns every live id)."""
-    n = rvf.count()
-    if n == 0 or rvf.dimension is None:
-        return []
-    return rvf.fetch(h.id for h in rvf.query([0.0] * rvf.dimension, n))
+    """Every live record of an RVF store, ordered by id: O(live records), read from memory (a
+    query with k = count would compute and sort every distance first)."""
+    return rvf.fetch(rvf.ids())
 
 
 class RvliteStore:
@@ -324,8 +321,9 @@ class RvliteStore:
             source = self._overlay or {}
             got = {i: source.get(i) for i in ids}
         else:
+            wanted = list(ids)
             with self._db.transaction(META_STORE) as txn:
-                got = {i: txn.get(META_STORE, i) for i in ids}
+                got = dict(zip(wanted, txn.get_many(META_STORE, wanted), strict=True))
         missing = sorted(i for i, m in got.items() if m is None)
         if missing:
             raise CorruptStore(cache_path(self.path), f"no metadata for live ids {missing[:5]}; "

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,8 +54,12 @@ def test_header_layout_matches_the_specification() -> None:
     magic, version, seg_type, flags, seg_id, length, ts = struct.unpack_from("<IBBHQQQ", raw)
     assert (magic, version, seg_type, flags, seg_id, length, ts) == (
         MAGIC, 1, 0x01, 0x808, 7, 3, 99)
-    assert raw[0x20] == 2 and raw[0x21] == 0  # SHAKE-256/128, uncompressed
-    assert raw[0x28:0x38] == hashlib.shake_256(b"abc").digest(16) == content_hash(b"abc")
+    assert raw[0x20] == 1 and raw[0x21] == 0  # XXH3-128 (the runtime's default), uncompressed
+    assert raw[0x28:0x38] == xxhash.xxh3_128_intdigest(b"abc").to_bytes(16, "little") \
+        == content_hash(b"abc")
+    old = encode_segment(version=1, seg_type=SegType.VEC, seg_id=7, payload=b"abc",
+                         timestamp_ns=99, checksum_algo=2)   # what files before XXH3 hold
+    assert old[0x20] == 2 and old[0x28:0x38] == hashlib.shake_256(b"abc").digest(16)
     assert struct.unpack_from("<II", raw, 0x38) == (3, 61)
     h = SegmentHeader.decode(raw[:64])
     assert (h.version, h.seg_type, h.seg_id, h.payload_length, h.total_length) == (

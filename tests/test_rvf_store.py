@@ -516,3 +516,31 @@ def test_segments_larger_than_a_read_chunk_and_torn_inside(tmp_path: Path) -> No
         path.write_bytes(full[:cut] + b"\xaa" * 100)
         with open_rvf(str(path), os_env(), readonly="true") as r:
             assert r.count() == 700 and r.fetch([5])[0].vector == tuple(first[5])
+
+
+def test_a_file_hashed_with_shake_as_before_xxh3_opens_and_verifies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written before XXH3-128 became the writer's checksum hold SHAKE-256 (algorithm 2):
+    they open, verify, and take new XXH3 commits beside the old segments."""
+    import functools
+
+    from crashgate.reference.rvf import rewrite
+    from crashgate.reference.rvf import store as store_module
+    shake = functools.partial(encode_segment, checksum_algo=2)
+    monkeypatch.setattr(store_module, "encode_segment", shake)
+    monkeypatch.setattr(rewrite, "encode_segment", shake)
+    path = str(tmp_path / "old.rvf")
+    s = open_rvf(path, os_env(), lock="false")
+    s.put("a", b"1")
+    s.upsert([VectorRecord.of(1, [1.0, 2.0], {"m": 1})])
+    s.close()
+    raw = (tmp_path / "old.rvf").read_bytes()
+    assert raw[0x20] == 2
+    monkeypatch.undo()
+    s = open_rvf(path, os_env(), lock="false")
+    assert s.get("a") == b"1" and [r.id for r in s.fetch([1])] == [1] and s.verify() == []
+    s.put("b", b"2")
+    s.close()
+    s = open_rvf(path, os_env(), lock="false")
+    assert s.get("b") == b"2" and s.verify() == []
+    s.close()

@@ -15,6 +15,7 @@ import hashlib
 
 from crashgate.backends import File
 from crashgate.reference.rvf.manifest import Manifest
+from crashgate.reference.rvf.replay import snapshot_of
 from crashgate.reference.rvf.scan import (
     ChunkReader,
     Seg,
@@ -24,16 +25,22 @@ from crashgate.reference.rvf.scan import (
     whole_manifest,
 )
 from crashgate.reference.rvf.segments import (
-    CHECKSUM_SHAKE256,
     HEADER_SIZE,
     MAGIC_BYTES,
+    VERIFIABLE,
     HeaderError,
     SegmentHeader,
     SegmentInfo,
     SegType,
     type_name,
 )
-from crashgate.reference.rvf.witness import Anchor, WitnessEntry, decode_entries, verify_chain
+from crashgate.reference.rvf.witness import (
+    ZERO_HASH,
+    Anchor,
+    WitnessEntry,
+    decode_entries,
+    verify_chain,
+)
 
 __all__ = ["describe_tail", "list_segments", "verify_file", "witness_history"]
 
@@ -62,7 +69,7 @@ def verify_file(file: File, committed_end: int, supported: int) -> list[str]:
     for s in w.segments:
         known = s.seg_type in set(SegType) and s.seg_type in (
             SegType.VEC, SegType.META, SegType.JOURNAL, SegType.MANIFEST, SegType.WITNESS)
-        if not known and s.header.checksum_algo != CHECKSUM_SHAKE256:
+        if not known and s.header.checksum_algo not in VERIFIABLE:
             continue  # a carried segment hashed with an algorithm this reader lacks
         if not payload_verifies(s, read_payload(reader, s)):
             other.append(f"{type_name(s.seg_type)} segment id {s.header.seg_id} at offset "
@@ -84,10 +91,18 @@ def verify_file(file: File, committed_end: int, supported: int) -> list[str]:
                          "is missing")
             continue
         try:
-            entries.extend(decode_entries(read_payload(reader, wseg)))
+            added = decode_entries(read_payload(reader, wseg))
         except ValueError as exc:
             other.append(f"witness segment at offset {wseg.offset}: {exc}")
             continue
+        if snapshot_of(m) is not None:
+            # a checkpoint changes no data and adds no entry: it must repeat the chain's head
+            head = entries[-1].digest() if entries else ZERO_HASH
+            if added or m.witness_count != len(entries) or m.witness_head != head:
+                other.append(f"checkpoint {where} records {m.witness_count} witness entries "
+                             f"and a head the chain up to it ({len(entries)}) does not have")
+            continue
+        entries.extend(added)
         if m.witness_count != len(entries):
             other.append(f"{where} records {m.witness_count} witness entries, the chain up to it "
                          f"holds {len(entries)}")

@@ -24,7 +24,7 @@ from crashgate.reference.rvf.segments import Flag, SegType, encode_segment
 from crashgate.reference.rvf.table import VectorTable
 from crashgate.reference.rvf.witness import ZERO_HASH, WitnessEntry, WitnessType
 
-__all__ = ["FreshFile", "write_fresh"]
+__all__ = ["META_BYTES_PER_SEGMENT", "VEC_PER_SEGMENT", "FreshFile", "meta_chunks", "write_fresh"]
 
 VEC_PER_SEGMENT = 4096
 META_BYTES_PER_SEGMENT = 4 << 20
@@ -49,7 +49,8 @@ class FreshFile:
     first_seg_id: int = 1
 
 
-def _meta_chunks(kv: dict[str, bytes]) -> Iterable[dict[str, bytes]]:
+def meta_chunks(kv: dict[str, bytes]) -> Iterable[dict[str, bytes]]:
+    """Live key-value records sorted by key, cut into chunks of about 4 MiB (one META each)."""
     chunk: dict[str, bytes] = {}
     size = 0
     for key in sorted(kv):
@@ -87,7 +88,7 @@ def write_fresh(fs: FileSystem, tmp_path: str, spec: FreshFile, now_ns: Callable
         for raw in spec.carried:
             f.write(at, raw)
             at += len(raw)
-        for chunk in _meta_chunks(spec.kv):
+        for chunk in meta_chunks(spec.kv):
             refs.append(put(SegType.META, encode_meta(chunk), hashed=True))
         for ids, vectors, metadata in spec.table.chunks(VEC_PER_SEGMENT):
             refs.append(put(SegType.VEC, encode_vec(ids, vectors, metadata), hashed=True))

@@ -37,9 +37,9 @@ from crashgate.backends import CorruptStore, File, VersionTooNew
 from crashgate.reference.rvf.manifest import Manifest
 from crashgate.reference.rvf.segments import (
     ALIGN,
-    CHECKSUM_SHAKE256,
     HEADER_SIZE,
     MAGIC_BYTES,
+    VERIFIABLE,
     Flag,
     HeaderError,
     SegmentHeader,
@@ -47,15 +47,33 @@ from crashgate.reference.rvf.segments import (
     content_hash,
 )
 
-__all__ = ["ChunkReader", "Located", "Seg", "Walk", "locate", "payload_verifies", "read_payload",
-           "resync", "walk", "whole_manifest"]
+__all__ = ["ChunkReader", "Located", "ReadStats", "Seg", "Walk", "last_manifest", "locate",
+           "payload_verifies", "read_payload", "resync", "walk", "whole_manifest"]
 
 CHUNK = 1 << 20
+_BACK_BLOCK = 1 << 16
+
+
+@dataclass
+class ReadStats:
+    """What one open read, counted by kind rather than timed: ``headers`` decoded (walks and
+    searches), ``payloads`` read (content hashes, manifests, data replayed), ``bytes`` fetched
+    from the file (chunks included)."""
+
+    headers: int = 0
+    payloads: int = 0
+    bytes: int = 0
+
+    @property
+    def segments_read(self) -> int:
+        """Headers decoded plus payloads read: the figure the open-cost test bounds."""
+        return self.headers + self.payloads
 
 
 class ChunkReader:
     """Positional reads served from one cached chunk, so walking many small segments costs one
-    read per megabyte rather than one per segment."""
+    read per megabyte rather than one per segment. ``chunk`` is smaller for a walk that starts
+    near the end of a file, so it does not fetch a megabyte of history it will not look at."""
 
     def __init__(self, file: File, size: int, chunk: int = CHUNK) -> None:
         self.file = file
@@ -63,14 +81,17 @@ class ChunkReader:
         self._chunk = chunk
         self._buf = b""
         self._start = 0
+        self.stats = ReadStats()
 
     def read(self, offset: int, n: int) -> bytes:
         rel = offset - self._start
         if rel >= 0 and rel + n <= len(self._buf):
             return self._buf[rel:rel + n]
         if n >= self._chunk:
+            self.stats.bytes += n
             return self.file.read(offset, n)
         self._buf = self.file.read(offset, max(self._chunk, n))
+        self.stats.bytes += len(self._buf)
         self._start = offset
         return self._buf[:n]
 
@@ -103,13 +124,15 @@ class Walk:
     size: int
 
 
-def walk(reader: ChunkReader, supported: int) -> Walk:
+def walk(reader: ChunkReader, supported: int, start: int = 0) -> Walk:
+    """Rule 1 from ``start`` (0, or a segment boundary a checkpoint proved: replay.py)."""
     segs: list[Seg] = []
-    pos, size = 0, reader.size
+    pos, size = start, reader.size
     while pos < size:
         if size - pos < HEADER_SIZE:
             return Walk(tuple(segs), pos, f"{size - pos} bytes at offset {pos} are shorter "
                         "than a header", None, size)
+        reader.stats.headers += 1
         try:
             header = SegmentHeader.decode(reader.read(pos, HEADER_SIZE))
         except HeaderError as exc:
@@ -126,19 +149,22 @@ def walk(reader: ChunkReader, supported: int) -> Walk:
 
 
 def read_payload(reader: ChunkReader, seg: Seg) -> bytes:
+    reader.stats.payloads += 1
     return reader.read(seg.offset + HEADER_SIZE, seg.header.payload_length)
 
 
 def payload_verifies(seg: Seg, payload: bytes) -> bool:
     h = seg.header
-    return (h.checksum_algo == CHECKSUM_SHAKE256 and h.compression == 0
-            and len(payload) == h.payload_length and content_hash(payload) == h.content_hash)
+    return (h.checksum_algo in VERIFIABLE and h.compression == 0
+            and len(payload) == h.payload_length
+            and content_hash(payload, h.checksum_algo) == h.content_hash)
 
 
 def whole_manifest(reader: ChunkReader, seg: Seg) -> bytes | None:
     """The payload of a manifest that is whole: its content hash verifies and its padding is
     present and zero (so a commit whose last bytes were torn off is never chosen)."""
     h = seg.header
+    reader.stats.payloads += 1
     raw = reader.read(seg.offset + HEADER_SIZE, h.payload_length + h.padding)
     payload, pad = raw[:h.payload_length], raw[h.payload_length:]
     if len(pad) == h.padding and not pad.strip(b"\0") and payload_verifies(seg, payload):
@@ -192,9 +218,10 @@ class Located:
         return self.manifest.end if self.manifest else 0
 
 
-def locate(reader: ChunkReader, path: str, supported: int) -> Located:
-    """The commit point of the file (rules 1-5 above); ``VersionTooNew`` or ``CorruptStore``."""
-    w = walk(reader, supported)
+def locate(reader: ChunkReader, path: str, supported: int, start: int = 0) -> Located:
+    """The commit point of the file (rules 1-6 above); ``VersionTooNew`` or ``CorruptStore``.
+    With ``start`` > 0 the rules judge only ``[start, size)`` (a walk from a checkpoint)."""
+    w = walk(reader, supported, start)
     if w.newer is not None:
         raise VersionTooNew(path, found=w.newer.header.version, supported=supported)
     chosen: Seg | None = None
@@ -273,3 +300,41 @@ def _torn_same_sync(reader: ChunkReader, w: Walk, chosen: Seg, payload: bytes,
         raise CorruptStore(path, f"the same-sync commit at offset {chosen.offset} is torn, but "
                                  f"the manifest before it at offset {prev.offset} does not verify")
     return prev, prev_payload
+
+
+def last_manifest(reader: ChunkReader, supported: int) -> Seg | None:
+    """Search backward from the end of the file, at aligned offsets, for the newest intact
+    MANIFEST header whose segment fits in the file and whose payload is whole and verifies.
+    ``None`` when there is none, or when an intact header of a newer version comes first (the
+    caller then opens by the full walk, which decides). Reads about one block for a file that
+    ends at its last commit; at most the torn tail more otherwise.
+
+    What it finds is trusted only because no payload this writer appends holds an intact
+    header at an aligned offset (``checkpoint.nested_headers``); replay.py says the rest."""
+    end = reader.size - reader.size % ALIGN
+    while end > 0:
+        start = max(0, end - _BACK_BLOCK)
+        block = reader.file.read(start, end - start)
+        reader.stats.bytes += len(block)
+        at = block.rfind(MAGIC_BYTES)
+        while at >= 0:
+            pos = start + at
+            if pos % ALIGN == 0 and pos + HEADER_SIZE <= reader.size:
+                raw = block[at:at + HEADER_SIZE]
+                if len(raw) < HEADER_SIZE:
+                    raw = reader.file.read(pos, HEADER_SIZE)
+                reader.stats.headers += 1
+                try:
+                    header = SegmentHeader.decode(raw)
+                except HeaderError:
+                    header = None
+                if header is not None:
+                    if header.version > supported:
+                        return None
+                    seg = Seg(pos, header)
+                    if header.seg_type == SegType.MANIFEST and seg.end <= reader.size and \
+                            whole_manifest(reader, seg) is not None:
+                        return seg
+            at = block.rfind(MAGIC_BYTES, 0, at + len(MAGIC_BYTES) - 1) if at > 0 else -1
+        end = start
+    return None

@@ -41,16 +41,15 @@ from crashgate.reference.rvf.audit import (
     verify_file,
     witness_history,
 )
+from crashgate.reference.rvf.checkpoint import Cost, nested_headers, snapshot_payloads
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
 from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
-from crashgate.reference.rvf.replay import Loaded, load
+from crashgate.reference.rvf.replay import Loaded, load, load_full
 from crashgate.reference.rvf.rewrite import FreshFile, write_fresh
-from crashgate.reference.rvf.scan import ChunkReader, Seg, locate
+from crashgate.reference.rvf.scan import ChunkReader, ReadStats, last_manifest
 from crashgate.reference.rvf.segments import (
-    HEADER_SIZE,
     Flag,
-    SegmentHeader,
     SegmentInfo,
     SegType,
     encode_segment,
@@ -117,6 +116,7 @@ class RvfStore:
         self._closed = False
         self._tail_dirty = False
         self._size = self._end = 0
+        self._probed: Loaded | None = None
         if not self.readonly and self._env.fs.exists(path):
             self._probe()  # refuse a newer or damaged file before taking its lock
         if lock is None and not self.readonly and options["lock"] == "true":
@@ -133,11 +133,28 @@ class RvfStore:
     # -- opening ----------------------------------------------------------------------------
 
     def _probe(self) -> None:
+        """Load the file before taking its lock (a newer or damaged file is refused and no lock
+        file is left); ``_open_file`` keeps what this read if the file is unchanged."""
         f = self._env.fs.open(self.path, "r")
         try:
-            locate(ChunkReader(f, f.size()), self.path, self._version)
+            self._probed = load(f, self.path, self._version)
         finally:
             f.close()
+
+    def _still_probed(self, f: File) -> Loaded | None:
+        """The probe's state if the file is still the one it read: same size, same committed
+        manifest bytes, same newest manifest (a writer that got the lock in between and
+        committed would have changed one of them)."""
+        p, self._probed = self._probed, None
+        if p is None or p.manifest_seg is None or f.size() != p.file_size:
+            return None
+        seg = p.manifest_seg
+        if hash256(f.read(seg.offset, seg.header.total_length)) != p.manifest_digest:
+            return None
+        newest = last_manifest(ChunkReader(f, p.file_size), self._version)
+        if (newest.offset if newest else -1) != (p.newest if p.newest >= 0 else seg.offset):
+            return None
+        return p
 
     def _open_file(self) -> None:
         fs = self._env.fs
@@ -149,7 +166,7 @@ class RvfStore:
             if fs.exists(self.path + ".tmp-rvf"):
                 fs.remove(self.path + ".tmp-rvf")  # a compaction that crashed before its rename
             self._file = fs.open(self.path, "r+")
-        self._adopt(load(self._file, self.path, self._version))
+        self._adopt(self._still_probed(self._file) or load(self._file, self.path, self._version))
         if not self.readonly and self._size > self._end:
             # the torn or uncommitted tail, never visible; said aloud, since damage to the last
             # commit looks the same (FORMAT.md, "Limits: a declared rollback")
@@ -198,12 +215,15 @@ class RvfStore:
         self._end = st.committed_end
         self._size = st.file_size
         self._next_seg_id = st.next_seg_id
-        self._witness_segs = st.witness_segs
-        self._unknown = st.unknown
-        self._committed_segments = st.committed_segments
+        # what only compaction, derive and status need comes from the walk from offset 0: a
+        # load from a checkpoint did not read it (``_history``)
+        self._history_of: Loaded | None = st if st.whole else None
+        self._checkpoint = st.checkpoint
+        self._snapshot_cost = st.snapshot_cost
+        self._since_cost = st.since_cost
+        self._open_stats = st.stats
         self._manifest_digest = st.manifest_digest
         self._last_manifest = st.manifest_seg.offset if st.manifest_seg else -1
-        self._max_version = st.max_version
         if m is None:  # an empty file opened read-only
             m = Manifest("create", 0, int(self._opts["dimension"]),  # type: ignore[call-overload]
                          str(self._opts["metric"]), 0, 0, 0, -1, (), SegRef(-1, 0, 0), 0,
@@ -321,6 +341,15 @@ class RvfStore:
                                    WitnessType.COMMIT)
         wref = add(SegType.WITNESS, entry.encode())
 
+        # see checkpoint.nested_headers: such bytes could pass for a commit after a crash
+        blob = b"".join(raw)
+        nested = nested_headers(blob, self._end, (r.offset for r in (*refs, wref)))
+        if nested:
+            raise ValueError(
+                f"commit to {self.path}: the data to append holds bytes that read as an intact "
+                f"RVF segment header at aligned file offset {nested[0]} (inside a key, value, "
+                "vector or metadata); this store refuses them, since after a crash they could "
+                "pass for its own segments. Write the value in another encoding")
         gone_keys, gone_ids = set(del_keys), set(rm_ids)
         kept_keys = sum(1 for k in puts if k in self._kv and k not in gone_keys)
         kept_ids = sum(1 for i in vec_ids if i in self._table and i not in gone_ids)
@@ -331,34 +360,14 @@ class RvfStore:
             dead=self._dead + len(del_keys) + len(rm_ids) + kept_keys + kept_ids,
             prev=self._last_manifest, segments=tuple(refs), witness=wref,
             witness_count=self._witness_count + 1, witness_head=entry.digest(),
-            lineage=self._lineage, committed_ns=ts,
+            lineage=self._lineage, committed_ns=ts, extra={"checkpoint": self._checkpoint},
         )
         m_at = at
         m_flags = Flag.HAS_LINEAGE | (Flag.SAME_SYNC if self._one_sync else 0)
         m_raw = encode_segment(version=self._version, seg_type=SegType.MANIFEST, seg_id=seg_id,
                                payload=manifest.encode(), timestamp_ns=ts, flags=m_flags)
 
-        if self._tail_dirty or self._size != self._end:
-            f.truncate(self._end)  # what a failed commit left behind must not follow ours
-            f.sync()
-            self._size = self._end
-        self._tail_dirty = True
-        fp = self._env.failpoints
-        if self._one_sync:
-            # One write, one fsync (the commit point). A crash before it may keep the manifest
-            # and lose data sectors: the SAME_SYNC flag tells open to treat that as torn.
-            f.write(self._end, b"".join(raw) + m_raw)
-            fp.hit("rvf.after-manifest-write")
-            f.sync()
-        else:
-            f.write(self._end, b"".join(raw))
-            fp.hit("rvf.after-data-write")
-            f.sync()
-            fp.hit("rvf.after-data-sync")
-            f.write(m_at, m_raw)
-            fp.hit("rvf.after-manifest-write")
-            f.sync()
-        self._tail_dirty = False
+        self._append(f, blob, m_raw)
 
         # Acknowledged: now the in-memory state follows.
         for k in del_keys:
@@ -375,10 +384,85 @@ class RvfStore:
         self._last_manifest = m_at
         self._witness_count = manifest.witness_count
         self._witness_head = manifest.witness_head
-        self._witness_segs.append(_seg_at(wref, raw[-1]))
-        self._committed_segments += len(raw) + 1
+        self._history_of = None  # the file grew: recomputed when needed
         self._manifest_digest = hash256(m_raw)
-        self._max_version = max(self._max_version, self._version)
+        self._since_cost = self._since_cost.plus(len(raw) + 1, len(blob) + len(m_raw))
+        if self._since_cost.due(self._snapshot_cost):
+            self._write_checkpoint(f)
+
+    def _append(self, f: File, data: bytes, m_raw: bytes) -> None:
+        """Append ``data`` then the manifest ``m_raw`` under the commit protocol (FORMAT.md,
+        "Commit"); commits and checkpoints both go through it, with the same failpoints."""
+        if self._tail_dirty or self._size != self._end:
+            f.truncate(self._end)  # what a failed commit left behind must not follow ours
+            f.sync()
+            self._size = self._end
+        self._tail_dirty = True
+        fp = self._env.failpoints
+        if self._one_sync:
+            # One write, one fsync (the commit point). A crash before it may keep the manifest
+            # and lose data sectors: the SAME_SYNC flag tells open to treat that as torn.
+            f.write(self._end, data + m_raw)
+            fp.hit("rvf.after-manifest-write")
+            f.sync()
+        else:
+            f.write(self._end, data)
+            fp.hit("rvf.after-data-write")
+            f.sync()
+            fp.hit("rvf.after-data-sync")
+            f.write(self._end + len(data), m_raw)
+            fp.hit("rvf.after-manifest-write")
+            f.sync()
+        self._tail_dirty = False
+
+    def _write_checkpoint(self, f: File) -> None:
+        """Append a snapshot of the live state and a CHECKPOINT manifest (checkpoint.py), after
+        the commit before it is durable. It changes no data, so a failure here is not the
+        commit's: an OSError is reported through ``env.observe`` and the next commit truncates
+        what it left."""
+        ts = self._now()
+        at, seg_id = self._end, self._next_seg_id
+        raw: list[bytes] = []
+        refs: list[SegRef] = []
+        for seg_type, payload in (*snapshot_payloads(self._kv, self._table),
+                                  (SegType.WITNESS, b"")):
+            raw.append(encode_segment(version=self._version, seg_type=seg_type, seg_id=seg_id,
+                                      payload=payload, timestamp_ns=ts))
+            refs.append(SegRef(at, seg_id, seg_type))
+            at += len(raw[-1])
+            seg_id += 1
+        blob = b"".join(raw)
+        if nested_headers(blob, self._end, (r.offset for r in refs)):
+            # live data whose bytes read as a header where a snapshot would put them: no
+            # checkpoint (open stays correct, it replays from the previous one); try again later
+            self._env.observe("rvf.checkpoint-skipped", {"path": self.path, "offset": self._end})
+            self._snapshot_cost = Cost(self._since_cost.segments * 2, self._since_cost.nbytes * 2)
+            return
+        manifest = Manifest(
+            kind="commit", epoch=self.epoch, dimension=self.dimension or 0, metric=self.metric,
+            vectors=len(self._table), keys=len(self._kv), dead=self._dead,
+            prev=self._last_manifest, segments=(), witness=refs[-1],
+            witness_count=self._witness_count, witness_head=self._witness_head,
+            lineage=self._lineage, committed_ns=ts,
+            extra={"checkpoint": self._checkpoint,
+                   "snapshot": [[r.offset, r.seg_id, r.seg_type] for r in refs[:-1]]},
+        )
+        flags = Flag.CHECKPOINT | Flag.HAS_LINEAGE | (Flag.SAME_SYNC if self._one_sync else 0)
+        m_raw = encode_segment(version=self._version, seg_type=SegType.MANIFEST, seg_id=seg_id,
+                               payload=manifest.encode(), timestamp_ns=ts, flags=flags)
+        try:
+            self._append(f, blob, m_raw)
+        except OSError as exc:
+            self._env.observe("rvf.checkpoint-failed", {"path": self.path, "offset": self._end,
+                                                        "error": str(exc)})
+            self._snapshot_cost = Cost(self._since_cost.segments * 2, self._since_cost.nbytes * 2)
+            return
+        self._last_manifest = self._checkpoint = at
+        self._end = self._size = at + len(m_raw)
+        self._next_seg_id = seg_id + 1
+        self._manifest_digest = hash256(m_raw)
+        self._snapshot_cost = Cost(len(raw) + 1, len(blob) + len(m_raw))
+        self._since_cost = Cost()
 
     def _dimension_for(self, records: Iterable[VectorRecord]) -> int | None:
         dim = self.dimension
@@ -456,11 +540,12 @@ class RvfStore:
         if problems:
             raise CorruptStore(self.path, f"{kind} refused, the file does not verify: "
                                           f"{problems[0]}")
-        carried = [f.read(s.offset, s.header.total_length) for s in self._unknown]
+        history = self._history()
+        carried = [f.read(s.offset, s.header.total_length) for s in history.unknown]
         return FreshFile(
             kind=kind, witness_type=wtype, version=self._version, epoch=self.epoch,
             dimension=self.dimension or 0, metric=self.metric, lineage=lineage, kv=self._kv,
-            table=self._table, carried=carried, history=witness_history(f, self._witness_segs),
+            table=self._table, carried=carried, history=witness_history(f, history.witness_segs),
             first_seg_id=self._next_seg_id)
 
     def compact(self) -> None:
@@ -496,6 +581,19 @@ class RvfStore:
                 lock.release()
             raise
 
+    def _history(self) -> Loaded:
+        """The replay from offset 0 of the committed region (witness and carried segments,
+        segment count, versions): read only by compaction, derive and status."""
+        if self._history_of is None:
+            self._history_of = load_full(self._check_open(), self.path, self._version)
+        return self._history_of
+
+    @property
+    def open_stats(self) -> ReadStats:
+        """What the last open (or compaction) read: headers decoded and payloads read, the
+        figure that stays flat as history grows (``ReadStats.segments_read``)."""
+        return self._open_stats
+
     def verify(self) -> list[str]:
         """Recompute the witness chain and every content hash of the committed region; the
         problems found, the first bad witness entry first (empty when all verifies)."""
@@ -512,12 +610,13 @@ class RvfStore:
     def status(self) -> dict[str, object]:
         f = self._check_open()
         lin = self._lineage
+        history = self._history()
         return {
             "path": self.path, "epoch": self.epoch, "dimension": self.dimension,
             "metric": self.metric, "count": len(self._table), "keys": len(self._kv),
             "deleted": self._dead, "file_size": f.size(), "committed_bytes": self._end,
-            "segments": self._committed_segments, "witness_entries": self._witness_count,
-            "wire_version": self._version, "file_wire_version": self._max_version,
+            "segments": history.committed_segments, "witness_entries": self._witness_count,
+            "wire_version": self._version, "file_wire_version": history.max_version,
             "readonly": self.readonly,
             "lineage": {"file_id": lin.file_id.hex(), "parent_id": lin.parent_id.hex(),
                         "parent_hash": lin.parent_hash.hex(), "depth": lin.depth,
@@ -545,10 +644,6 @@ class RvfStore:
 
     def __repr__(self) -> str:
         return f"RvfStore({self.path!r}, epoch={self.epoch}, count={len(self._table)})"
-
-
-def _seg_at(ref: SegRef, raw: bytes) -> Seg:
-    return Seg(ref.offset, SegmentHeader.decode(raw[:HEADER_SIZE]))
 
 
 def _check_key(key: object) -> str:
