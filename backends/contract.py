@@ -124,6 +124,9 @@ class VectorRecord:
            ) -> VectorRecord:
         # ndarray.tolist() then map(float) is a C loop: this sits on the hot path of every fetch
         tolist = getattr(vector, "tolist", None)
+        if tolist is not None and getattr(getattr(vector, "dtype", None), "kind", "") == "f":
+            # a float array's tolist() already gives Python floats: no second pass
+            return VectorRecord(int(id), tuple(tolist()), dict(metadata or {}))
         values = tolist() if tolist is not None else vector
         return VectorRecord(int(id), tuple(map(float, values)), dict(metadata or {}))
 

@@ -178,7 +178,10 @@ def enumerate_crash_states(
     for position, entries in plan.quotas.items():
         walk.advance(position)
         pending = tuple(walk.pending())
-        seen: set[DiskImage] = set()
+        # images by hash, not the images themselves: a position's quota of multi-MiB images
+        # would all stay alive (a collision of 64-bit hashes would skip a state, never judge one
+        # wrongly)
+        seen: set[int] = set()
         covered: set[CrashModel] = set()
         for model, planned, cap in entries:
             extra = min(spare, max(cap - planned, 0))
@@ -190,11 +193,11 @@ def enumerate_crash_states(
                                      covered):
                 if got >= quota:
                     break
-                torn = dict(state.torn) if state.torn else None
-                image = walk.materialise(set(state.kept), torn, state.garbage_seed)
-                if image in seen:
+                image = walk.image_of(state)
+                key = hash(image)
+                if key in seen:
                     continue
-                seen.add(image)
+                seen.add(key)
                 got += 1
                 yield state, image
             spare += quota - got

@@ -21,6 +21,7 @@ __all__ = [
     "Upsert",
     "describe_op",
     "is_mutation",
+    "thin",
 ]
 
 
@@ -140,6 +141,15 @@ def describe_op(op: Op) -> str:
     if isinstance(op, Reopen):
         return "close and reopen (a new session)"
     return f"remove ids {list(op.ids)}"
+
+
+def thin(op: Op) -> Op:
+    """``op`` as judging needs it once the model has applied it: an upsert keeps its ids and
+    drops its vectors and metadata (thousands of 384-dimensional vectors are the bulk of a
+    large run); every other op is kept as it is."""
+    if isinstance(op, Upsert):
+        return Upsert(tuple(VectorRecord(r.id, ()) for r in op.records))
+    return op
 
 
 def batch_keys(op: Op) -> Mapping[str, bytes | None]:

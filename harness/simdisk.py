@@ -210,20 +210,40 @@ class SimDisk:
         self.sector_size = sector_size
         entries, data, self._next_ino = layout(self.base)
         self._entries = entries
-        self._data = {ino: bytearray(b) for ino, b in data.items()}
+        # the image's bytes are shared, not copied: a file becomes a bytearray when first
+        # changed (``_mutable``), so recovering a crash state copies only what it writes
+        self._data: dict[int, bytes | bytearray] = dict(data)
         self.trace: list[DiskOp] = []
         self._generation = 0
+        self._handles: dict[int, int] = {}   # inode -> open handles of this generation
+        self._linked: dict[int, int] = {ino: 1 for ino in data}   # file inode -> its names
+        self._dropped = False
 
     @property
     def position(self) -> int:
         return len(self.trace)
 
     def fs(self) -> SimFS:
+        if self._dropped:
+            raise RuntimeError("this SimDisk's page cache was dropped (drop_page_cache): its "
+                               "trace can be replayed, its files no longer read")
         return SimFS(self, self._generation)
 
     def crash(self) -> None:
         """The process dies: handles and file systems handed out so far stop working."""
         self._generation += 1
+        self._handles.clear()
+        for ino in [i for i in self._data if not self._linked.get(i)]:
+            del self._data[ino]
+
+    def drop_page_cache(self) -> None:
+        """Free what the page cache holds, keeping ``base`` and ``trace`` (all a replay
+        needs): for a recorded run whose files are no longer read. Every handle and file
+        system given out dies, as at a crash, and none can be had again."""
+        self.crash()
+        self._data.clear()
+        self._entries = {ROOT_INO: {}}
+        self._dropped = True
 
     def cache_image(self) -> DiskImage:
         """What the page cache holds now: what a process crash leaves."""
@@ -273,6 +293,25 @@ class SimDisk:
     def _is_dir(self, ino: int) -> bool:
         return ino in self._entries
 
+    def _link(self, ino: int, delta: int) -> None:
+        """A file inode gained (+1) or lost (-1) a name: one with no name and no open handle
+        can never be reached again, so its bytes leave the page cache (a store that compacts
+        by rename would otherwise keep every old copy of its file). The trace keeps what was
+        written, for the replay."""
+        self._linked[ino] = self._linked.get(ino, 0) + delta
+        self._forget_if_dead(ino)
+
+    def _forget_if_dead(self, ino: int) -> None:
+        if not self._linked.get(ino) and not self._handles.get(ino) and ino in self._data:
+            del self._data[ino]
+            self._linked.pop(ino, None)
+
+    def _mutable(self, ino: int) -> bytearray:
+        buf = self._data[ino]
+        if not isinstance(buf, bytearray):
+            buf = self._data[ino] = bytearray(buf)
+        return buf
+
 
 class SimFile:
     """An open file on a ``SimDisk``: bound to its inode, not to its name."""
@@ -284,25 +323,31 @@ class SimFile:
         self._writable = writable
         self._closed = False
 
-    def _buf(self, writing: bool = False) -> bytearray:
+    def _buf(self) -> bytes | bytearray:
         if self._disk._generation != self._gen:
             raise _dead(self.path)
         if self._closed:
             raise OSError(errno.EBADF, "I/O on a closed file", self.path)
-        if writing and not self._writable:
+        return self._disk._data[self._ino]
+
+    def _wbuf(self) -> bytearray:
+        self._buf()
+        if not self._writable:
             raise OSError(errno.EBADF, "file was opened read-only (mode 'r'); open it with "
                           "'r+', 'c', 'w' or 'x' to write", self.path)
-        return self._disk._data[self._ino]
+        return self._disk._mutable(self._ino)
 
     def read(self, offset: int, size: int) -> bytes:
         buf = self._buf()
         if offset < 0 or size < 0:
             raise OSError(errno.EINVAL, f"read needs offset >= 0 and size >= 0, got "
                           f"offset={offset} size={size}", self.path)
-        return bytes(buf[offset:offset + size])
+        if isinstance(buf, bytes):
+            return buf[offset:offset + size]
+        return bytes(memoryview(buf)[offset:offset + size])
 
     def write(self, offset: int, data: bytes) -> None:
-        buf = self._buf(writing=True)
+        buf = self._wbuf()
         if offset < 0:
             raise OSError(errno.EINVAL, f"write needs offset >= 0, got {offset}", self.path)
         data = bytes(data)
@@ -317,7 +362,7 @@ class SimFile:
         return len(self._buf())
 
     def truncate(self, size: int) -> None:
-        buf = self._buf(writing=True)
+        buf = self._wbuf()
         if size < 0:
             raise OSError(errno.EINVAL, f"truncate needs size >= 0, got {size}", self.path)
         self._disk._record(DiskOp("truncate", self.path, size=size, ino=self._ino))
@@ -330,7 +375,11 @@ class SimFile:
     def close(self) -> None:
         if self._disk._generation != self._gen:
             raise _dead(self.path)
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            disk = self._disk
+            disk._handles[self._ino] -= 1
+            disk._forget_if_dead(self._ino)
 
     def __repr__(self) -> str:
         return f"SimFile({self.path!r}, ino={self._ino})"
@@ -372,11 +421,13 @@ class SimFS:
             disk._record(DiskOp("create", path, ino=ino, parent=dino))
             disk._entries[dino][name] = ino
             disk._data[ino] = bytearray()
+            disk._linked[ino] = 1
         elif mode == "x":
             raise FileExistsError(errno.EEXIST, "File exists", path)
         elif mode == "w" and disk._data[ino]:
             disk._record(DiskOp("truncate", path, size=0, ino=ino))
-            disk._data[ino].clear()
+            disk._data[ino] = bytearray()
+        disk._handles[ino] = disk._handles.get(ino, 0) + 1
         return SimFile(disk, self._gen, ino, path, writable=mode != "r")
 
     def exists(self, path: str) -> bool:
@@ -426,6 +477,7 @@ class SimFS:
                                     path)
         disk._record(DiskOp("unlink", path, ino=ino, parent=dino))
         del disk._entries[dino][name]
+        disk._link(ino, -1)
 
     def rename(self, src: str, dst: str) -> None:
         disk = self._live(src)
@@ -450,6 +502,8 @@ class SimFS:
         disk._record(DiskOp("rename", src, dst=dst, ino=ino, parent=sdir, dst_parent=ddir))
         del disk._entries[sdir][sname]
         disk._entries[ddir][dname] = ino
+        if old is not None and not disk._is_dir(old):
+            disk._link(old, -1)
 
     def sync_dir(self, path: str) -> None:
         disk = self._live(path)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from crashgate.backends import Capability, Declaration, VectorRecord
 from crashgate.harness.ops import Batch, Compact, Delete, Op, Put, Remove, Reopen, Upsert
 
-__all__ = ["LONG_RECORD", "PROFILES", "Profile", "random_workload"]
+__all__ = ["LONG_RECORD", "PROFILES", "Profile", "iter_workload", "random_workload"]
 
 # A long record's size: past RVF's 1 MiB read window (reference/rvf/scan.py CHUNK, the largest
 # window among the reference stores), so also hundreds of SQLite 4 KiB pages; odd, so that it
@@ -40,14 +40,31 @@ class Profile:
     max_batch: int = 6
     delete_share: float = 0.2
     id_pool: int = 40
+    pooled_vectors: bool = False
+    """Draw each vector as a slice of one shared pool of floats (``VECTOR_POOL``) instead of
+    drawing every value: the vectors stay distinct within an op, and a workload of thousands
+    of 384-dimensional vectors holds pointers to shared floats (8 bytes a value) instead of a
+    float object each (32 bytes), and is drawn in C rather than one ``uniform`` per value."""
 
 
 PROFILES = {
     "small": Profile(),
     # several-MiB segments and many deletes (issue: "also with large batches and many deletes")
     "large": Profile(keys=24, max_value=4096, big_value=1 << 20, dimension=384, max_batch=1200,
-                     delete_share=0.45, id_pool=4000),
+                     delete_share=0.45, id_pool=4000, pooled_vectors=True),
 }
+
+VECTOR_POOL = 1 << 18
+"""Floats in the shared pool of ``pooled_vectors`` (2 MiB of values, 8 MiB as objects)."""
+_POOL: list[list[float]] = []
+
+
+def _pool() -> list[float]:
+    """The pool, drawn once per process from a fixed seed (workloads differ by their starts)."""
+    if not _POOL:
+        rng = random.Random("vector-pool")
+        _POOL.append([rng.uniform(-1, 1) for _ in range(VECTOR_POOL)])
+    return _POOL[0]
 
 
 def _value(rng: random.Random, p: Profile, n: int, tag: str = "op") -> bytes:
@@ -63,10 +80,17 @@ def random_workload(decl: Declaration, ops: int, seed: int, profile: Profile, *,
     """``ops`` operations, deterministic for ``seed``. With ``history``, sessions, compactions,
     re-inserts and long records take some of the places; the other ops are the plain ones,
     in the same order (see the module docstring)."""
+    return list(iter_workload(decl, ops, seed, profile, history=history))
+
+
+def iter_workload(decl: Declaration, ops: int, seed: int, profile: Profile, *,
+                  history: bool = False) -> Iterator[Op]:
+    """``random_workload`` one op at a time: a run of the large profile need not hold every
+    vector it ever wrote."""
     plain = _plain_ops(decl, seed, profile)
     if history:
         return _History(decl, seed, profile).ops(ops, plain)
-    return [next(plain) for _ in range(ops)]
+    return itertools.islice(plain, ops)
 
 
 def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
@@ -111,9 +135,17 @@ def _keys(p: Profile) -> list[str]:
 
 def _records(rng: random.Random, p: Profile, ids: Iterable[int],
              metadata: dict[str, object]) -> tuple[VectorRecord, ...]:
-    return tuple(VectorRecord.of(i, [rng.uniform(-1, 1) for _ in range(p.dimension)],
-                                 {**metadata, "tag": rng.choice("xyz")})
-                 for i in ids)
+    if not p.pooled_vectors:
+        return tuple(VectorRecord.of(i, [rng.uniform(-1, 1) for _ in range(p.dimension)],
+                                     {**metadata, "tag": rng.choice("xyz")})
+                     for i in ids)
+    ids = list(ids)
+    pool = _pool()
+    # distinct starts: no two vectors of one op are equal
+    starts = rng.sample(range(VECTOR_POOL - p.dimension), len(ids))
+    return tuple(VectorRecord(i, tuple(pool[s:s + p.dimension]),
+                              {**metadata, "tag": rng.choice("xyz")})
+                 for i, s in zip(ids, starts, strict=True))
 
 
 class _History:
@@ -136,10 +168,9 @@ class _History:
         self.keys = _keys(profile)
         self.planned: dict[int, list[Op]] = {}
 
-    def ops(self, count: int, plain: Iterator[Op]) -> list[Op]:
+    def ops(self, count: int, plain: Iterator[Op]) -> Iterator[Op]:
         rng = self.rng
         first_long = rng.randrange(count // 8, count // 3) if count >= 8 else -1
-        out: list[Op] = []
         for n in range(count):
             op: Op
             if self.planned.get(n):
@@ -156,9 +187,8 @@ class _History:
                 op = Compact()
             else:
                 op = next(plain)
-            out.append(op)
             self._follow_up(n, op)
-        return out
+            yield op
 
     def _later(self, n: int, op: Op, lo: int, hi: int) -> None:
         self.planned.setdefault(n + self.rng.randrange(lo, hi), []).append(op)
