@@ -27,8 +27,8 @@ from crashgate.backends import (
 )
 from crashgate.backends.errors import BadBackend
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNKNOWN", "EXIT_USAGE", "USAGE_ERRORS",
-           "OutputClosed", "UsageError", "main", "one_line"]
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNKNOWN", "EXIT_USAGE", "JOBS_HELP", "USAGE_ERRORS",
+           "OutputClosed", "UsageError", "jobs_option", "main", "one_line"]
 
 EXIT_OK, EXIT_FAIL, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
 
@@ -65,6 +65,24 @@ def one_line(exc: BaseException) -> str:
 
 class OutputClosed(UsageError):
     """Standard output was closed before everything was printed (``| head -1``)."""
+
+
+JOBS_HELP = ("worker processes that recover and judge crash states (default: every core, "
+             "{cores} here; 1 checks in this process)")
+
+
+def jobs_option(text: str) -> int:
+    """``--jobs N`` as argparse reads it: a whole number of at least 1, else a usage error
+    (argparse names the option before the message)."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of worker processes: give 1 or more (1 checks crash "
+            "states in this process; leave the option out for every core)")
+    return jobs
 
 
 class _Parser(argparse.ArgumentParser):

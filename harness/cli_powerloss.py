@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from crashgate.backends import resolve
 from crashgate.harness.certify import probe_declaration
-from crashgate.harness.cli import UsageError
+from crashgate.harness.cli import JOBS_HELP, UsageError, jobs_option
 from crashgate.harness.crashcheck import ViolationClass
+from crashgate.harness.crashpool import CrashPoolError, available_cores
 from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.powerloss import POWER_MODELS, PowerLossReport, check_state, run_powerloss
 from crashgate.harness.reproduce import pythonpath_for
@@ -82,8 +83,9 @@ def _print_report(args: argparse.Namespace, report: PowerLossReport) -> None:
           f"profile {args.profile}, declared durability: {report.durability.value})")
     models = ", ".join(f"{m} {n}" for m, n in report.states_by_model.items())
     rate = report.states_checked / report.seconds if report.seconds else 0.0
+    procs = f"{report.jobs} processes" if report.jobs > 1 else "1 process"
     print(f"crash states checked: {report.states_checked} at {report.positions} crash points "
-          f"({models}) in {report.seconds:.1f} s, {rate:.0f} states/s")
+          f"({models}) in {report.seconds:.1f} s, {rate:.0f} states/s ({procs})")
     for m, why in report.empty_models.items():
         print(f"  no {m} state: {why}")
     width = max(len(v.value) for v in ViolationClass)
@@ -114,25 +116,68 @@ def run(args: argparse.Namespace) -> int:
         return 1
     models = [CrashModel.PROCESS, *POWER_MODELS] if args.models == "all" else [
         CrashModel(m) for m in args.models.split(",")]
-    start = time.monotonic()
-    last = [start]
-
-    def progress(done: int, budget: int) -> None:
-        now = time.monotonic()
-        if sys.stderr.isatty() or now - last[0] > 5:
-            last[0] = now
-            rate = done / (now - start) if now > start else 0.0
-            left = f", about {(budget - done) / rate:.0f} s left" if rate and budget > done else ""
-            print(f"  ... {done} of {budget} crash states checked, {rate:.0f} states/s{left}",
-                  file=sys.stderr, flush=True)
-
-    report = run_powerloss(spec, seed=args.seed, ops=args.ops, budget=args.states,
-                           profile=profile, models=models, progress=progress)
+    progress = _Progress(sys.stderr.isatty())
+    try:
+        report = run_powerloss(spec, seed=args.seed, ops=args.ops, budget=args.states,
+                               profile=profile, models=models, progress=progress,
+                               jobs=args.jobs)
+    except CrashPoolError as exc:
+        progress.done()
+        print(f"crashgate powerloss: {exc}", file=sys.stderr)
+        print("the run did not finish: nothing is proven (exit 2)")
+        return 2
+    progress.done()
     _print_report(args, report)
     if report.states_checked == 0:
         print("no crash state was checked: nothing is proven (exit 2)")
         return 2
     return 1 if report.violations else 0
+
+
+class _Progress:
+    """``progress(done, budget)`` for ``run_powerloss``: states done, states/s and the time
+    left, on one line rewritten in place on a terminal (at most a few times a second), else a
+    line every 10 s, so a log is not flooded."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.start = time.monotonic()
+        self.first: tuple[float, int] | None = None   # (when, done) of the first report
+        self.last = self.start
+        self.shown = False
+
+    def __call__(self, done: int, budget: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, done)
+        if now - self.last < (0.3 if self.tty else 10.0):
+            return
+        self.last = now
+        # the rate since the first report: recording the run and planning are not states
+        since, done0 = self.first
+        rate = (done - done0) / (now - since) if now > since and done > done0 else (
+            done / (now - self.start) if now > self.start else 0.0)
+        left = (f", about {_duration((budget - done) / rate)} left"
+                if rate and budget > done else "")
+        line = f"  ... {done} of up to {budget} crash states checked, {rate:.0f} states/s{left}"
+        if self.tty:
+            print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+            self.shown = True
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)   # the report follows
+            self.shown = False
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _models(text: str) -> str:
@@ -154,7 +199,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "fsync window and op boundary with pending writes lost as a prefix, in any subset, "
         "torn at sector granularity, or torn with garbage), recover each and compare it with "
         "the model. The budget is shared evenly by the crash models. Exit 0 when no "
-        "violation, 1 when any (with a command that reproduces the first), 3 on bad input.")
+        "violation, 1 when any (with a command that reproduces the first), 2 when nothing "
+        "could be checked, 3 on bad input.")
     p.add_argument("backend", help="backend name with options, e.g. json or "
                    "'sqlite?journal_mode=WAL&synchronous=FULL' (required)")
     p.add_argument("--seed", type=int, default=None, help="workload and crash-state seed "
@@ -169,6 +215,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--models", type=_models, default="all",
                    help="crash models, comma-separated: process,prefix,subset,torn,garbage "
                    "(default all)")
+    p.add_argument("--jobs", type=jobs_option, default=None, metavar="N",
+                   help=JOBS_HELP.format(cores=available_cores()) + "; any N gives the same "
+                   "report")
     p.add_argument("--state", type=state_from_token, default=None,
                    help="check only this crash state (the token a failing run prints; "
                    "default: none, every state of the budget is checked)")

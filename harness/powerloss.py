@@ -11,9 +11,11 @@ built afterwards from the trace.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from crashgate.backends import BackendSpec, Capability, Compactable, Declaration, Durability, Env
@@ -25,16 +27,17 @@ from crashgate.harness.crashcheck import (
     judge,
 )
 from crashgate.harness.crashenum import enumerate_crash_states, plan_crash_states
+from crashgate.harness.crashpool import CrashPoolError, batch_size, check_in_workers, valid_jobs
 from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
-from crashgate.harness.model import StoreState, prefix_states, read_state
-from crashgate.harness.ops import Op, Reopen, Upsert, describe_op
+from crashgate.harness.model import PrefixModel, StoreState, prefix_states, read_state
+from crashgate.harness.ops import Op, Reopen, Upsert, describe_op, thin
 from crashgate.harness.recovery import reopen_after_crash
-from crashgate.harness.simdisk import DiskImage, SimDisk
+from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
-from crashgate.harness.workload import Profile, random_workload
+from crashgate.harness.workload import Profile, iter_workload
 
 __all__ = ["DATA_DIR", "PowerLossReport", "Recorded", "Violation", "check_state", "record_run",
-           "run_powerloss"]
+           "run_powerloss", "trace_digest"]
 
 DATA_DIR = "/data"
 POWER_MODELS = (CrashModel.PREFIX, CrashModel.SUBSET, CrashModel.TORN, CrashModel.GARBAGE)
@@ -46,11 +49,15 @@ class Recorded:
 
     spec: BackendSpec
     ops: tuple[Op, ...]
+    """The ops, thinned (``ops.thin``): upserts keep their ids, not their vectors."""
     spans: tuple[tuple[int, int], ...]      # (start, end) trace positions of each op
     base: DiskImage
     disk: SimDisk
+    """The run's disk: its ``trace``; the page cache is dropped once the run ends."""
     declaration: Declaration
     vector_ids: frozenset[int]
+    states: tuple[StoreState, ...] = ()
+    """The model after each prefix of the ops (``model.PrefixModel``), built as the run went."""
 
     @property
     def durability(self) -> Durability:
@@ -81,10 +88,13 @@ def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -
         raise TypeError(f"backend {spec.label!r} declares 'compact' but its store "
                         f"{type(store).__name__} has no compact(); implement it or drop "
                         "'compact' from the declaration")
-    ops = random_workload(decl, ops_count, seed, profile, history=True)
     # opening is part of the run: a crash while creating the store must leave it openable
     spans = [(start_pos, disk.position)] if disk.position > start_pos else []
-    for op in ops:
+    model = PrefixModel()
+    ops: list[Op] = []
+    ids: set[int] = set()
+    # one op at a time, each thinned once the model has it: the run never holds every vector
+    for op in iter_workload(decl, ops_count, seed, profile, history=True):
         start = disk.position
         if isinstance(op, Reopen):
             store.close()
@@ -92,11 +102,16 @@ def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -
         else:
             op.run(store)
         spans.append((start, disk.position))
+        model.apply(op)
+        if isinstance(op, Upsert):
+            ids.update(r.id for r in op.records)
+        ops.append(thin(op))
     start = disk.position
     store.close()
     spans.append((start, disk.position))
-    ids = frozenset(r.id for op in ops if isinstance(op, Upsert) for r in op.records)
-    return Recorded(spec, tuple(ops), tuple(spans), base, disk, decl, ids)
+    disk.drop_page_cache()
+    return Recorded(spec, tuple(ops), tuple(spans), base, disk, decl, frozenset(ids),
+                    tuple(model.states))
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,11 @@ class Violation:
 @dataclass
 class PowerLossReport:
     """``by_model`` counts the states checked per model that got any; ``states_by_model`` has
-    all five, zeros included, and ``empty_models`` says why a model got none."""
+    all five, zeros included, and ``empty_models`` says why a model got none. ``phases``:
+    seconds per phase, summed over the parent and the worker processes (``workload``: recording
+    the run; ``plan``: crash points and the budget's plan; ``materialise``: enumerating and
+    building the images; ``rematerialise``: workers building them again; ``recover``: open and
+    read the recovered store; ``judge``: compare with the model)."""
 
     spec: str
     seed: int
@@ -122,6 +141,8 @@ class PowerLossReport:
     positions: int = 0
     seconds: float = 0.0
     reasons: dict[str, str] = field(default_factory=dict)   # model -> why it had nothing
+    jobs: int = 1                                           # processes that checked states
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds (see above)
 
     @property
     def ok(self) -> bool:
@@ -169,7 +190,7 @@ class _Judge:
     def __init__(self, rec: Recorded) -> None:
         self.rec = rec
         # span 0 may be the open, the last is the close: map spans to model op counts
-        self.states = prefix_states(rec.ops)
+        self.states = list(rec.states) or prefix_states(rec.ops)
         self.index: dict[str, list[int]] = {}
         for j, s in enumerate(self.states):
             self.index.setdefault(s.digest, []).append(j)
@@ -212,14 +233,108 @@ def crash_positions(rec: Recorded) -> dict[CrashModel, list[int]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Checker:
+    """Recovering and judging states of one recorded run (``crashpool.StateChecker``)."""
+
+    rec: Recorded
+    judging: _Judge
+
+    @property
+    def base(self) -> DiskImage:
+        return self.rec.base
+
+    @property
+    def trace(self) -> Sequence[DiskOp]:
+        return self.rec.disk.trace
+
+    def recover(self, image: DiskImage) -> StoreState | BaseException:
+        return _recover(self.rec, image)
+
+    def judge(self, state: CrashState, seen: StoreState | BaseException) -> Judgement:
+        return self.judging(state, seen)
+
+
+def trace_digest(trace: Sequence[DiskOp], *, data: bool = True) -> str:
+    """A digest of a trace's ops; ``data=False``: of its shape only (every field and the
+    length of each write, not the bytes written), which is all a ``CrashState`` refers to."""
+    h = hashlib.blake2b(digest_size=16)
+    for op in trace:
+        h.update(repr((op.kind, op.path, op.offset, op.size, op.dst, op.ino, op.parent,
+                       op.dst_parent, len(op.data))).encode())
+        if data:
+            h.update(op.data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Rerecord:
+    """How a worker process gets the run: it records the run again (see ``crashpool`` for why)
+    and refuses one of another shape. Bytes may differ (a pid, a random salt): a serial run in
+    that process would have written them too."""
+
+    spec: BackendSpec
+    seed: int
+    ops: int
+    profile: Profile
+    shape: str
+
+    def __call__(self) -> _Checker:
+        rec = record_run(self.spec, self.ops, self.seed, self.profile)
+        if trace_digest(rec.disk.trace, data=False) != self.shape:
+            raise CrashPoolError(
+                f"backend {self.spec.label!r} did different disk operations when its seeded "
+                f"workload (seed {self.seed}, {self.ops} ops) was run again in a worker "
+                "process: its writes depend on more than the workload (time, randomness, the "
+                "process), so the parent's crash states do not fit them; check in one process "
+                "with --jobs 1")
+        return _Checker(rec, _Judge(rec))
+
+
+def _timed(items: Iterable[tuple[CrashState, DiskImage]], phases: dict[str, float]
+           ) -> Iterator[tuple[CrashState, DiskImage]]:
+    """``items``, with the time spent producing them added to ``phases["materialise"]``."""
+    source = iter(items)
+    while True:
+        t = time.perf_counter()
+        item = next(source, None)
+        phases["materialise"] += time.perf_counter() - t
+        if item is None:
+            return
+        yield item
+
+
+def _check_serially(states: Iterable[tuple[CrashState, DiskImage]], checker: _Checker,
+                    phases: dict[str, float]
+                    ) -> Generator[tuple[CrashState, Judgement], None, None]:
+    for state, image in states:
+        t0 = time.perf_counter()
+        seen = checker.recover(image)
+        t1 = time.perf_counter()
+        verdict = checker.judge(state, seen)
+        phases["recover"] += t1 - t0
+        phases["judge"] += time.perf_counter() - t1
+        yield state, verdict
+
+
 def run_powerloss(
     spec: BackendSpec, *, seed: int, ops: int, budget: int, profile: Profile,
     models: Sequence[CrashModel] = (CrashModel.PROCESS, *POWER_MODELS),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, jobs: int | None = None,
+    start_method: str | None = None,
 ) -> PowerLossReport:
+    """Record the run, build its crash states and judge each. ``jobs``: processes that recover
+    and judge (None: ``crashpool.default_jobs()``, the cores; 1: in this process); any number
+    gives the same report, in the same order. ``start_method``: how workers start (default
+    ``fork`` where there is one; see ``crashpool``). ``progress(done, budget)`` is called every
+    100 states."""
+    jobs = valid_jobs(jobs)
+    phases = dict.fromkeys(("workload", "plan", "materialise", "recover", "judge"), 0.0)
     t0 = time.perf_counter()
     rec = record_run(spec, ops, seed, profile)
-    judge_state = _Judge(rec)
+    t1 = time.perf_counter()
+    phases["workload"] = t1 - t0
+    checker = _Checker(rec, _Judge(rec))
     positions = crash_positions(rec)
     every = set().union(*(positions[CrashModel(m)] for m in models))
     report = PowerLossReport(spec.label, seed, ops, rec.durability, positions=len(every))
@@ -227,18 +342,32 @@ def run_powerloss(
     report.reasons = {m.value: why for m, why in plan.reasons.items()}
     report.reasons.update({m.value: "not among the models selected" for m in CrashModel
                            if m not in plan.models})
-    states = enumerate_crash_states(rec.base, rec.disk.trace, positions, models, budget, seed,
-                                    plan=plan)
-    for state, image in states:
-        verdict = judge_state(state, _recover(rec, image))
-        report.states_checked += 1
-        report.by_model[state.model.value] += 1
-        if verdict.violation is not None:
-            report.violations[verdict.violation] += 1
-            report.first.setdefault(verdict.violation,
-                                    Violation(verdict.violation, state, verdict.detail))
-        if progress is not None and report.states_checked % 100 == 0:
-            progress(report.states_checked, budget)
+    phases["plan"] = time.perf_counter() - t1
+    states = _timed(enumerate_crash_states(rec.base, rec.disk.trace, positions, models, budget,
+                                           seed, plan=plan), phases)
+    batch = batch_size(budget, jobs)
+    # more workers than batches would only fork idle processes
+    report.jobs = min(jobs, math.ceil(sum(plan.share.values()) / batch))
+    checked: Generator[tuple[CrashState, Judgement], None, None]
+    if report.jobs <= 1:
+        report.jobs = 1
+        checked = _check_serially(states, checker, phases)
+    else:
+        recipe = _Rerecord(spec, seed, ops, profile, trace_digest(rec.disk.trace, data=False))
+        checked = check_in_workers(states, recipe, jobs=report.jobs, batch=batch,
+                                   phases=phases, start_method=start_method)
+    # closed at once on any exit (Ctrl-C in ``progress`` too): that stops the workers
+    with contextlib.closing(checked):
+        for state, verdict in checked:
+            report.states_checked += 1
+            report.by_model[state.model.value] += 1
+            if verdict.violation is not None:
+                report.violations[verdict.violation] += 1
+                report.first.setdefault(verdict.violation,
+                                        Violation(verdict.violation, state, verdict.detail))
+            if progress is not None and report.states_checked % 100 == 0:
+                progress(report.states_checked, budget)
+    report.phases = phases
     report.seconds = time.perf_counter() - t0
     return report
 

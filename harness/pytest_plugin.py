@@ -38,6 +38,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--crashgate-migrator", default=None, metavar="SPEC",
                     help="the migration tool ADR-032 row 4 certifies, e.g. mypkg.mod:migrate "
                     "(default crashgate's own rvf migrator, for backends that store RVF)")
+    group.addoption("--crashgate-jobs", type=_jobs, default=None, metavar="N",
+                    help="worker processes that check a row's crash states (default: every "
+                    "core; under pytest-xdist a worker's share, cores // workers, at least 1, "
+                    "so -n does not oversubscribe the machine; 1: in the test's process)")
+
+
+def _jobs(text: str) -> int:
+    from crashgate.harness.cli import jobs_option
+    return jobs_option(text)
 
 
 def _load(target: str) -> Any:
@@ -66,7 +75,8 @@ class CrashgateRowItem(pytest.Item):
             migrator = _load("crashgate.backends:resolve_migrator")(migrator).label
         cert = certify(self.spec, [self.row], budget=budget,
                        seed=config.getoption("crashgate_seed"), workdir=tmp,
-                       context_factory=functools.partial(context, migrator=migrator),
+                       context_factory=functools.partial(
+                           context, migrator=migrator, jobs=config.getoption("crashgate_jobs")),
                        declaration=self.declaration or probe_declaration(self.spec))
         ev = cert.results[0].evidence
         self.evidence = ev

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from crashgate.backends import close_matches_for, resolve, resolve_migrator
 from crashgate.harness.certify import certify, probe_declaration
-from crashgate.harness.cli import OutputClosed, UsageError
+from crashgate.harness.cli import JOBS_HELP, OutputClosed, UsageError, jobs_option
+from crashgate.harness.crashpool import available_cores
 from crashgate.harness.report import verdict_table, write_certificate
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.adr032 import all_rows
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"crashgate-{spec.slug[:40]}-") as tmp:
             cert = certify(spec, rows, budget=budget, seed=seed, workdir=Path(tmp),
-                           context_factory=functools.partial(RowContext, migrator=migrator),
+                           context_factory=functools.partial(RowContext, migrator=migrator,
+                                                             jobs=args.jobs),
                            progress=progress, declaration=decl,
                            scenarios=args.scenario or ())
             folder = write_certificate(cert, out, spec.slug)
@@ -135,4 +137,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", default="reports", help="where certificates go (default reports/)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress lines on stderr (the seed is in every certificate)")
+    p.add_argument("--jobs", type=jobs_option, default=None, metavar="N",
+                   help=JOBS_HELP.format(cores=available_cores()) + " for the rows that check "
+                   "crash states of a recorded run; verdicts do not depend on it")
     p.set_defaults(func=run)

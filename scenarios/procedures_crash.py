@@ -54,7 +54,7 @@ def power_loss_during_ingest(ctx: RowContext) -> Evidence:
     profile = "small"
     ops, budget = ctx.budget.workload_ops, ctx.budget.crash_states
     report = run_powerloss(ctx.spec, seed=ctx.seed, ops=ops, budget=budget,
-                           profile=PROFILES[profile])
+                           profile=PROFILES[profile], jobs=ctx.jobs)
     measured = {"crash_states": report.states_checked, "crash_points": report.positions,
                 "states_by_model": report.states_by_model, "ops": ops, "seed": ctx.seed}
     # a model with no state is said, with why: a count of zero is not a pass of that model
@@ -82,7 +82,7 @@ def power_loss_during_ingest(ctx: RowContext) -> Evidence:
             # the replayed run wrote differently (the store does not do the same thing twice),
             # so the first crash state does not fit its trace: replay the whole row instead
             again = run_powerloss(ctx.spec, seed=ctx.seed, ops=ops, budget=budget,
-                                  profile=PROFILES[profile])
+                                  profile=PROFILES[profile], jobs=ctx.jobs)
             if again.violations:
                 return Evidence(Verdict.FAIL, f"the run replayed whole ({exc}): "
                                 f"{sum(again.violations.values())} of {again.states_checked} "

@@ -38,7 +38,8 @@ class RowContext:
     """What a procedure gets: the backend, what it declared, the budget, the seed, a private
     working directory (per run and per row: parallel runs never share one), and the migration
     tool named with ``--migrator`` (a migrator name, ``backends.migrator``; None: crashgate's
-    own, for a backend that stores RVF)."""
+    own, for a backend that stores RVF), and the processes that check crash states (``jobs``;
+    None: ``harness.crashpool.default_jobs()``)."""
 
     spec: BackendSpec
     declaration: Declaration
@@ -47,6 +48,7 @@ class RowContext:
     workdir: Path
     progress: Callable[[str], None] = field(default=lambda _msg: None)
     migrator: str | None = None
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)

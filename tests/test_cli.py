@@ -23,3 +23,25 @@ def test_usage_errors_exit_3(capsys) -> None:
     assert main(["backends", "memory?metric=cosin"]) == 3
     assert "Did you mean 'cosine'" in capsys.readouterr().err
     assert main([]) == 3
+
+
+def test_certify_jobs_reaches_the_crash_state_rows(tmp_path, monkeypatch, capsys) -> None:
+    import pytest
+
+    from crashgate.scenarios import procedures_crash
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["certify", "json", "--jobs", "0"])
+    assert exit_.value.code == 3
+    assert "argument --jobs: '0' is not a number of worker processes" in capsys.readouterr().err
+    real, asked = procedures_crash.run_powerloss, []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(kwargs.get("jobs"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(procedures_crash, "run_powerloss", spy)
+    code = main(["certify", "json", "--scenario", "adr032-1", "--budget", "quick", "--seed",
+                 "5", "--jobs", "2", "--out", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr()
+    assert asked == [2]

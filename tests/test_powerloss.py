@@ -67,6 +67,24 @@ def test_bad_input_is_a_usage_error(capsys) -> None:
     assert exit_.value.code == 3
 
 
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_jobs_below_one_is_a_usage_error_naming_the_option(jobs: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["powerloss", "json", "--jobs", jobs])
+    assert exit_.value.code == 3
+    assert f"argument --jobs: {jobs!r} is not a number of worker processes" in \
+        capsys.readouterr().err
+
+
+def test_help_states_every_default(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["powerloss", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--ops", "--states", "--profile", "--models", "--jobs", "--seed"):
+        described = text.split(f"{option} ", 2)[-1]
+        assert "default" in described.split(" --")[0], (option, described[:200])
+
+
 def test_every_crash_model_is_counted_and_a_zero_says_why(capsys) -> None:
     pattern = (r"\(process (\d+), prefix (\d+), subset (\d+), torn (\d+), garbage (\d+)\)")
     code = main(["powerloss", "rvf", "--seed", "3", "--ops", "30", "--states", "300"])

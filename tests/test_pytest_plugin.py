@@ -54,3 +54,19 @@ def test_a_bad_backend_name_is_a_usage_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "Did you mean 'rvf'" in proc.stdout + proc.stderr
+
+
+def test_crashgate_jobs_below_one_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--crashgate-backend", "json", "--crashgate-jobs", "0", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "argument --crashgate-jobs: '0' is not a number of worker processes" in proc.stderr
+
+
+def test_crashgate_jobs_checks_a_row_in_workers(tmp_path: Path) -> None:
+    code, outcomes, out = _run(tmp_path, "--crashgate-scenario", "adr032-1",
+                               "--crashgate-jobs", "2")
+    assert code == 0, out
+    assert outcomes == {"crashgate[rvf][adr032-1]": "passed"}, outcomes

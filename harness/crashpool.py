@@ -1,0 +1,250 @@
+"""Checking crash states in worker processes.
+
+Crash states are independent once the run is recorded: each is materialised from the trace,
+recovered and judged on its own. The parent keeps what decides *which* states exist (it runs the
+enumeration, which materialises and dedupes the images) and sends the states, in enumeration
+order and in small batches, to worker processes; a worker materialises each state's image again
+with its own ``TraceWalk`` (advancing over the positions it gets, which ascend), recovers and
+judges it, and sends back ``(index, judgement)``. Results are merged in enumeration order, not in
+completion order, so a parallel run reports what a serial one does.
+
+Each worker records the run again itself (a ``recipe``), and checks it has the parent's shape.
+Not to save pickling (``fork`` would give it the parent's run for free) but because a store may
+write who its writer is (the RVF lock holds a pid): recovering the parent's images in another
+process, the store would see its dead writer alive, the parent, and refuse to reopen, where a
+serial run sees a writer of its own process that is gone. Recorded in the worker, the run's
+writer is the worker, as it is the parent in a serial run. Workers ``fork`` where the platform
+has it (no re-import; the recipe is not pickled), else ``spawn``. A worker that dies or raises
+surfaces as an error in the parent, never as a hang or a pass; Ctrl-C stops the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
+
+from crashgate.harness.crashcheck import Judgement
+from crashgate.harness.crashstates import CrashState, TraceWalk
+from crashgate.harness.model import StoreState
+from crashgate.harness.simdisk import DiskImage, DiskOp
+
+__all__ = ["CrashPoolError", "StateChecker", "available_cores", "check_in_workers",
+           "default_jobs", "valid_jobs"]
+
+XDIST_WORKERS = "PYTEST_XDIST_WORKER_COUNT"
+
+
+class CrashPoolError(RuntimeError):
+    """A worker process checking crash states died, or the run could not be rebuilt in it."""
+
+
+class StateChecker(Protocol):
+    """What a worker needs: the run it recorded (``base`` and ``trace``, to materialise a
+    state's image) and the two steps after it."""
+
+    @property
+    def base(self) -> DiskImage: ...
+
+    @property
+    def trace(self) -> Sequence[DiskOp]: ...
+
+    def recover(self, image: DiskImage) -> StoreState | BaseException: ...
+
+    def judge(self, state: CrashState, seen: StoreState | BaseException) -> Judgement: ...
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else all)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_jobs() -> int:
+    """Every core; under pytest-xdist a worker's share of them (``cores // workers``, at least
+    1), so ``-n 2`` on two cores checks serially in each worker instead of oversubscribing."""
+    cores = available_cores()
+    workers = os.environ.get(XDIST_WORKERS, "")
+    if workers.isdigit() and int(workers) > 0:
+        return max(1, cores // int(workers))
+    return cores
+
+
+def valid_jobs(jobs: int | None, option: str = "jobs") -> int:
+    """``jobs`` checked (None: ``default_jobs()``); ``ValueError`` naming ``option`` if < 1."""
+    if jobs is None:
+        return default_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"{option}={jobs!r}: give a number of worker processes of at least 1 "
+                         f"(1 checks in this process; default: {default_jobs()}, the cores)")
+    return jobs
+
+
+# -- in the worker --------------------------------------------------------------------------
+
+_checker: StateChecker | None = None
+_recipe: Callable[[], StateChecker] | None = None
+_walk: TraceWalk | None = None
+
+
+def _start_worker(recipe: Callable[[], StateChecker]) -> None:
+    global _checker, _recipe, _walk
+    # Ctrl-C reaches the whole foreground process group: the parent handles it and stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _checker, _recipe, _walk = None, recipe, None
+
+
+Batch = list[tuple[int, CrashState]]
+Phases = dict[str, float]
+
+
+def _check_batch(batch: Batch) -> tuple[list[tuple[int, Judgement]], Phases]:
+    """Judge a batch of ``(index, state)`` (positions ascending); return ``(index, judgement)``
+    and the seconds spent per phase."""
+    global _checker, _walk
+    phases = {"rematerialise": 0.0, "recover": 0.0, "judge": 0.0}
+    if _checker is None:
+        assert _recipe is not None
+        t = time.perf_counter()
+        try:
+            # here, not in the initializer: an error of the recipe reaches the parent whole
+            _checker = _recipe()
+        except BaseException as exc:
+            exc.add_note(f"raised in crash-state worker process {os.getpid()} while "
+                         "recording the run again")
+            raise
+        phases["workload"] = time.perf_counter() - t
+    out = []
+    for index, state in batch:
+        try:
+            t0 = time.perf_counter()
+            if _walk is None or _walk.pos > state.position:
+                _walk = TraceWalk(_checker.base, _checker.trace, state.sector_size)
+            _walk.advance(state.position)
+            image = _walk.image_of(state)   # the call the enumeration made: the same image
+            t1 = time.perf_counter()
+            seen = _checker.recover(image)
+            t2 = time.perf_counter()
+            out.append((index, _checker.judge(state, seen)))
+            t3 = time.perf_counter()
+        except BaseException as exc:
+            exc.add_note(f"raised in crash-state worker process {os.getpid()} while checking "
+                         f"state #{index}: {state.describe()}")
+            raise
+        phases["rematerialise"] += t1 - t0
+        phases["recover"] += t2 - t1
+        phases["judge"] += t3 - t2
+    return out, phases
+
+
+# -- in the parent --------------------------------------------------------------------------
+
+
+def batch_size(budget: int, jobs: int) -> int:
+    """16..64 states a batch: big enough that a batch costs more than its round trip, small
+    enough that a run of a few hundred states still gives every worker several batches."""
+    return max(16, min(64, budget // (jobs * 8) if jobs else 64))
+
+
+def check_in_workers(
+    states: Iterable[tuple[CrashState, DiskImage]], recipe: Callable[[], StateChecker], *,
+    jobs: int, batch: int, phases: Phases, start_method: str | None = None,
+) -> Generator[tuple[CrashState, Judgement], None, None]:
+    """Yield ``(state, judgement)`` for every state of ``states``, in their order, checked by
+    ``jobs`` worker processes, each of which calls ``recipe()`` once for its checker. The
+    parent's images are dropped (only the states travel).
+
+    ``start_method``: None for ``fork`` where the platform has it, else ``spawn`` (``recipe``
+    must then be picklable). Worker phase seconds are added to ``phases`` (``workload`` too:
+    the workers' recordings). At most ``2 * jobs + 1`` batches are in flight: memory stays
+    bounded however many states there are."""
+    method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods()
+                              else "spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method),
+                               initializer=_start_worker, initargs=(recipe,))
+    in_flight: deque[tuple[Batch, Future[tuple[list[tuple[int, Judgement]], Phases]]]] = deque()
+    finished = False
+    try:
+        pending: Batch = []
+        source = iter(states)
+        index = 0
+        exhausted = False
+        while not exhausted or pending or in_flight:
+            while not exhausted and len(in_flight) < 2 * jobs + 1:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    pending.append((index, item[0]))
+                    index += 1
+                if pending and (exhausted or len(pending) >= batch):
+                    try:
+                        in_flight.append((pending, pool.submit(_check_batch, pending)))
+                    except BrokenProcessPool as exc:   # a worker died before this was sent
+                        raise _died(exc, pending) from exc
+                    pending = []
+            if in_flight:
+                sent, future = in_flight.popleft()
+                yield from _merge(sent, _result(future, sent), phases)
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:   # an error, Ctrl-C or a consumer that stopped early: stop the workers now
+            _terminate(pool)
+
+
+def _result(future: Future[tuple[list[tuple[int, Judgement]], Phases]], sent: Batch
+            ) -> tuple[list[tuple[int, Judgement]], Phases]:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise _died(exc, sent) from exc
+
+
+def _died(exc: BrokenProcessPool, sent: Batch) -> CrashPoolError:
+    first, last = sent[0][1], sent[-1][1]
+    return CrashPoolError(
+        f"a crash-state worker process died ({exc}) while checking states #{sent[0][0]}.."
+        f"#{sent[-1][0]} (trace positions {first.position}..{last.position}) or those before "
+        "them: the store killed its process or the machine ran out of memory; rerun with "
+        "--jobs 1 to check in one process and see the error")
+
+
+def _merge(sent: Batch, result: tuple[list[tuple[int, Judgement]], Phases], phases: Phases
+           ) -> Iterator[tuple[CrashState, Judgement]]:
+    got, spent = result
+    for name, seconds in spent.items():
+        phases[name] = phases.get(name, 0.0) + seconds
+    by_index = dict(got)
+    for index, state in sent:
+        if index not in by_index:
+            raise CrashPoolError(f"a crash-state worker returned no judgement for state "
+                                 f"#{index} ({state.describe()})")
+        yield state, by_index[index]
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool and kill its workers: they ignore Ctrl-C, and one busy with a slow
+    recovery would otherwise hold the interpreter's exit until its batch ends. The processes
+    are taken before ``shutdown``, which forgets them."""
+    terminate = getattr(pool, "terminate_workers", None)   # Python 3.14
+    if callable(terminate):
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(5)
