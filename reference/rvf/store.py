@@ -489,6 +489,8 @@ class RvfStore:
         self._check_writable("delete")
         if _check_key(key) in self._kv:
             self.commit(deletes=[key])
+        else:
+            self._discard_failed_attempt()
 
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         self._check_open()
@@ -499,6 +501,8 @@ class RvfStore:
         deletes = list(deletes)
         if puts or any(k in self._kv for k in deletes):
             self.commit(puts=puts, deletes=deletes)
+        else:
+            self._discard_failed_attempt()
 
     # -- vectors ------------------------------------------------------------------------------
 
@@ -506,6 +510,8 @@ class RvfStore:
         self._check_writable("upsert")
         if records:
             self.commit(upserts=records)
+        else:
+            self._discard_failed_attempt()
 
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
@@ -517,7 +523,21 @@ class RvfStore:
         live = [i for i in dict.fromkeys(_check_id(i) for i in ids) if i in self._table]
         if live:
             self.commit(removes=live)
+        else:
+            self._discard_failed_attempt()
         return len(live)
+
+    def _discard_failed_attempt(self) -> None:
+        """Before acknowledging a call that changes nothing: a commit attempt that failed in
+        this session may have left a whole manifest in the page cache, which would surface at
+        the next open, after this call said the ids or keys were gone. Truncate it and fsync,
+        as the next commit would (FORMAT.md, "Commit", step 1)."""
+        if self._tail_dirty:
+            f = self._check_open()
+            f.truncate(self._end)
+            f.sync()
+            self._size = self._end
+            self._tail_dirty = False
 
     def count(self) -> int:
         self._check_open()
