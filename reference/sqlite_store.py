@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS vectors (
 PRAGMA user_version = 2;
 COMMIT;
 """
+# PRAGMA table_info as (name, type, notnull, pk) of the columns _SCHEMA creates
+_COLUMNS = {
+    "kv": (("key", "TEXT", 0, 1), ("value", "BLOB", 1, 0)),
+    "vectors": (("id", "INTEGER", 0, 1), ("vector", "BLOB", 1, 0), ("metadata", "TEXT", 1, 0)),
+}
+_SUM_COLUMN = ("sum", "BLOB", 1, 0)
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 _DAMAGED = (apsw.CorruptError, apsw.NotADBError)
@@ -309,7 +315,28 @@ class SqliteStore:
         problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))
+        if version >= 1:
+            self._check_schema(version)
         return version
+
+    def _check_schema(self, version: int) -> None:
+        """The tables' columns are the ones this store writes (for version 1, with or without
+        the ``sum`` columns a version-2 file set back has). The schema is text SQLite parses on
+        open: a flipped bit there can rename a column without breaking ``integrity_check``,
+        and every later query would fail as a programming error rather than damage."""
+        for table, columns in _COLUMNS.items():
+            try:
+                got = tuple((row[1], str(row[2]).upper(), row[3], row[5])
+                            for row in self._db.execute(f"PRAGMA table_info({table})"))
+            except UnicodeDecodeError as exc:   # a name whose bytes are no longer UTF-8
+                raise CorruptStore(self.path, f"the schema of table {table} does not decode: "
+                                   f"{exc}") from exc
+            allowed = {columns + (_SUM_COLUMN,)} | ({columns} if version == 1 else set())
+            if got not in allowed:
+                raise CorruptStore(self.path, f"table {table} has the columns "
+                                   f"{[c[0] for c in got]}, not the ones this store writes "
+                                   f"{[c[0] for c in columns + (_SUM_COLUMN,)]}: its schema "
+                                   "text is damaged")
 
     def _migrate(self) -> None:
         """Version 1 -> 2 in one transaction: add the ``sum`` columns and fill them. A sum

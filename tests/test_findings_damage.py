@@ -53,6 +53,21 @@ def test_sqlite_a_float_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) 
         s.close()
 
 
+@pytest.mark.parametrize("old, new", [(b"metadata TEXT", b"metadatq TEXT"),
+                                      (b"id INTEGER", b"\xa0d INTEGER")])
+def test_sqlite_a_damaged_column_name_is_corrupt_not_a_query_error(
+        tmp_path: Path, old: bytes, new: bytes) -> None:
+    """Found by a certification (seed 1286860987): a flipped bit in the schema text renamed a
+    column; integrity_check passed and every read raised ``SQLError: no such column``."""
+    db = tmp_path / "s.db"
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    s.upsert([VectorRecord.of(7, [1.25, -3.5], {"owner": "ann"})])
+    s.close()
+    _replace_once(db, old, new)
+    with pytest.raises(CorruptStore, match="vectors"):
+        open_sqlite(str(db), os_env(), journal_mode="DELETE")
+
+
 def test_sqlite_a_kv_value_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
