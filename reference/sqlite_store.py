@@ -96,6 +96,7 @@ _SUM_COLUMN = ("sum", "BLOB", 1, 0)
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 _DAMAGED = (apsw.CorruptError, apsw.NotADBError)
+_IN_DOUBT = (apsw.IOError, apsw.FullError)   # a write may or may not have reached the file
 _IMPLAUSIBLE_VERSION = 1 << 16
 _SUM_SIZE = 16
 
@@ -261,7 +262,9 @@ class SqliteStore:
         self.path = path
         self._env = env
         self._metric = metric
+        self._modes = (journal_mode, synchronous)
         self._closed = False
+        self._in_doubt = False
         self.declaration = declaration_for(journal_mode, synchronous, metric)
         parent = posixpath.dirname(path) or "."
         if not env.fs.exists(parent):
@@ -401,6 +404,8 @@ class SqliteStore:
             raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
         except apsw.Error as exc:
             self._reraise_crash()
+            if isinstance(exc, _IN_DOUBT):
+                self._in_doubt = True
             # e.g. SQLError "malformed database schema (...)", or "unsupported file format"
             # (a damaged header byte: SQLite's file format numbers are 1..4, never newer here)
             if any(m in str(exc) for m in ("malformed", "unsupported file format")):
@@ -430,6 +435,23 @@ class SqliteStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed(self.path)
+        if self._in_doubt:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """After an I/O error the last write may or may not be in the file: a COMMIT that
+        raised can have left a whole transaction in the WAL, which SQLite recovers at the next
+        open, while this connection goes on without it (a DELETE of its rows then changes
+        nothing, and the rows come back). So the next call opens the database again first,
+        and sees what the file holds."""
+        self._in_doubt = False
+        with contextlib.suppress(apsw.Error):
+            self._release()
+        try:
+            self.__init__(self.path, self._env, *self._modes, self._metric)  # type: ignore[misc]
+        except BaseException:
+            self._in_doubt = True   # still in doubt: the next call tries again
+            raise
 
     def _release(self) -> None:
         try:
