@@ -27,9 +27,15 @@ from crashgate.harness.crashcheck import (
     judge,
 )
 from crashgate.harness.crashenum import enumerate_crash_states, plan_crash_states
-from crashgate.harness.crashpool import CrashPoolError, batch_size, check_in_workers, valid_jobs
+from crashgate.harness.crashpool import (
+    CrashPoolError,
+    batch_size,
+    check_in_workers,
+    check_one,
+    valid_jobs,
+)
 from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
-from crashgate.harness.model import PrefixModel, StoreState, prefix_states, read_state
+from crashgate.harness.model import PrefixModel, StoreState, read_state
 from crashgate.harness.ops import Op, Reopen, Upsert, describe_op, thin
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
@@ -37,7 +43,7 @@ from crashgate.harness.simenv import sim_env
 from crashgate.harness.workload import Profile, iter_workload
 
 __all__ = ["DATA_DIR", "PowerLossReport", "Recorded", "Violation", "check_state", "record_run",
-           "run_powerloss", "trace_digest"]
+           "run_powerloss", "trace_shape"]
 
 DATA_DIR = "/data"
 POWER_MODELS = (CrashModel.PREFIX, CrashModel.SUBSET, CrashModel.TORN, CrashModel.GARBAGE)
@@ -56,8 +62,9 @@ class Recorded:
     """The run's disk: its ``trace``; the page cache is dropped once the run ends."""
     declaration: Declaration
     vector_ids: frozenset[int]
-    states: tuple[StoreState, ...] = ()
-    """The model after each prefix of the ops (``model.PrefixModel``), built as the run went."""
+    states: tuple[StoreState, ...]
+    """The model after each prefix of the ops (``model.PrefixModel``), built as the run went
+    (the thinned ops no longer hold the vectors to build it from)."""
 
     @property
     def durability(self) -> Durability:
@@ -190,7 +197,7 @@ class _Judge:
     def __init__(self, rec: Recorded) -> None:
         self.rec = rec
         # span 0 may be the open, the last is the close: map spans to model op counts
-        self.states = list(rec.states) or prefix_states(rec.ops)
+        self.states = rec.states
         self.index: dict[str, list[int]] = {}
         for j, s in enumerate(self.states):
             self.index.setdefault(s.digest, []).append(j)
@@ -255,15 +262,13 @@ class _Checker:
         return self.judging(state, seen)
 
 
-def trace_digest(trace: Sequence[DiskOp], *, data: bool = True) -> str:
-    """A digest of a trace's ops; ``data=False``: of its shape only (every field and the
-    length of each write, not the bytes written), which is all a ``CrashState`` refers to."""
+def trace_shape(trace: Sequence[DiskOp]) -> str:
+    """A digest of a trace's shape: every field of each op and the length of each write, not
+    the bytes written, which is all a ``CrashState`` refers to."""
     h = hashlib.blake2b(digest_size=16)
     for op in trace:
         h.update(repr((op.kind, op.path, op.offset, op.size, op.dst, op.ino, op.parent,
                        op.dst_parent, len(op.data))).encode())
-        if data:
-            h.update(op.data)
     return h.hexdigest()
 
 
@@ -281,7 +286,7 @@ class _Rerecord:
 
     def __call__(self) -> _Checker:
         rec = record_run(self.spec, self.ops, self.seed, self.profile)
-        if trace_digest(rec.disk.trace, data=False) != self.shape:
+        if trace_shape(rec.disk.trace) != self.shape:
             raise CrashPoolError(
                 f"backend {self.spec.label!r} did different disk operations when its seeded "
                 f"workload (seed {self.seed}, {self.ops} ops) was run again in a worker "
@@ -308,13 +313,7 @@ def _check_serially(states: Iterable[tuple[CrashState, DiskImage]], checker: _Ch
                     phases: dict[str, float]
                     ) -> Generator[tuple[CrashState, Judgement], None, None]:
     for state, image in states:
-        t0 = time.perf_counter()
-        seen = checker.recover(image)
-        t1 = time.perf_counter()
-        verdict = checker.judge(state, seen)
-        phases["recover"] += t1 - t0
-        phases["judge"] += time.perf_counter() - t1
-        yield state, verdict
+        yield state, check_one(checker, state, image, phases)
 
 
 def run_powerloss(
@@ -353,7 +352,7 @@ def run_powerloss(
         report.jobs = 1
         checked = _check_serially(states, checker, phases)
     else:
-        recipe = _Rerecord(spec, seed, ops, profile, trace_digest(rec.disk.trace, data=False))
+        recipe = _Rerecord(spec, seed, ops, profile, trace_shape(rec.disk.trace))
         checked = check_in_workers(states, recipe, jobs=report.jobs, batch=batch,
                                    phases=phases, start_method=start_method)
     # closed at once on any exit (Ctrl-C in ``progress`` too): that stops the workers
@@ -377,8 +376,9 @@ def check_state(spec: BackendSpec, *, seed: int, ops: int, profile: Profile,
     """Replay the run and judge one crash state; also return the ops around it, for a person."""
     rec = record_run(spec, ops, seed, profile)
     image = state.image(rec.base, rec.disk.trace)
-    verdict = _Judge(rec)(state, _recover(rec, image))
-    done, in_flight = _Judge(rec).allowed(state.position, state.model is not CrashModel.PROCESS)
+    judging = _Judge(rec)
+    verdict = judging(state, _recover(rec, image))
+    done, in_flight = judging.allowed(state.position, state.model is not CrashModel.PROCESS)
     lines = [f"{i + 1:>4}. {describe_op(op)}" for i, op in enumerate(rec.ops[: done + 1])]
     if in_flight:
         lines[-1] += "   <- in flight when the crash came"

@@ -266,6 +266,13 @@ class SqliteStore:
         self._closed = False
         self._in_doubt = False
         self.declaration = declaration_for(journal_mode, synchronous, metric)
+        self._connect()
+
+    def _connect(self) -> None:
+        """Open the connection: check the file, set the modes, create or migrate the tables.
+        On open, and again after an I/O error (``_reconnect``)."""
+        path, env = self.path, self._env
+        journal_mode, synchronous = self._modes
         parent = posixpath.dirname(path) or "."
         if not env.fs.exists(parent):
             env.fs.makedirs(parent)
@@ -448,7 +455,7 @@ class SqliteStore:
         with contextlib.suppress(apsw.Error):
             self._release()
         try:
-            self.__init__(self.path, self._env, *self._modes, self._metric)  # type: ignore[misc]
+            self._connect()
         except BaseException:
             self._in_doubt = True   # still in doubt: the next call tries again
             raise

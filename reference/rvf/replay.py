@@ -174,8 +174,6 @@ def _replay_manifest(loaded: Loaded, reader: ChunkReader, path: str, seg: Seg, p
     return m
 
 
-
-
 def _cost(segs: list[Seg]) -> Cost:
     return Cost(len(segs), sum(s.header.total_length for s in segs))
 

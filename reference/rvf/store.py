@@ -393,10 +393,7 @@ class RvfStore:
     def _append(self, f: File, data: bytes, m_raw: bytes) -> None:
         """Append ``data`` then the manifest ``m_raw`` under the commit protocol (FORMAT.md,
         "Commit"); commits and checkpoints both go through it, with the same failpoints."""
-        if self._tail_dirty or self._size != self._end:
-            f.truncate(self._end)  # what a failed commit left behind must not follow ours
-            f.sync()
-            self._size = self._end
+        self._discard_failed_attempt()   # what a failed commit left must not follow ours
         self._tail_dirty = True
         fp = self._env.failpoints
         if self._one_sync:
@@ -528,11 +525,12 @@ class RvfStore:
         return len(live)
 
     def _discard_failed_attempt(self) -> None:
-        """Before acknowledging a call that changes nothing: a commit attempt that failed in
-        this session may have left a whole manifest in the page cache, which would surface at
-        the next open, after this call said the ids or keys were gone. Truncate it and fsync,
-        as the next commit would (FORMAT.md, "Commit", step 1)."""
-        if self._tail_dirty:
+        """FORMAT.md, "Commit", step 1: truncate what a commit attempt that failed in this
+        session (or anything past the committed end) left, and fsync. Before every commit, and
+        before acknowledging a call that changes nothing: the failed attempt may have left a
+        whole manifest in the page cache, which would surface at the next open, after the call
+        said the ids or keys were gone."""
+        if self._tail_dirty or self._size != self._end:
             f = self._check_open()
             f.truncate(self._end)
             f.sync()
