@@ -180,7 +180,8 @@ def enumerate_crash_states(
         pending = tuple(walk.pending())
         # images by hash, not the images themselves: a position's quota of multi-MiB images
         # would all stay alive (a collision of 64-bit hashes would skip a state, never judge one
-        # wrongly)
+        # wrongly). The hash is the contents' (``harness.content``): chunks an image shares
+        # with the durable files were hashed once, so it costs what the image wrote
         seen: set[int] = set()
         covered: set[CrashModel] = set()
         for model, planned, cap in entries:

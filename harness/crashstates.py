@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crashgate.harness.content import EMPTY, ChunkedFile, Content
 from crashgate.harness.simdisk import (
     DATA_KINDS,
     ENTRY_KINDS,
@@ -128,9 +129,13 @@ class TraceWalk:
     """The durable state of a trace, advanced op by op in one pass.
 
     Bytes: per inode, the durable ops are a prefix of its ops (a sync covers all before it),
-    so ``data`` is updated in place at each sync. Entries: a rename may wait on two
-    directories, so durability is not a prefix; ``settled`` holds the base plus the longest
-    all-durable prefix of entry ops, and the rest (``unsettled``) is replayed per state.
+    so ``data`` (inode -> ``Content``) is replaced at each sync by a content that shares every
+    chunk the sync's ops did not touch; an image's files are built the same way from it, so
+    the images of one position share their untouched chunks with the durable files and with
+    each other (nothing of a large file is copied but the chunks a kept write lands in).
+    Entries: a rename may wait on two directories, so durability is not a prefix; ``settled``
+    holds the base plus the longest all-durable prefix of entry ops, and the rest
+    (``unsettled``) is replayed per state.
     """
 
     def __init__(self, base: DiskImage, trace: Sequence[DiskOp], sector_size: int) -> None:
@@ -143,8 +148,7 @@ class TraceWalk:
         self.sector_size = sector_size
         self.pos = 0
         self.settled = _Tree(entries)
-        self.data: dict[int, bytes | bytearray] = dict(data)
-        self._bytes: dict[int, bytes] = {}
+        self.data: dict[int, Content] = dict(data)
         self.pending_data: dict[int, list[int]] = {}
         self.unsettled: list[int] = []
         self._head = 0  # unsettled[:_head] are settled already
@@ -171,12 +175,10 @@ class TraceWalk:
             elif kind == "sync":
                 ops = self.pending_data.pop(op.ino, None)
                 if ops:
-                    buf = self.data.get(op.ino, b"")
-                    if not isinstance(buf, bytearray):
-                        buf = self.data[op.ino] = bytearray(buf)
+                    buf = self.data.get(op.ino, EMPTY).edit()
                     for j in ops:
                         _apply_data(buf, trace[j])
-                    self._bytes.pop(op.ino, None)
+                    self.data[op.ino] = buf.freeze()
             elif kind in ENTRY_KINDS:
                 if kind in ("create", "mkdir") and op.ino < self._base_next:
                     self._check_base(i, op)
@@ -207,7 +209,6 @@ class TraceWalk:
         for ino in [i for i in self.data if i not in linked
                     and self._last_named.get(i, -1) <= at]:
             del self.data[ino]
-            self._bytes.pop(ino, None)
 
     def _check_base(self, i: int, op: DiskOp) -> None:
         # A create of an inode the base already has is harmless only when the base has it
@@ -232,13 +233,9 @@ class TraceWalk:
         out.sort()
         return out
 
-    def durable_bytes(self, ino: int) -> bytes:
-        got = self._bytes.get(ino)
-        if got is None:
-            raw = self.data.get(ino, b"")
-            got = raw if isinstance(raw, bytes) else bytes(raw)
-            self._bytes[ino] = got
-        return got
+    def durable(self, ino: int) -> Content:
+        """The durable content of file ``ino`` at this walk's position."""
+        return self.data.get(ino, EMPTY)
 
     def image_of(self, state: CrashState) -> DiskImage:
         """The image of ``state``, a state at this walk's position (``advance`` to it first):
@@ -268,32 +265,28 @@ class TraceWalk:
             ks = [j for j in pending if j in kept]
             if ks:
                 touched[ino] = ks
-        files: dict[str, bytes] = {}
+        files: dict[str, Content] = {}
+        data = self.data
         for path, ino in paths:
             mine = touched.get(ino)
             if mine is None:
-                files[path] = self.durable_bytes(ino)
+                files[path] = data.get(ino, EMPTY)
                 continue
             # a kept truncate to 0 leaves nothing of what came before it: replay from there
             # (a store that rewrites its file on every op would otherwise replay them all)
             cut = next((i for i in range(len(mine) - 1, -1, -1)
                         if self.trace[mine[i]].kind == "truncate"
-                        and self.trace[mine[i]].size == 0), None)
-            replayed = [self.trace[j] for j in mine[cut or 0:]]
-            base = self.durable_bytes(ino) if cut is None else b""
-            appended = (_appended(base, replayed) if not torn or not torn.keys() & set(mine)
-                        else None)
-            if appended is not None:   # appends only (a log): join, no copy of the file twice
-                files[path] = appended
-                continue
-            buf = bytearray(base)
-            for j, op in zip(mine[cut or 0:], replayed, strict=True):
+                        and self.trace[mine[i]].size == 0), 0)
+            # copy-on-write: only the chunks a kept op lands in are copied (appends to a log
+            # copy its last chunk, not the file)
+            buf = (data.get(ino, EMPTY) if cut == 0 else EMPTY).edit()
+            for j in mine[cut:]:
                 written = torn.get(j) if torn else None
                 if written is None:
-                    _apply_data(buf, op)
+                    _apply_data(buf, self.trace[j])
                 else:
-                    _apply_torn(buf, op, j, written, garbage_seed, self.sector_size)
-            files[path] = bytes(buf)
+                    _apply_torn(buf, self.trace[j], j, written, garbage_seed, self.sector_size)
+            files[path] = buf.freeze()
         return DiskImage._trusted(files, dirs)
 
 
@@ -346,26 +339,11 @@ def _apply_entry(tree: _Tree, op: DiskOp) -> None:
             tree.edit(op.dst_parent)[_basename(op.dst)] = op.ino
 
 
-def _appended(base: bytes, ops: Sequence[DiskOp]) -> bytes | None:
-    """``base`` with ``ops`` applied when each is a write at the end of the file so far (an
-    append), built in one join; ``None`` otherwise."""
-    size = len(base)
-    for op in ops:
-        if op.kind != "write" or op.offset != size:
-            return None
-        size += len(op.data)
-    return b"".join([base, *(op.data for op in ops)])
-
-
-def _apply_data(buf: bytearray, op: DiskOp) -> None:
+def _apply_data(buf: ChunkedFile, op: DiskOp) -> None:
     if op.kind == "write":
-        if op.offset > len(buf):
-            buf.extend(bytes(op.offset - len(buf)))
-        buf[op.offset:op.offset + len(op.data)] = op.data
-    elif op.size < len(buf):
-        del buf[op.size:]
+        buf.write(op.offset, op.data)
     else:
-        buf.extend(bytes(op.size - len(buf)))
+        buf.truncate(op.size)
 
 
 def sectors_of(op: DiskOp, sector_size: int = SECTOR_SIZE) -> range:
@@ -382,17 +360,25 @@ def _garbage(seed: int, index: int, size: int) -> bytes:
     return np.random.Generator(np.random.PCG64([seed, index])).bytes(size)
 
 
-def _apply_torn(buf: bytearray, op: DiskOp, index: int, written: Collection[int],
+def _apply_torn(buf: ChunkedFile, op: DiskOp, index: int, written: Collection[int],
                 garbage_seed: int | None, sector_size: int) -> None:
-    end = op.offset + len(op.data)
-    if end > len(buf):
-        buf.extend(bytes(end - len(buf)))  # the size update reached the disk, not all the data
-    if garbage_seed is not None:   # every sector lost holds garbage: lay it all, then the data
-        buf[op.offset:end] = _garbage(garbage_seed, index, len(op.data))
-    # the written sectors, copied as runs of consecutive sectors (a long write has hundreds)
+    # the bytes the write's range holds after the tear, built flat and written once (a torn
+    # write has hundreds of runs; one file write each would cost more than the copy)
+    size = len(op.data)
+    if garbage_seed is not None:   # every sector lost holds garbage
+        region = bytearray(_garbage(garbage_seed, index, size))
+    else:   # lost sectors keep their old bytes; past the old end, zeros (the size update
+        # reached the disk, not all the data)
+        old = buf.read(op.offset, size)
+        region = bytearray(size)
+        region[:len(old)] = old
+    data = memoryview(op.data)
+    # the written sectors, copied as runs of consecutive sectors
     for first, last in _runs(sorted(set(written) & set(sectors_of(op, sector_size)))):
-        lo, hi = max(op.offset, first * sector_size), min(end, (last + 1) * sector_size)
-        buf[lo:hi] = op.data[lo - op.offset:hi - op.offset]
+        lo = max(0, first * sector_size - op.offset)
+        hi = min(size, (last + 1) * sector_size - op.offset)
+        region[lo:hi] = data[lo:hi]
+    buf.write(op.offset, region)
 
 
 def _runs(sectors: Sequence[int]) -> Iterator[tuple[int, int]]:

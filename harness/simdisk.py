@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import errno
 import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Literal
 
 from crashgate.backends.env import File, OpenMode
+from crashgate.harness.content import ChunkedFile, Content
 
 __all__ = ["DATA_KINDS", "ENTRY_KINDS", "ROOT_INO", "SECTOR_SIZE", "DiskImage", "DiskOp",
            "OpKind", "SimDisk", "SimFS", "SimFile", "normpath"]
@@ -85,27 +86,33 @@ class DiskOp:
         return f"DiskOp({self.describe()})"
 
 
-@dataclass(frozen=True)
 class DiskImage:
     """An immutable snapshot of a disk: ``files`` maps paths to contents; ``dirs`` holds every
-    directory, ``/`` and the ancestors of every file and directory included."""
+    directory, ``/`` and the ancestors of every file and directory included.
 
-    files: Mapping[str, bytes] = field(default_factory=dict)
-    dirs: frozenset[str] = frozenset({"/"})
+    ``files`` values may be bytes-like or ``Content``. The image holds them as ``contents``
+    (path -> ``Content``: chunks shared with the images and disks it came from, so a crash
+    image of a large file copies only what differs); ``files`` (path -> bytes) flattens a file
+    when it is first read and keeps it. Equality and the hash (computed once) are by contents.
+    """
 
-    def __post_init__(self) -> None:
-        files = {normpath(p): bytes(b) for p, b in self.files.items()}
-        dirs = {"/"}
-        for d in [*map(normpath, self.dirs), *(posixpath.dirname(p) for p in files)]:
-            while d not in dirs:
-                dirs.add(d)
+    contents: Mapping[str, Content]
+    dirs: frozenset[str]
+
+    def __init__(self, files: Mapping[str, bytes | Content] | None = None,
+                 dirs: frozenset[str] = frozenset({"/"})) -> None:
+        contents = {normpath(p): Content.of(b) for p, b in (files or {}).items()}
+        all_dirs = {"/"}
+        for d in [*map(normpath, dirs), *(posixpath.dirname(p) for p in contents)]:
+            while d not in all_dirs:
+                all_dirs.add(d)
                 d = posixpath.dirname(d)
-        clash = sorted(dirs & files.keys())
+        clash = sorted(all_dirs & contents.keys())
         if clash:
             raise ValueError(f"DiskImage: {clash[0]!r} is both a file and a directory; "
                              "a path is one or the other")
-        object.__setattr__(self, "files", files)
-        object.__setattr__(self, "dirs", frozenset(dirs))
+        object.__setattr__(self, "contents", contents)
+        object.__setattr__(self, "dirs", frozenset(all_dirs))
 
     @classmethod
     def empty(cls, *dirs: str) -> DiskImage:
@@ -113,48 +120,102 @@ class DiskImage:
         return cls({}, frozenset(dirs))
 
     @classmethod
-    def _trusted(cls, files: dict[str, bytes], dirs: frozenset[str]) -> DiskImage:
+    def _trusted(cls, contents: dict[str, Content], dirs: frozenset[str]) -> DiskImage:
         # Built by the replay, already normalised: skip the checks (hot path).
         image = object.__new__(cls)
-        object.__setattr__(image, "files", files)
+        object.__setattr__(image, "contents", contents)
         object.__setattr__(image, "dirs", dirs)
         return image
+
+    @property
+    def files(self) -> Mapping[str, bytes]:
+        """path -> bytes, each file flattened when first read (and kept)."""
+        flat = self.__dict__.get("_files")
+        if flat is None:
+            flat = _FlatFiles(self.contents)
+            object.__setattr__(self, "_files", flat)
+        return flat
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}: a DiskImage is immutable "
+                                  "(build a new one)")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}: a DiskImage is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiskImage):
+            return NotImplemented
+        return self is other or (self.dirs == other.dirs and self.contents == other.contents)
 
     def __hash__(self) -> int:
         h = self.__dict__.get("_hash")
         if h is None:
-            h = hash((frozenset(self.files.items()), self.dirs))
+            h = hash((frozenset(self.contents.items()), self.dirs))
             object.__setattr__(self, "_hash", h)
         return h
 
     def __getstate__(self) -> dict[str, object]:
-        # Not the cached hash: str/bytes hashes differ between processes.
-        return {"files": self.files, "dirs": self.dirs}
+        # Not the cached hash (str/bytes hashes differ between processes), nor flat copies.
+        return {"files": self.contents, "dirs": self.dirs}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        object.__setattr__(self, "files", state["files"])
+        files = state["files"]
+        assert isinstance(files, Mapping)
+        object.__setattr__(self, "contents", {p: Content.of(b) for p, b in files.items()})
         object.__setattr__(self, "dirs", state["dirs"])
+
+    def __repr__(self) -> str:
+        return f"DiskImage(files={dict(self.contents)!r}, dirs={self.dirs!r})"
 
     def diff(self, other: DiskImage) -> list[str]:
         """Human-readable differences from ``self`` to ``other``, one line each."""
         out = [f"+dir {d}" for d in sorted(other.dirs - self.dirs)]
         out += [f"-dir {d}" for d in sorted(self.dirs - other.dirs)]
-        for p in sorted(self.files.keys() | other.files.keys()):
-            a, b = self.files.get(p), other.files.get(p)
+        for p in sorted(self.contents.keys() | other.contents.keys()):
+            a, b = self.contents.get(p), other.contents.get(p)
             if a is None:
                 out.append(f"+file {p} ({len(b or b'')} bytes)")
             elif b is None:
                 out.append(f"-file {p} ({len(a)} bytes)")
-            elif a != b:
-                first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                             min(len(a), len(b)))
-                out.append(f"~file {p}: {len(a)} -> {len(b)} bytes, first difference at {first}")
+            else:
+                first = a.first_difference(b)
+                if first is not None:
+                    out.append(f"~file {p}: {len(a)} -> {len(b)} bytes, first difference at "
+                               f"{first}")
         return out
 
 
-def layout(image: DiskImage) -> tuple[dict[int, dict[str, int]], dict[int, bytes], int]:
+class _FlatFiles(Mapping[str, bytes]):
+    """``DiskImage.files``: a read-only view of an image's contents as bytes, flattening each
+    file once, when first read."""
+
+    def __init__(self, contents: Mapping[str, Content]) -> None:
+        self._contents = contents
+        self._flat: dict[str, bytes] = {}
+
+    def __getitem__(self, path: str) -> bytes:
+        got = self._flat.get(path)
+        if got is None:
+            got = self._flat[path] = self._contents[path].tobytes()
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._contents)
+
+    def __len__(self) -> int:
+        return len(self._contents)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._contents
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+def layout(image: DiskImage) -> tuple[dict[int, dict[str, int]], dict[int, Content], int]:
     """Give an image inodes, deterministically (the disk and the replay must agree): returns
-    ``(entries: dir inode -> {name: inode}, data: file inode -> bytes, next free inode)``."""
+    ``(entries: dir inode -> {name: inode}, data: file inode -> content, next free inode)``."""
     entries: dict[int, dict[str, int]] = {ROOT_INO: {}}
     by_path = {"/": ROOT_INO}
     ino = ROOT_INO
@@ -163,10 +224,10 @@ def layout(image: DiskImage) -> tuple[dict[int, dict[str, int]], dict[int, bytes
         entries[ino] = {}
         entries[by_path[posixpath.dirname(d)]][posixpath.basename(d)] = ino
         by_path[d] = ino
-    data: dict[int, bytes] = {}
-    for p in sorted(image.files):
+    data: dict[int, Content] = {}
+    for p in sorted(image.contents):
         ino += 1
-        data[ino] = image.files[p]
+        data[ino] = image.contents[p]
         entries[by_path[posixpath.dirname(p)]][posixpath.basename(p)] = ino
     return entries, data, ino + 1
 
@@ -210,9 +271,10 @@ class SimDisk:
         self.sector_size = sector_size
         entries, data, self._next_ino = layout(self.base)
         self._entries = entries
-        # the image's bytes are shared, not copied: a file becomes a bytearray when first
-        # changed (``_mutable``), so recovering a crash state copies only what it writes
-        self._data: dict[int, bytes | bytearray] = dict(data)
+        # the image's contents are shared, not copied: a file becomes a ChunkedFile when first
+        # changed (``_mutable``), which copies only the chunks written, so recovering a crash
+        # state of a large file (truncating a torn tail, say) copies about one chunk
+        self._data: dict[int, Content | ChunkedFile] = dict(data)
         self.trace: list[DiskOp] = []
         self._generation = 0
         self._handles: dict[int, int] = {}   # inode -> open handles of this generation
@@ -248,7 +310,7 @@ class SimDisk:
     def cache_image(self) -> DiskImage:
         """What the page cache holds now: what a process crash leaves."""
         files, dirs = walk_tree(self._entries)
-        return DiskImage._trusted({p: bytes(self._data[i]) for p, i in files}, dirs)
+        return DiskImage._trusted({p: _frozen(self._data[i]) for p, i in files}, dirs)
 
     def durable_image(self) -> DiskImage:
         """What survives power loss now if none of the pending ops reach the disk."""
@@ -306,11 +368,15 @@ class SimDisk:
             del self._data[ino]
             self._linked.pop(ino, None)
 
-    def _mutable(self, ino: int) -> bytearray:
+    def _mutable(self, ino: int) -> ChunkedFile:
         buf = self._data[ino]
-        if not isinstance(buf, bytearray):
-            buf = self._data[ino] = bytearray(buf)
+        if isinstance(buf, Content):
+            buf = self._data[ino] = buf.edit()
         return buf
+
+
+def _frozen(buf: Content | ChunkedFile) -> Content:
+    return buf if isinstance(buf, Content) else buf.freeze()
 
 
 class SimFile:
@@ -323,14 +389,14 @@ class SimFile:
         self._writable = writable
         self._closed = False
 
-    def _buf(self) -> bytes | bytearray:
+    def _buf(self) -> Content | ChunkedFile:
         if self._disk._generation != self._gen:
             raise _dead(self.path)
         if self._closed:
             raise OSError(errno.EBADF, "I/O on a closed file", self.path)
         return self._disk._data[self._ino]
 
-    def _wbuf(self) -> bytearray:
+    def _wbuf(self) -> ChunkedFile:
         self._buf()
         if not self._writable:
             raise OSError(errno.EBADF, "file was opened read-only (mode 'r'); open it with "
@@ -342,9 +408,7 @@ class SimFile:
         if offset < 0 or size < 0:
             raise OSError(errno.EINVAL, f"read needs offset >= 0 and size >= 0, got "
                           f"offset={offset} size={size}", self.path)
-        if isinstance(buf, bytes):
-            return buf[offset:offset + size]
-        return bytes(memoryview(buf)[offset:offset + size])
+        return buf.read(offset, size)
 
     def write(self, offset: int, data: bytes) -> None:
         buf = self._wbuf()
@@ -354,9 +418,7 @@ class SimFile:
         if not data:
             return
         self._disk._record(DiskOp("write", self.path, offset=offset, data=data, ino=self._ino))
-        if offset > len(buf):
-            buf.extend(bytes(offset - len(buf)))
-        buf[offset:offset + len(data)] = data
+        buf.write(offset, data)
 
     def size(self) -> int:
         return len(self._buf())
@@ -366,7 +428,7 @@ class SimFile:
         if size < 0:
             raise OSError(errno.EINVAL, f"truncate needs size >= 0, got {size}", self.path)
         self._disk._record(DiskOp("truncate", self.path, size=size, ino=self._ino))
-        _resize(buf, size)
+        buf.truncate(size)
 
     def sync(self) -> None:
         self._buf()
@@ -383,13 +445,6 @@ class SimFile:
 
     def __repr__(self) -> str:
         return f"SimFile({self.path!r}, ino={self._ino})"
-
-
-def _resize(buf: bytearray, size: int) -> None:
-    if size < len(buf):
-        del buf[size:]
-    else:
-        buf.extend(bytes(size - len(buf)))
 
 
 class SimFS:
@@ -420,13 +475,13 @@ class SimFS:
             disk._next_ino += 1
             disk._record(DiskOp("create", path, ino=ino, parent=dino))
             disk._entries[dino][name] = ino
-            disk._data[ino] = bytearray()
+            disk._data[ino] = ChunkedFile()
             disk._linked[ino] = 1
         elif mode == "x":
             raise FileExistsError(errno.EEXIST, "File exists", path)
         elif mode == "w" and disk._data[ino]:
             disk._record(DiskOp("truncate", path, size=0, ino=ino))
-            disk._data[ino] = bytearray()
+            disk._data[ino] = ChunkedFile()
         disk._handles[ino] = disk._handles.get(ino, 0) + 1
         return SimFile(disk, self._gen, ino, path, writable=mode != "r")
 

@@ -21,7 +21,9 @@ from crashgate.harness import (
     pending_at,
     sync_positions,
 )
+from crashgate.harness.content import CHUNK_SIZE
 from crashgate.harness.crashenum import plan_crash_states
+from crashgate.harness.crashstates import _garbage
 
 M = CrashModel
 OLD, NEW = b"o" * 512, b"N" * 512
@@ -435,3 +437,85 @@ def test_syncing_everything_makes_the_cache_durable(program: list[tuple]) -> Non
     assert disk.durable_image() == image
     # What stays pending (writes to unlinked inodes) cannot reach any name.
     assert all(img == image for _, img in states(disk, [M.SUBSET, M.TORN], budget=20))
+
+
+# -- large files: chunked contents, shared between images ------------------------------------
+
+C = CHUNK_SIZE
+BIG = b"".join(bytes([k]) * C for k in range(20)) + b"tail"   # 20 chunks and a bit
+
+
+def test_images_share_the_untouched_chunks_of_a_large_file() -> None:
+    disk = SimDisk(DiskImage({"/f": BIG}))
+    f = disk.fs().open("/f", "r+")
+    f.write(3 * C + 10, b"s" * 600)           # synced: durable from here on
+    f.sync()
+    f.write(7 * C - 300, b"p" * 600)          # pending, across chunks 6 and 7 (two sectors)
+    f.write(len(BIG), b"appended" * 100)      # pending append, into the last chunk
+    base = disk.base.contents["/f"].chunks
+    durable = disk.durable_image().contents["/f"].chunks
+    assert [k for k in range(20) if durable[k] is not base[k]] == [3]
+    found = states(disk, list(M))
+    assert len(found) > 8
+    synced = {id(image.contents["/f"].chunks[3]) for _, image in found}
+    assert len(synced) == 1   # the walk's durable chunk, one object for every image
+    for state, image in found:
+        chunks = image.contents["/f"].chunks
+        copied = [k for k in range(20) if chunks[k] is not base[k]]
+        assert set(copied) <= {3, 6, 7}, (state.describe(disk.trace), copied)
+        assert image.files["/f"][:6 * C] == BIG[:3 * C + 10] + b"s" * 600 + BIG[3 * C + 610:6 * C]
+
+
+def flat_replay(base: bytes, trace: list[DiskOp], state: CrashState) -> bytes:
+    """The replay rule on one flat bytearray, as the code before chunked contents did it."""
+    buf = bytearray(base)
+    torn = dict(state.torn)
+    lost = set(state.pending) - set(state.kept)
+    for j, op in enumerate(trace[:state.position]):
+        if op.kind not in ("write", "truncate") or j in lost:
+            continue
+        if op.kind == "truncate":
+            del buf[op.size:]
+            buf.extend(bytes(op.size - len(buf)))
+            continue
+        end = op.offset + len(op.data)
+        buf.extend(bytes(max(end - len(buf), 0)))
+        if j not in torn:
+            buf[op.offset:end] = op.data
+            continue
+        if state.garbage_seed is not None:
+            buf[op.offset:end] = _garbage(state.garbage_seed, j, len(op.data))
+        for s in torn[j]:
+            lo, hi = max(op.offset, s * state.sector_size), min(end, (s + 1) * state.sector_size)
+            buf[lo:hi] = op.data[lo - op.offset:hi - op.offset]
+    return bytes(buf)
+
+
+NEAR_CHUNK = st.builds(lambda k, d: max(k * C + d, 0), st.integers(0, 3),
+                       st.integers(-1100, 1100))
+BIG_OPS = st.one_of(
+    st.tuples(st.just("write"), NEAR_CHUNK, st.binary(min_size=1, max_size=3),
+              st.one_of(st.integers(1, 1100), st.integers(C - 600, C + 600))),
+    st.tuples(st.just("truncate"), NEAR_CHUNK),
+    st.tuples(st.just("sync")),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=st.lists(BIG_OPS, min_size=1, max_size=8), seed=st.integers(0, 3))
+def test_chunked_images_equal_the_flat_replay(program: list[tuple], seed: int) -> None:
+    base = BIG[:2 * C + 77]
+    disk = SimDisk(DiskImage({"/f": base}))
+    f = disk.fs().open("/f", "r+")
+    for op in program:
+        if op[0] == "write":
+            f.write(op[1], (op[2] * op[3])[:op[3]])
+        elif op[0] == "truncate":
+            f.truncate(op[1])
+        else:
+            f.sync()
+    positions = range(disk.position + 1)
+    for state, image in enumerate_crash_states(disk.base, disk.trace, positions, list(M),
+                                               budget=80, seed=seed):
+        assert image.files["/f"] == flat_replay(base, disk.trace, state), \
+            state.describe(disk.trace)

@@ -10,6 +10,7 @@ from conformance import conformance_test
 
 from crashgate.backends import File, FileSystem
 from crashgate.harness import DiskImage, SimDisk, sim_env
+from crashgate.harness.content import CHUNK_SIZE
 
 
 def new_disk(*dirs: str, **files: bytes) -> SimDisk:
@@ -288,3 +289,37 @@ def test_image_pickles_without_its_cached_hash() -> None:
     hash(image)
     copy = pickle.loads(pickle.dumps(image))
     assert copy == image and "_hash" not in copy.__dict__  # hashes differ across processes
+
+
+def test_a_large_file_is_copied_only_where_written() -> None:
+    """Recovering a crash image of a large file (cutting a torn tail, say) copies the chunks it
+    writes, not the file; the image it started from is unchanged."""
+    big = b"".join(bytes([k]) * CHUNK_SIZE for k in range(12)) + b"torn tail"
+    image = DiskImage({"/f": big})
+    disk = SimDisk(image)
+    f = disk.fs().open("/f", "r+")
+    assert f.read(CHUNK_SIZE - 2, 4) == b"\0\0\1\1" and f.size() == len(big)
+    f.truncate(11 * CHUNK_SIZE + 100)
+    f.write(5 * CHUNK_SIZE, b"new")
+    after = disk.cache_image().contents["/f"].chunks
+    before = image.contents["/f"].chunks
+    assert [k for k in range(12) if after[k] is not before[k]] == [5, 11]
+    assert disk.cache_image().files["/f"] == (big[:5 * CHUNK_SIZE] + b"new"
+                                              + big[5 * CHUNK_SIZE + 3:11 * CHUNK_SIZE + 100])
+    assert image.files["/f"] == big
+    assert disk.durable_image().files["/f"] == big   # nothing synced
+
+
+def test_image_files_are_bytes_and_equal_images_are_equal_however_built() -> None:
+    chunked = DiskImage({"/a": b"x" * (3 * CHUNK_SIZE)})
+    disk = SimDisk(DiskImage({"/a": b"y" * (3 * CHUNK_SIZE + 5)}))
+    f = disk.fs().open("/a", "r+")
+    f.truncate(0)
+    f.write(0, b"x" * (3 * CHUNK_SIZE))
+    assert isinstance(chunked.files["/a"], bytes)
+    assert chunked.files == {"/a": b"x" * (3 * CHUNK_SIZE)}
+    rebuilt = disk.cache_image()
+    assert rebuilt == chunked and hash(rebuilt) == hash(chunked)
+    assert rebuilt != DiskImage({"/a": b"x" * (3 * CHUNK_SIZE - 1) + b"z"})
+    with pytest.raises(AttributeError, match="immutable"):
+        chunked.dirs = frozenset()
