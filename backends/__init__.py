@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from crashgate.backends.contract import (
     BatchWrite,
+    BulkFetch,
     Capability,
     Compactable,
     DamagePromise,
@@ -14,6 +15,7 @@ from crashgate.backends.contract import (
     Hit,
     KVStore,
     Store,
+    VectorBlock,
     VectorRecord,
     VectorStore,
     WitnessVerifiable,
@@ -70,6 +72,7 @@ __all__ = [
     "BackendSpec",
     "BadOption",
     "BatchWrite",
+    "BulkFetch",
     "Capability",
     "Clock",
     "Compactable",
@@ -103,6 +106,7 @@ __all__ = [
     "SystemClock",
     "UnknownBackend",
     "UnknownMigrator",
+    "VectorBlock",
     "VectorRecord",
     "VectorStore",
     "VersionTooNew",

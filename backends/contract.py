@@ -16,10 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from crashgate.backends.env import Env
 
 __all__ = [
     "BatchWrite",
+    "BulkFetch",
     "Capability",
     "Compactable",
     "DamagePromise",
@@ -30,6 +33,7 @@ __all__ = [
     "Hit",
     "KVStore",
     "Store",
+    "VectorBlock",
     "VectorRecord",
     "VectorStore",
     "WitnessVerifiable",
@@ -194,10 +198,35 @@ class VectorStore(Protocol):
     def count(self) -> int: ...
 
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
-        """The live records among ``ids`` (missing ones are left out), ordered by id."""
+        """The live records among ``ids`` (missing ones are left out), ordered by id. A store
+        may also offer the same answer as arrays (``BulkFetch``)."""
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class VectorBlock:
+    """Records as arrays: row i of ``vectors`` and ``metadata[i]`` belong to ``ids[i]``; ids
+    ascending."""
+
+    ids: tuple[int, ...]
+    vectors: np.ndarray          # shape (len(ids), dimension), a float dtype
+    metadata: tuple[Mapping[str, Any], ...]
+
+
+@runtime_checkable
+class BulkFetch(Protocol):
+    """Optional: ``fetch`` as arrays, for reading back a store of thousands of vectors without a
+    Python float per component (the harness reads every recovered crash state whole).
+
+    ``fetch_block(ids)`` holds exactly the records ``fetch(ids)`` returns (live ids only,
+    ascending, each once), row for row: the same metadata, and vectors equal to the fetched
+    ones at the store's own precision (a float32 store may hand its float32 rows). With no
+    live id among ``ids`` it is an empty block (``vectors`` of shape ``(0, d)``, any ``d``).
+    The stateful model checks it against ``fetch`` wherever it checks ``fetch``."""
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock: ...
 
 
 @runtime_checkable

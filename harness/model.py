@@ -6,41 +6,75 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from json import encoder as _json_encoder
 from typing import Any
 
 import numpy as np
+import xxhash
 
-from crashgate.backends import Capability, VectorRecord
+from crashgate.backends import BulkFetch, Capability, VectorBlock, VectorRecord
 from crashgate.harness.ops import Op
 
-__all__ = ["PrefixModel", "StoreState", "fingerprint", "prefix_states", "read_state"]
+__all__ = ["PrefixModel", "StoreState", "block_disagreement", "fingerprint", "prefix_states",
+           "read_state"]
 
 
 _METADATA_JSON = json.JSONEncoder(sort_keys=True)   # json.dumps(..., sort_keys=True), built once
+# The C encoder behind ``_METADATA_JSON.encode``, made once instead of once a call (a recovered
+# store shows thousands of small dicts: the per-call set-up was most of their cost). Same text:
+# ``encode`` builds exactly this for a dict (no circularity check: metadata is JSON-able).
+_MAKE = getattr(_json_encoder, "c_make_encoder", None)   # None where _json is not built
+_C_ENCODER = None if _MAKE is None else _MAKE(
+    None, _METADATA_JSON.default, _json_encoder.encode_basestring_ascii, None, ": ", ", ",
+    True, False, True)
+
+
+def _metadata_text(metadata: Mapping[str, Any]) -> bytes:
+    """``json.dumps(dict(metadata), sort_keys=True)`` as UTF-8."""
+    plain = metadata if type(metadata) is dict else dict(metadata)   # no copy of a dict
+    if _C_ENCODER is None:
+        return _METADATA_JSON.encode(plain).encode()
+    return "".join(_C_ENCODER(plain, 0)).encode()
 
 
 def fingerprint(record: VectorRecord) -> str:
     """A short digest of a record's vector and metadata. Vectors are compared at 1e-6 (rounded),
     a precision every store can honour; states hold digests, not vectors, so that models of
-    stores holding thousands of 384-dimensional vectors stay cheap."""
+    stores holding thousands of 384-dimensional vectors stay cheap. Digests are compared only
+    within one process (XXH3-128: fast, not a content address)."""
     return _fingerprints([record])[0]
 
 
 def _fingerprints(records: Sequence[VectorRecord]) -> list[str]:
     """``fingerprint`` of each record; the vectors are rounded as one matrix when they share a
     dimension (a recovered store shows thousands: one numpy call, not one per record)."""
-    dims = {len(r.vector) for r in records}
-    if len(dims) == 1:
-        rows = np.round(np.asarray([r.vector for r in records], dtype=np.float64), 6)
-        raw = [row.tobytes() for row in rows]
-    else:
-        raw = [np.round(np.asarray(r.vector, dtype=np.float64), 6).tobytes() for r in records]
+    if len({len(r.vector) for r in records}) == 1:
+        return _matrix_fingerprints(np.asarray([r.vector for r in records], dtype=np.float64),
+                                    [r.metadata for r in records])
+    return [_matrix_fingerprints(np.asarray([r.vector], dtype=np.float64), [r.metadata])[0]
+            for r in records]
+
+
+def _matrix_fingerprints(vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]]
+                         ) -> list[str]:
+    """``fingerprint`` of the records whose vectors are the rows of ``vectors`` (n, d), any
+    float dtype (widened to float64 exactly, as ``fetch`` widens it to Python floats), and
+    whose metadata are ``metadata`` (n mappings)."""
+    n = len(metadata)
+    if n == 0:
+        return []
+    # one rounding for the whole matrix, then each row's bytes are a slice of one buffer: no
+    # copy per row (ascontiguousarray: a store may hand a transposed or strided view)
+    rounded = np.ascontiguousarray(
+        np.round(np.asarray(vectors, dtype=np.float64).reshape(n, -1), 6))
+    raw = rounded.data.cast("B") if rounded.size else memoryview(b"")
+    width = len(raw) // n
     out = []
-    for r, vec in zip(records, raw, strict=True):
-        h = hashlib.blake2b(vec, digest_size=12)
-        h.update(_METADATA_JSON.encode(dict(r.metadata)).encode())
+    for i, meta in enumerate(metadata):
+        h = xxhash.xxh3_128(raw[i * width:(i + 1) * width])
+        h.update(_metadata_text(meta))
         out.append(h.hexdigest())
     return out
 
@@ -145,15 +179,71 @@ class PrefixModel:
 
 
 def read_state(store: Any, ids: Iterable[int]) -> StoreState:
-    """Read everything visible in ``store``: all keys by scan, the given vector ids by fetch."""
+    """Read everything visible in ``store``: all keys by scan, the given vector ids by
+    ``fetch_block`` when the store offers it (``BulkFetch``: no Python float per component),
+    else by ``fetch``. Both give the same state for the same records."""
     decl = store.declaration
     kv = dict(store.scan("")) if decl.has(Capability.KV) else {}
-    vectors: dict[int, VectorRecord] = {}
+    prints: dict[int, str] = {}
     if decl.has(Capability.VECTOR):
         wanted = sorted(set(ids))
-        vectors = {r.id: r for r in store.fetch(wanted)} if wanted else {}
+        if wanted and isinstance(store, BulkFetch):
+            prints = _block_prints(store.fetch_block(wanted), store)
+        elif wanted:
+            recs = store.fetch(wanted)
+            prints = dict(zip([r.id for r in recs], _fingerprints(recs), strict=True))
         count = store.count()
-        if count != len(vectors):
+        if count != len(prints):
             # a record we never wrote is visible: make it show up in the state
-            vectors[-1] = VectorRecord.of(-1, [float(count)], {"unexpected_count": count})
-    return StoreState.of(kv, vectors)
+            prints[-1] = fingerprint(
+                VectorRecord.of(-1, [float(count)], {"unexpected_count": count}))
+    return StoreState(tuple(sorted(kv.items())), tuple(sorted(prints.items())))
+
+
+def _block_prints(block: VectorBlock, store: Any) -> dict[int, str]:
+    """id -> fingerprint of a ``fetch_block`` answer whose shapes agree."""
+    vectors = _block_vectors(block, store)
+    return dict(zip(map(int, block.ids), _matrix_fingerprints(vectors, block.metadata),
+                    strict=True))
+
+
+def _block_vectors(block: VectorBlock, store: Any) -> np.ndarray:
+    """``block.vectors`` as an array, after checking there is one float row and one metadata
+    mapping per id (``ValueError`` naming the store otherwise)."""
+    vectors = np.asarray(block.vectors)
+    n = len(block.ids)
+    if (vectors.ndim != 2 or vectors.shape[0] != n or len(block.metadata) != n
+            or vectors.dtype.kind != "f"):
+        raise ValueError(
+            f"{type(store).__name__}.fetch_block returned {n} ids, {len(block.metadata)} "
+            f"metadata and vectors of shape {vectors.shape} ({vectors.dtype}); a VectorBlock "
+            f"needs one float row and one metadata mapping per id: fix the store's fetch_block")
+    return vectors
+
+
+def block_disagreement(store: Any, block: VectorBlock, records: Sequence[VectorRecord]
+                       ) -> str | None:
+    """How ``store.fetch_block(ids)`` (``block``) differs from ``store.fetch(ids)``
+    (``records``), or None when they agree: the same ids in the same order, the same vectors
+    exactly once widened to float64 (each at the store's own precision) and equal metadata."""
+    try:
+        vectors = _block_vectors(block, store)
+    except ValueError as exc:
+        return str(exc)
+    got, want = [int(i) for i in block.ids], [r.id for r in records]
+    if got != want:
+        return f"ids {_few(got)}, fetch gives {_few(want)}"
+    for row, r in enumerate(records):
+        seen = vectors[row].astype(np.float64)
+        if len(seen) != len(r.vector) or not np.array_equal(seen, r.vector):
+            return (f"the vector of id {r.id} is {_few(seen.tolist())}, fetch gives "
+                    f"{_few(list(r.vector))}")
+        if dict(block.metadata[row]) != dict(r.metadata):
+            return (f"the metadata of id {r.id} is {dict(block.metadata[row])!r}, fetch gives "
+                    f"{dict(r.metadata)!r}")
+    return None
+
+
+def _few(values: Sequence[Any], limit: int = 6) -> str:
+    shown = ", ".join(map(repr, values[:limit]))
+    return f"[{shown}{', ...' if len(values) > limit else ''}] ({len(values)})"

@@ -66,6 +66,7 @@ from hypothesis.stateful import (
 from crashgate.backends import (
     BadOption,
     BatchWrite,
+    BulkFetch,
     Capability,
     Compactable,
     Declaration,
@@ -87,7 +88,7 @@ from crashgate.harness.crashstates import (
 )
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
-from crashgate.harness.model import StoreState, prefix_states, read_state
+from crashgate.harness.model import StoreState, block_disagreement, prefix_states, read_state
 from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.reproduce import (
@@ -457,6 +458,14 @@ class StoreMachine(RuleBasedStateMachine):
         self._read("fetch", {"ids": ids}, StoreState.of({}, {r.id: r for r in got}),
                    StoreState.of({}, {r.id: r for r in want}))
         assert [r.id for r in got] == [r.id for r in want], "fetch must order records by id"
+        if isinstance(self.store, BulkFetch):
+            # the harness reads recovered stores through the bulk path: it must not lie
+            problem = block_disagreement(self.store, self.store.fetch_block(ids), got)
+            self.history.record("fetch_block", {"ids": ids}, "ok",
+                                None if problem is None else f"returned {problem}")
+            assert problem is None, (
+                f"fetch_block({ids}) disagrees with fetch({ids}): {problem}; the two must give "
+                f"the same records (backends.BulkFetch)")
 
     @precondition(lambda self: self.has_vec and self.readable)
     @rule()

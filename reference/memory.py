@@ -27,6 +27,7 @@ from crashgate.backends import (
     Hit,
     Option,
     StoreClosed,
+    VectorBlock,
     VectorRecord,
     check_options,
     read_all,
@@ -160,6 +161,14 @@ class MemoryStore:
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         self._check_open()
         return [self._vectors[i] for i in sorted({int(i) for i in ids}) if i in self._vectors]
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
+        """``fetch`` as arrays (``BulkFetch``): one float64 matrix built from the held tuples."""
+        recs = self.fetch(ids)
+        dim = len(recs[0].vector) if recs else 0
+        matrix = np.array([r.vector for r in recs], dtype=np.float64).reshape(len(recs), dim)
+        return VectorBlock(tuple(r.id for r in recs), matrix,
+                           tuple(dict(r.metadata) for r in recs))
 
     def close(self) -> None:
         if not self._closed:

@@ -32,6 +32,7 @@ from crashgate.backends import (
     Hit,
     Option,
     StoreClosed,
+    VectorBlock,
     VectorRecord,
     check_options,
 )
@@ -544,6 +545,11 @@ class RvfStore:
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         self._check_open()
         return self._table.fetch(ids)
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
+        """``fetch`` as arrays (``BulkFetch``): float64 rows straight from the table."""
+        self._check_open()
+        return self._table.fetch_block(ids)
 
     def ids(self) -> list[int]:
         """Every live vector id, sorted."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from crashgate.backends import Hit, VectorRecord
+from crashgate.backends import Hit, VectorBlock, VectorRecord
 from crashgate.reference.vector_search import exact_search
 
 __all__ = ["VectorTable"]
@@ -96,13 +96,22 @@ class VectorTable:
     def ids(self) -> list[int]:
         return sorted(self._rows)
 
+    def _live(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
+        """The live ids among ``ids``, ascending and each once, and their rows."""
+        got = [(vid, self._rows.get(vid)) for vid in sorted({int(i) for i in ids})]
+        live = [(vid, row) for vid, row in got if row is not None]
+        return [vid for vid, _ in live], [row for _, row in live]
+
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
-        out = []
-        for vid in sorted({int(i) for i in ids}):
-            row = self._rows.get(vid)
-            if row is not None:
-                out.append(VectorRecord.of(vid, self._mat[row], self._meta[row]))
-        return out
+        vids, rows = self._live(ids)
+        return [VectorRecord.of(vid, self._mat[row], self._meta[row])
+                for vid, row in zip(vids, rows, strict=True)]
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
+        """``fetch`` as one (n, dimension) float64 matrix (a copy) and metadata by row."""
+        vids, rows = self._live(ids)
+        return VectorBlock(tuple(vids), self._mat[rows] if rows else self._mat[:0].copy(),
+                           tuple(dict(self._meta[row]) for row in rows))
 
     def search(self, query: Sequence[float], k: int, metric: str,
                where: Mapping[str, Any] | None = None) -> list[Hit]:
