@@ -1,12 +1,14 @@
-"""The env: what a store is opened with — a file system, a clock and failpoints.
+"""The env: what a store is opened with — a file system, a clock, failpoints and the process it
+runs as.
 
-A store does every bit of its I/O through ``env.fs``, reads time from ``env.clock`` and calls
-``env.failpoints.hit(name)`` at the named points where a crash between writes matters. Nothing
-here is global: each store gets its own env, so parallel tests never interfere.
+A store does every bit of its I/O through ``env.fs``, reads time from ``env.clock``, calls
+``env.failpoints.hit(name)`` at the named points where a crash between writes matters, and asks
+``env.process`` who it runs as and whether another process is running (a writer lock names its
+holder). Nothing here is global: each store gets its own env, so parallel tests never interfere.
 
 This module holds the protocols and the real implementations (``OsFS``, ``SystemClock``,
-``NoFailpoints``). The simulated disk, the virtual clock and armed failpoints live in the
-harness; the reference stores never import it.
+``NoFailpoints``, ``OsProcess``). The simulated disk, the virtual clock, armed failpoints and the
+simulated machine's process live in the harness; the reference stores never import it.
 
 File-system semantics follow POSIX, with Python's exceptions: a missing file raises
 ``FileNotFoundError``, an exclusive create of an existing one ``FileExistsError``, an I/O error
@@ -17,11 +19,14 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+import psutil
 
 __all__ = [
     "Clock",
@@ -32,6 +37,9 @@ __all__ = [
     "NoFailpoints",
     "OpenMode",
     "OsFS",
+    "OsProcess",
+    "Process",
+    "ProcessId",
     "SimulatedCrash",
     "SystemClock",
     "os_env",
@@ -134,6 +142,30 @@ class Failpoints(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProcessId:
+    """A process as a lock file names it: ``pid`` on ``hostname``, started at ``started_ms``
+    (ms since the epoch; 0 = unknown), which tells a reused pid from the process that had it."""
+
+    pid: int
+    hostname: str
+    started_ms: int = 0
+
+
+@runtime_checkable
+class Process(Protocol):
+    """The process a store runs as, and what its machine says about other processes."""
+
+    def identity(self) -> ProcessId:
+        """This process, now."""
+        ...
+
+    def running(self, other: ProcessId) -> bool | None:
+        """Whether ``other`` is running: ``None`` when it cannot be told from here (it is on
+        another host)."""
+        ...
+
+
 class _OsFile:
     __slots__ = ("_fd", "path")
 
@@ -230,6 +262,37 @@ class SystemClock:
         time.sleep(seconds)
 
 
+class OsProcess:
+    """The real OS process, asked each time (a forked child is another process); other
+    processes of this host are looked up with psutil."""
+
+    def identity(self) -> ProcessId:
+        pid = os.getpid()
+        return ProcessId(pid, socket.gethostname(), _started_ms(pid))
+
+    def running(self, other: ProcessId) -> bool | None:
+        if other.hostname != socket.gethostname():
+            return None
+        try:
+            proc = psutil.Process(other.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            started = int(proc.create_time() * 1000)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+        except (psutil.Error, OSError):
+            return True  # exists but cannot be inspected: assume it is the one named
+        # A different start time means the pid was reused by another process.
+        return not (other.started_ms and abs(started - other.started_ms) > 2000)
+
+
+def _started_ms(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).create_time() * 1000)
+    except (psutil.Error, OSError):
+        return 0
+
+
 class NoFailpoints:
     """Failpoints that never fire (production)."""
 
@@ -245,14 +308,17 @@ def _ignore(event: str, details: dict[str, object]) -> None:
 class Env:
     """Everything a store does I/O, time and failpoints through; one per store.
 
-    ``observe(event, details)`` is how a store reports something a checker may want to see
-    that is not an error (e.g. "metadata epoch ahead of RVF, trusting RVF").
+    ``process`` is who the store runs as (the real process by default; the harness gives a
+    simulated machine's). ``observe(event, details)`` is how a store reports something a
+    checker may want to see that is not an error (e.g. "metadata epoch ahead of RVF, trusting
+    RVF").
     """
 
     fs: FileSystem = field(default_factory=OsFS)
     clock: Clock = field(default_factory=SystemClock)
     failpoints: Failpoints = field(default_factory=NoFailpoints)
     observe: Callable[[str, dict[str, object]], None] = _ignore
+    process: Process = field(default_factory=OsProcess)
 
 
 def read_all(fs: FileSystem, path: str) -> bytes:
@@ -265,5 +331,5 @@ def read_all(fs: FileSystem, path: str) -> bytes:
 
 
 def os_env() -> Env:
-    """The production env: real files, real time, failpoints off."""
+    """The production env: real files, real time, failpoints off, the real process."""
     return Env()

@@ -8,19 +8,21 @@ with its own ``TraceWalk`` (advancing over the positions it gets, which ascend),
 judges it, and sends back ``(index, judgement)``. Results are merged in enumeration order, not in
 completion order, so a parallel run reports what a serial one does.
 
-Each worker records the run again itself (a ``recipe``), and checks it has the parent's shape.
-Not to save pickling (``fork`` would give it the parent's run for free) but because a store may
-write who its writer is (the RVF lock holds a pid): recovering the parent's images in another
-process, the store would see its dead writer alive, the parent, and refuse to reopen, where a
-serial run sees a writer of its own process that is gone. Recorded in the worker, the run's
-writer is the worker, as it is the parent in a serial run. Workers ``fork`` where the platform
-has it (no re-import; the recipe is not pickled), else ``spawn``. A worker that dies or raises
-surfaces as an error in the parent, never as a hang or a pass; Ctrl-C stops the workers.
+Workers ``fork`` where the platform has it, and then use the parent's recorded run and checker
+as they are: nothing is recorded again or pickled, and the run's memory is shared until written
+(the parent calls ``gc.freeze()`` first, so that a collection in a worker does not write to, and
+so copy, every page of the objects it inherited). This holds because a simulated env runs as one
+virtual process in any OS process (``simenv``): a store that writes who its writer is (the RVF
+lock names a process) judges a worker's recovery of the parent's images as a serial run judges
+its own. Where there is no ``fork`` (or ``start_method="spawn"``), each worker records the run
+again itself (a ``recipe``, pickled) and checks it has the parent's shape. A worker that dies or
+raises surfaces as an error in the parent, never as a hang or a pass; Ctrl-C stops the workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -37,7 +39,7 @@ from crashgate.harness.model import StoreState
 from crashgate.harness.simdisk import DiskImage, DiskOp
 
 __all__ = ["CrashPoolError", "StateChecker", "available_cores", "check_in_workers",
-           "check_one", "default_jobs", "valid_jobs"]
+           "check_one", "default_jobs", "valid_jobs", "worker_start_method"]
 
 XDIST_WORKERS = "PYTEST_XDIST_WORKER_COUNT"
 
@@ -47,8 +49,8 @@ class CrashPoolError(RuntimeError):
 
 
 class StateChecker(Protocol):
-    """What a worker needs: the run it recorded (``base`` and ``trace``, to materialise a
-    state's image) and the two steps after it."""
+    """What a worker needs: the recorded run (``base`` and ``trace``, to materialise a state's
+    image) and the two steps after it."""
 
     @property
     def base(self) -> DiskImage: ...
@@ -88,6 +90,18 @@ def valid_jobs(jobs: int | None, option: str = "jobs") -> int:
     return jobs
 
 
+def worker_start_method(requested: str | None = None) -> str:
+    """How workers start: ``requested``, else ``fork`` where the platform has it, else
+    ``spawn``. Only ``fork`` workers share the parent's run; the others record it again."""
+    methods = multiprocessing.get_all_start_methods()
+    if requested is None:
+        return "fork" if "fork" in methods else "spawn"
+    if requested not in methods:
+        raise ValueError(f"start_method={requested!r}: this platform starts processes with "
+                         f"one of {methods}")
+    return requested
+
+
 # -- in the worker --------------------------------------------------------------------------
 
 _checker: StateChecker | None = None
@@ -95,11 +109,13 @@ _recipe: Callable[[], StateChecker] | None = None
 _walk: TraceWalk | None = None
 
 
-def _start_worker(recipe: Callable[[], StateChecker]) -> None:
+def _start_worker(checker: StateChecker | None, recipe: Callable[[], StateChecker] | None
+                  ) -> None:
+    """``checker``: the parent's, inherited by a forked worker; else ``recipe`` records it."""
     global _checker, _recipe, _walk
     # Ctrl-C reaches the whole foreground process group: the parent handles it and stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _checker, _recipe, _walk = None, recipe, None
+    _checker, _recipe, _walk = checker, recipe, None
 
 
 Batch = list[tuple[int, CrashState]]
@@ -163,21 +179,31 @@ def batch_size(budget: int, jobs: int) -> int:
 
 
 def check_in_workers(
-    states: Iterable[tuple[CrashState, DiskImage]], recipe: Callable[[], StateChecker], *,
-    jobs: int, batch: int, phases: Phases, start_method: str | None = None,
+    states: Iterable[tuple[CrashState, DiskImage]], checker: StateChecker, *,
+    recipe: Callable[[], StateChecker] | None, jobs: int, batch: int, phases: Phases,
+    method: str | None = None,
 ) -> Generator[tuple[CrashState, Judgement], None, None]:
-    """Yield ``(state, judgement)`` for every state of ``states``, in their order, checked by
-    ``jobs`` worker processes, each of which calls ``recipe()`` once for its checker. The
-    parent's images are dropped (only the states travel).
+    """Yield ``(state, judgement)`` for every state of ``states`` (the run of ``checker``), in
+    their order, checked by ``jobs`` worker processes. The parent's images are dropped (only
+    the states travel).
 
-    ``start_method``: None for ``fork`` where the platform has it, else ``spawn`` (``recipe``
-    must then be picklable). Worker phase seconds are added to ``phases`` (``workload`` too:
-    the workers' recordings). At most ``2 * jobs + 1`` batches are in flight: memory stays
-    bounded however many states there are."""
-    method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods()
-                              else "spawn")
+    ``method`` (None: ``worker_start_method()``): with ``fork`` the workers use ``checker`` as
+    it is; otherwise each calls ``recipe()`` once (it must be picklable, and not None). Worker
+    phase seconds are added to ``phases`` (``workload`` too: the recordings of spawned
+    workers). At most ``2 * jobs + 1`` batches are in flight: memory stays bounded however
+    many states there are."""
+    method = worker_start_method(method)
+    forked = method == "fork"
+    if not forked and recipe is None:
+        raise ValueError(f"check_in_workers(method={method!r}, recipe=None): a worker that is "
+                         "not forked must record the run again; give a recipe, or fork")
+    if forked:
+        # the run is shared with the workers until written: a collection in a worker would
+        # write every object it inherited (its gc header), so leave them out of collections
+        gc.freeze()
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method),
-                               initializer=_start_worker, initargs=(recipe,))
+                               initializer=_start_worker,
+                               initargs=(checker, None) if forked else (None, recipe))
     in_flight: deque[tuple[Batch, Future[tuple[list[tuple[int, Judgement]], Phases]]]] = deque()
     finished = False
     try:
@@ -208,6 +234,8 @@ def check_in_workers(
             pool.shutdown(wait=True)
         else:   # an error, Ctrl-C or a consumer that stopped early: stop the workers now
             _terminate(pool)
+        if forked:
+            gc.unfreeze()   # the parent's objects are the collector's again
 
 
 def _result(future: Future[tuple[list[tuple[int, Judgement]], Phases]], sent: Batch

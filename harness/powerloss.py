@@ -5,7 +5,8 @@ the model.
 
 The workload runs once, to the end, recording the disk's trace (as ALICE does): what a program
 wrote up to a point does not depend on a crash that comes later, so every crash state can be
-built afterwards from the trace.
+built afterwards from the trace. With ``jobs`` > 1 the states are recovered and judged in
+worker processes (``crashpool``): forked ones use this run; spawned ones record it again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from crashgate.harness.crashpool import (
     check_in_workers,
     check_one,
     valid_jobs,
+    worker_start_method,
 )
 from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
 from crashgate.harness.model import PrefixModel, StoreState, read_state
@@ -274,9 +276,9 @@ def trace_shape(trace: Sequence[DiskOp]) -> str:
 
 @dataclass(frozen=True)
 class _Rerecord:
-    """How a worker process gets the run: it records the run again (see ``crashpool`` for why)
-    and refuses one of another shape. Bytes may differ (a pid, a random salt): a serial run in
-    that process would have written them too."""
+    """How a spawned worker process, which shares no memory with the parent, gets the run: it
+    records the run again and refuses one of another shape. Bytes may differ (a random salt,
+    a writer id): a serial run would have written others too."""
 
     spec: BackendSpec
     seed: int
@@ -325,9 +327,10 @@ def run_powerloss(
     """Record the run, build its crash states and judge each. ``jobs``: processes that recover
     and judge (None: ``crashpool.default_jobs()``, the cores; 1: in this process); any number
     gives the same report, in the same order. ``start_method``: how workers start (default
-    ``fork`` where there is one; see ``crashpool``). ``progress(done, budget)`` is called every
-    100 states."""
+    ``fork`` where there is one, sharing this run; ``spawn`` records it again in each worker;
+    see ``crashpool``). ``progress(done, budget)`` is called every 100 states."""
     jobs = valid_jobs(jobs)
+    method = worker_start_method(start_method)
     phases = dict.fromkeys(("workload", "plan", "materialise", "recover", "judge"), 0.0)
     t0 = time.perf_counter()
     rec = record_run(spec, ops, seed, profile)
@@ -352,9 +355,11 @@ def run_powerloss(
         report.jobs = 1
         checked = _check_serially(states, checker, phases)
     else:
-        recipe = _Rerecord(spec, seed, ops, profile, trace_shape(rec.disk.trace))
-        checked = check_in_workers(states, recipe, jobs=report.jobs, batch=batch,
-                                   phases=phases, start_method=start_method)
+        # a forked worker uses this run as it is; only others record it again
+        recipe = (None if method == "fork" else
+                  _Rerecord(spec, seed, ops, profile, trace_shape(rec.disk.trace)))
+        checked = check_in_workers(states, checker, recipe=recipe, jobs=report.jobs,
+                                   batch=batch, phases=phases, method=method)
     # closed at once on any exit (Ctrl-C in ``progress`` too): that stops the workers
     with contextlib.closing(checked):
         for state, verdict in checked:

@@ -15,7 +15,6 @@ and invariant 1 the second, at the standard budget.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 
 from faulty_backends import OPTIONS as LEASE_OPTIONS
@@ -40,7 +39,7 @@ class AgeOnlyLock(WriterLock):
     def acquire(self) -> None:
         for _ in range(8):
             got = self._read_settled()
-            if got is None or got[1] is None or got[1].pid == os.getpid():
+            if got is None or got[1] is None or got[1].pid == self.process.identity().pid:
                 break  # no lock, a torn one, or this process's own: the reference judges it
             raw, info = got
             if info.age(self.clock.time()) <= self.stale_after:
@@ -57,7 +56,8 @@ def open_rvf_steals_old_lock(path: str, env: Env, **options: str) -> RvfStore:
     if env.fs.exists(path):
         # the reference refuses a newer or damaged file before it takes the lock: so does this
         RvfStore(path, env, {**opts, "readonly": "true"}, {}).close()
-    lock = AgeOnlyLock(env.fs, env.clock, path, stale_after=float(str(opts["stale_after"])))
+    lock = AgeOnlyLock(env.fs, env.clock, path, stale_after=float(str(opts["stale_after"])),
+                       process=env.process)
     lock.acquire()
     try:
         return RvfStore(path, env, opts, options, lock=lock)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from crashgate.backends import Env, resolve
-from crashgate.harness import crashpool
+from crashgate.harness import crashpool, powerloss
 from crashgate.harness.cli import main
 from crashgate.harness.crashcheck import ViolationClass
 from crashgate.harness.crashpool import CrashPoolError, default_jobs, valid_jobs
@@ -49,8 +49,9 @@ def open_escapes_in_worker(path: str, env: Env, **options: str) -> Any:
 
 
 def open_writes_differently_in_worker(path: str, env: Env, **options: str) -> Any:
-    """A store whose disk operations depend on the process: its run cannot be rebuilt."""
-    if os.getpid() != _RECORDER:
+    """A store whose disk operations depend on the process: its run cannot be rebuilt. (A
+    spawned worker imports this module again: it is told by having a parent.)"""
+    if multiprocessing.parent_process() is not None:
         f = env.fs.open(f"{path}.{os.getpid()}", "w")
         f.write(0, b"x")
         f.close()
@@ -85,16 +86,45 @@ def test_two_workers_give_the_serial_report_state_for_state(name: str, caught: s
     assert parallel.phases["rematerialise"] > 0 and parallel.phases["recover"] > 0
 
 
-def test_a_store_that_writes_its_pid_is_judged_as_in_a_serial_run() -> None:
-    # the RVF lock names its writer's pid: recovered in another process than the one that
-    # recorded the run, the writer would look alive and the store refuse to reopen
-    serial, parallel = _both("rvf", ops=30, budget=120)
+def _records_only_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make recording the run in any process but this one an error; return this process's
+    recordings (one a run)."""
+    recorded: list[int] = []
+    record = powerloss.record_run
+
+    def here_only(*args: Any, **kw: Any) -> Any:
+        if os.getpid() != _RECORDER:
+            raise AssertionError(f"process {os.getpid()} recorded the run again")
+        recorded.append(1)
+        return record(*args, **kw)
+
+    monkeypatch.setattr(powerloss, "record_run", here_only)
+    return recorded
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_forked_workers_judge_the_parents_run_of_a_store_that_names_its_writer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the RVF lock names its writer's process: the recovered images of the parent's run hold
+    # the lock of a writer that is gone, in a worker as in a serial run (one virtual process),
+    # never one of a live process (the parent) that would make the store refuse to reopen
+    recorded = _records_only_here(monkeypatch)
+    serial, parallel = _both("rvf", ops=120, budget=600)
+    assert recorded == [1, 1]   # once a run, in this process: the workers recorded nothing
+    assert serial.ok and serial.states_checked > 300, serial.states_checked
     assert parallel.jobs == 2
     assert _summary(parallel) == _summary(serial)
 
 
 def test_spawned_workers_rebuild_the_run_and_agree() -> None:
     serial, spawned = _both("json", ops=20, budget=64, start_method="spawn")
+    assert spawned.jobs == 2
+    assert _summary(spawned) == _summary(serial)
+    assert spawned.phases["workload"] > serial.phases["workload"]   # recorded again there
+
+
+def test_spawned_workers_judge_a_store_that_names_its_writer_as_a_serial_run() -> None:
+    serial, spawned = _both("rvf", ops=30, budget=120, start_method="spawn")
     assert spawned.jobs == 2
     assert _summary(spawned) == _summary(serial)
 
@@ -113,12 +143,13 @@ def test_an_exception_recovery_does_not_catch_reaches_the_parent_naming_the_stat
     assert "crash-state worker process" in notes and "while checking state #" in notes, notes
 
 
-def test_a_run_that_cannot_be_rebuilt_in_a_worker_is_refused() -> None:
+def test_a_run_that_cannot_be_rebuilt_in_a_spawned_worker_is_refused() -> None:
     spec = resolve("test_crashpool:open_writes_differently_in_worker")
     serial = run_powerloss(spec, seed=1, ops=20, budget=100, profile=PROFILES["small"], jobs=1)
     assert serial.ok
     with pytest.raises(CrashPoolError, match="did different disk operations.*--jobs 1"):
-        run_powerloss(spec, seed=1, ops=20, budget=100, profile=PROFILES["small"], jobs=2)
+        run_powerloss(spec, seed=1, ops=20, budget=100, profile=PROFILES["small"], jobs=2,
+                      start_method="spawn")
 
 
 def test_stopping_early_stops_the_workers() -> None:

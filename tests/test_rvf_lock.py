@@ -1,8 +1,10 @@
 """The RVF writer lock: one writer across real OS processes, unlimited readers, stale-lock
-recovery, release by the owning writer id only."""
+recovery, release by the owning writer id only; on a simulated machine, one virtual process in
+any OS process, whose other pids are not running and which never asks the OS about them."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -10,11 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from crashgate.backends import Env, LockHeld, OsFS, os_env
+from crashgate.harness.clock import VirtualClock
+from crashgate.harness.simdisk import DiskImage, SimDisk
+from crashgate.harness.simenv import SIM_HOST, SIM_PROCESS, SimProcess, sim_env
 from crashgate.reference.rvf import open_rvf
 from crashgate.reference.rvf.lock import LOCK_MAGIC, LockInfo, WriterLock, read_lock
 
@@ -165,3 +172,70 @@ def test_readers_and_lock_false_take_no_lock(tmp_path: Path) -> None:
     open_rvf(path, os_env()).close()
     with open_rvf(path, os_env(), readonly="true"), open_rvf(path, os_env(), lock="false"):
         assert not os.path.exists(path + ".lock")
+
+
+# -- the simulated machine: one virtual process, in any OS process ------------------------------
+
+
+def _reopen_copy(image: DiskImage) -> tuple[bytes | None, int]:
+    """In another OS process: open a copy of a simulated disk for writing, write, read back."""
+    with open_rvf("/data/s.rvf", sim_env(SimDisk(image))) as store:
+        store.put("b", b"2")
+        return store.get("a"), os.getpid()
+
+
+def test_a_simulated_lock_is_judged_the_same_in_another_os_process() -> None:
+    disk = SimDisk(DiskImage.empty("/data"))
+    store = open_rvf("/data/s.rvf", sim_env(disk))
+    store.put("a", b"1")
+    image = disk.cache_image()   # a crash state: the writer's lock still in it
+    store.close()
+    got = read_lock(SimDisk(image).fs(), "/data/s.rvf.lock")
+    assert got is not None and got[1] is not None and got[1].holder == SIM_PROCESS
+    # a worker forked to check crash states recovers the copy as the recording process would:
+    # its own (virtual) process's lock that no writer holds, not a live parent's
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method)) as pool:
+        value, pid = pool.submit(_reopen_copy, image).result(timeout=120)
+    assert value == b"1" and pid != os.getpid()
+
+
+def _lock_on(disk: SimDisk, info: LockInfo) -> None:
+    f = disk.fs().open("/data/s.rvf.lock", "x")
+    f.write(0, info.encode())
+    f.close()
+
+
+def test_the_simulated_machine_answers_for_its_pids_without_asking_the_os(monkeypatch) -> None:
+    def no_os_lookup(*args: object) -> None:
+        raise AssertionError("psutil was asked about a process of the simulated machine")
+
+    monkeypatch.setattr(psutil, "Process", no_os_lookup)
+    clock = VirtualClock()
+    # another pid of the simulated host: a process that ended (a killed lease holder)
+    disk = SimDisk(DiskImage.empty("/data"))
+    _lock_on(disk, LockInfo(7, SIM_HOST, int(clock.time() * 1e9), 0, b"d" * 16))
+    assert SimProcess().running(SimProcess(7).identity()) is False
+    with pytest.raises(LockHeld, match="pid 7 .*not running, so the lock is recoverable in"):
+        open_rvf("/data/s.rvf", sim_env(disk, clock))
+    clock.advance(31.0)
+    with open_rvf("/data/s.rvf", sim_env(disk, clock)) as writer:
+        writer.put("a", b"1")
+    # the real host is another host to the simulated machine: never recovered automatically
+    disk = SimDisk(DiskImage.empty("/data"))
+    _lock_on(disk, LockInfo(os.getpid(), socket.gethostname(), 0, 0, b"r" * 16))
+    clock.advance(10_000.0)
+    with pytest.raises(LockHeld, match="another host is never recovered"):
+        open_rvf("/data/s.rvf", sim_env(disk, clock))
+
+
+def test_a_live_simulated_writer_holds_its_lock_against_any_env_of_the_machine() -> None:
+    disk = SimDisk(DiskImage.empty("/data"))
+    with open_rvf("/data/s.rvf", sim_env(disk)), \
+            pytest.raises(LockHeld, match="another store open in this process holds it"):
+        open_rvf("/data/s.rvf", sim_env(disk, VirtualClock(), process=SimProcess()))
+
+
+def test_a_virtual_pid_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"SimProcess\(pid=0\).*at least 1"):
+        SimProcess(0)

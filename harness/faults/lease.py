@@ -15,6 +15,7 @@ is as fresh as when it stopped, and only the fencing token can tell it otherwise
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -127,7 +128,7 @@ class LeaseExpiry(Fault):
         return sim_env(disk, self.holder_clock if holder else self.clock, ArmedFailpoints())
 
     def install(self, env: Env) -> Env:
-        return Env(fs=env.fs, clock=self.clock, failpoints=env.failpoints, observe=env.observe)
+        return dataclasses.replace(env, clock=self.clock)
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass for everyone (both clocks)."""

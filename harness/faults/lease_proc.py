@@ -24,13 +24,15 @@ from crashgate.harness.clock import VirtualClock
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.process import ProcessCrash
 from crashgate.harness.simdisk import DiskImage, SimDisk
-from crashgate.harness.simenv import sim_env
+from crashgate.harness.simenv import SimProcess, sim_env
 from crashgate.harness.workload import PROFILES, random_workload
 
 __all__ = ["DATA_DIR", "STORE_PATH", "main"]
 
 DATA_DIR = "/data"
 STORE_PATH = f"{DATA_DIR}/store"
+HOLDER_PID = 2
+"""The holder's virtual pid (``simenv.SimProcess``)."""
 
 
 def _run(spec: str, ops_count: int, seed: int, crash_at: str) -> dict[str, Any]:
@@ -38,7 +40,8 @@ def _run(spec: str, ops_count: int, seed: int, crash_at: str) -> dict[str, Any]:
     clock = VirtualClock()
     fps = ArmedFailpoints()
     crash = ProcessCrash(on="sync")
-    env = sim_env(disk, clock, fps)
+    # another process of the simulated machine than the next writers': its death is real
+    env = sim_env(disk, clock, fps, process=SimProcess(HOLDER_PID))
     if crash_at == "sync":
         env = crash.install(env)
     out: dict[str, Any] = {"pid": os.getpid(), "acknowledged": 0, "crashed": None,

@@ -10,33 +10,41 @@ with mode ``x`` (O_CREAT|O_EXCL), written, fsynced, and its directory entry sync
     0x08 u32 pid                    0x30 hostname (UTF-8), then 16B SHAKE-256/128 checksum
     0x0C u32 reserved               of everything before it
 
+"This process" and the liveness of others are the env's (``env.process``, ``backends.Process``):
+the real OS process by default (pid, host name and start time; other processes looked up with
+psutil), or, under the harness, the one process of a simulated machine, which is the same in any
+OS process that runs the simulation: a run recorded in one OS process and recovered in another
+(a worker forked to check crash states) is one process, as in a serial run.
+
 A lock is *stale*, and a new writer may recover it, when its holder is dead (same host, and the
 pid is not running, or is a zombie, or is a different process that reused the pid) AND it is
 older than ``stale_after`` seconds on the env clock. A lock held from another host is never
 recovered automatically: its holder's liveness cannot be checked from here. A lock that stays
 unreadable (its writer died between creating and writing it) is recovered after a short grace.
-The lock is released only by the writer id that took it.
+The lock is released only by the writer id that took it. On a simulated machine, a lock naming
+another pid of its host names a process that is not running (the machine runs one at a time;
+the holder killed by a lease fault is another, dead, one), and one naming a real host is from
+another host: no OS process is ever looked up by a virtual pid.
 
 A lock naming *this* process is judged without guessing: it is held if a writer lock object in
-this process took it (same 16-byte writer id), has not released it, and its file system still
-works; a second store on the file then gets ``LockHeld``, whichever env it was opened with.
-Otherwise it is a ghost, recovered at once: it was left by a store abandoned at a simulated crash
-(whose file system the crash killed), or it sits on a copy of a disk (the crash states of a
-simulated power loss, built after the recorded store was closed).
+this OS process took it (same 16-byte writer id), has not released it, and its file system
+still works; a second store on the file then gets ``LockHeld``, whichever env it was opened
+with. Otherwise it is a ghost, recovered at once: it was left by a store abandoned at a
+simulated crash (whose file system the crash killed), or it sits on a copy of a disk (the crash
+states of a simulated power loss, built after the recorded store was closed, recovered in this
+OS process or in a worker forked from it). A simulated disk lives in one OS process's memory,
+so every live holder of a lock on it is in that OS process's table.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import struct
 import weakref
 from dataclasses import dataclass
 
-import psutil
-
-from crashgate.backends import Clock, FileSystem, LockHeld, read_all
+from crashgate.backends import Clock, FileSystem, LockHeld, OsProcess, Process, ProcessId, read_all
 
 __all__ = ["LOCK_MAGIC", "LockInfo", "WriterLock", "read_lock"]
 
@@ -49,18 +57,11 @@ _UNREADABLE_WAIT = 0.05
 
 
 _LIVE: weakref.WeakSet[WriterLock] = weakref.WeakSet()
-"""The writer locks this process holds (to judge locks that name this process)."""
+"""The writer locks this OS process holds (to judge locks that name this process)."""
 
 
 def _checksum(data: bytes) -> bytes:
     return hashlib.shake_256(data).digest(_SUM)
-
-
-def _process_start_ms(pid: int) -> int:
-    try:
-        return int(psutil.Process(pid).create_time() * 1000)
-    except (psutil.Error, OSError):
-        return 0
 
 
 @dataclass(frozen=True)
@@ -90,21 +91,9 @@ class LockInfo:
         return LockInfo(pid, raw[_FIXED.size:end].decode(errors="replace"), taken, started,
                         wid, version)
 
-    def alive(self) -> bool | None:
-        """Is the holder running? None when it cannot be told (another host)."""
-        if self.hostname != socket.gethostname():
-            return None
-        try:
-            proc = psutil.Process(self.pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return False
-            started = int(proc.create_time() * 1000)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            return False
-        except (psutil.Error, OSError):
-            return True  # exists but cannot be inspected: assume it is the holder
-        # A different start time means the pid was reused by another process.
-        return not (self.started_ms and abs(started - self.started_ms) > 2000)
+    @property
+    def holder(self) -> ProcessId:
+        return ProcessId(self.pid, self.hostname, self.started_ms)
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.taken_ns / 1e9)
@@ -124,12 +113,14 @@ def read_lock(fs: FileSystem, lock_path: str) -> tuple[bytes, LockInfo | None] |
 
 
 class WriterLock:
-    """The lock of one store file for one writer (``writer_id``, 16 random bytes)."""
+    """The lock of one store file for one writer (``writer_id``, 16 random bytes), taken as
+    ``process`` (the env's; default the real OS process)."""
 
     def __init__(self, fs: FileSystem, clock: Clock, store_path: str, *,
-                 stale_after: float = 30.0) -> None:
+                 stale_after: float = 30.0, process: Process | None = None) -> None:
         self.fs = fs
         self.clock = clock
+        self.process: Process = process if process is not None else OsProcess()
         self.path = store_path + ".lock"
         self.store_path = store_path
         self.stale_after = stale_after
@@ -152,8 +143,9 @@ class WriterLock:
         return os.path.dirname(self.path) or "."
 
     def _create(self) -> None:
-        info = LockInfo(os.getpid(), socket.gethostname(), int(self.clock.time() * 1e9),
-                        _process_start_ms(os.getpid()), self.writer_id)
+        me = self.process.identity()
+        info = LockInfo(me.pid, me.hostname, int(self.clock.time() * 1e9), me.started_ms,
+                        self.writer_id)
         f = self.fs.open(self.path, "x")
         try:
             f.write(0, info.encode())
@@ -205,13 +197,14 @@ class WriterLock:
             if info is None:
                 self._recover(raw)  # unreadable after the grace: its writer died creating it
                 continue
-            if info.pid == os.getpid() and info.hostname == socket.gethostname():
+            me = self.process.identity()
+            if info.pid == me.pid and info.hostname == me.hostname:
                 if not any(w.holds(info) for w in list(_LIVE)):
                     self._recover(raw)  # a ghost: no writer in this process holds it
                     continue
                 raise LockHeld(self.store_path, f"{info.describe(now)}; another store open in "
                                "this process holds it")
-            alive = info.alive()
+            alive = self.process.running(info.holder)
             if alive is False and info.age(now) > self.stale_after:
                 self._recover(raw)
                 continue

@@ -121,7 +121,7 @@ class RvfStore:
         if not self.readonly and self._env.fs.exists(path):
             self._probe()  # refuse a newer or damaged file before taking its lock
         if lock is None and not self.readonly and options["lock"] == "true":
-            self._lock = WriterLock(env.fs, env.clock, path,
+            self._lock = WriterLock(env.fs, env.clock, path, process=env.process,
                                     stale_after=float(options["stale_after"]))  # type: ignore[arg-type]
             self._lock.acquire()
         try:
@@ -592,7 +592,7 @@ class RvfStore:
         opts = dict(self._opts, readonly="false")
         lock = None
         if opts["lock"] == "true":
-            lock = WriterLock(self._env.fs, self._env.clock, child_path,
+            lock = WriterLock(self._env.fs, self._env.clock, child_path, process=self._env.process,
                               stale_after=float(opts["stale_after"]))  # type: ignore[arg-type]
             lock.acquire()
         try:
