@@ -14,8 +14,17 @@ On disk it is one append-only log of committed transactions::
 A commit appends one frame and fsyncs it: the fsync is the commit point. On load, frames are
 replayed until the first one that is short or fails its checksum (a torn tail, which only a crash
 leaves behind); a writer truncates that tail, durably, before it appends. The file is created,
-and compacted when the log outgrows its live data, by writing a new file beside it (the next
-generation), fsyncing it and renaming it over the old one: a crash leaves the old or the new file.
+and compacted, by writing a new file beside it (the next generation), fsyncing it and renaming it
+over the old one: a crash leaves the old or the new file. A compacted file's first frame is a
+snapshot of the live data (it carries on the old file's frame numbers and keeps its ``written``).
+
+Opening replays the whole file, so a writer keeps the file within ``_COMPACT_RATIO`` times its
+live data (or ``_COMPACT_MIN`` bytes): as frames are applied it collects the ops a snapshot would
+drop (puts of values since overwritten or deleted, deletes, clears) and counts their bytes and
+the frames' envelopes, and after each commit it compacts once the rest is a
+``1 / _COMPACT_RATIO`` share of the file. A long value's frame so goes at the first commit after
+the value dies, not when the log next doubles, and opening costs O(live data), whatever the
+history.
 
 Several connections (tabs) may open one database in one process, used from one thread. Like the
 browser, the model serialises them: each transaction first reads what other connections
@@ -53,8 +62,9 @@ MAGIC = b"CGIDB"
 FORMAT = 1
 _HEADER = struct.Struct("<5sB2xQ")
 _FRAME = struct.Struct("<I8s")
-_COMPACT_MIN = 256 * 1024      # never compact a log smaller than this
+_COMPACT_MIN = 4 * 1024        # never compact a log smaller than this (a few dozen frames)
 _COMPACT_RATIO = 4             # compact when the log is this many times its live data
+_ENVELOPE = _FRAME.size + 16   # length, checksum, {"seq":,"ops":[]} less a comma (ops have one)
 _DELETED = object()
 
 
@@ -160,16 +170,31 @@ class Transaction:
         return [(k, _clone(v)) for k, v in live]
 
     def put(self, store: str, key: Key, value: Any) -> None:
+        self.put_many(store, [(key, value)])
+
+    def put_many(self, store: str, items: Iterable[tuple[Key, Any]]) -> None:
+        """``put`` of each ``(key, value)``, in order (the browser's loop of put requests in one
+        transaction), with the values checked and copied through JSON in one pass. A value
+        that is ``None`` or not JSON-able is an error naming its key, and then none is put."""
         self._check(store, write=True)
-        self._check_key(key)
-        if value is None:
-            raise ValueError(f"value for key {key!r} is None; to remove a key use delete()")
+        pairs = list(items)
+        for key, value in pairs:
+            self._check_key(key)
+            if value is None:
+                raise ValueError(f"value for key {key!r} is None; to remove a key use delete()")
         try:
-            copy = json.loads(_encode(value))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"value for key {key!r} is not JSON-able: {exc}") from exc
-        self._overlay.setdefault(store, {})[key] = copy
-        self._ops.append(["put", store, key, copy])
+            copies = json.loads(_encode([v for _, v in pairs]))
+        except (TypeError, ValueError):
+            for key, value in pairs:   # find the one to name
+                try:
+                    _encode(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"value for key {key!r} is not JSON-able: {exc}") from exc
+            raise
+        over = self._overlay.setdefault(store, {})
+        for (key, _), copy in zip(pairs, copies, strict=True):
+            over[key] = copy
+            self._ops.append(["put", store, key, copy])
 
     def delete(self, store: str, key: Key) -> None:
         self._check(store, write=True)
@@ -302,7 +327,24 @@ class IndexedDB:
         self.generation += 1
         self.seq += 1
         self._offset = _HEADER.size + _FRAME.size + len(payload)
-        self._compact_at = max(_COMPACT_MIN, _COMPACT_RATIO * self._offset)
+        self._torn = False
+        self._dead = 0
+        self._dying.clear()
+
+    def _count_dead(self) -> None:
+        """Add the ops that died since the last count to ``_dead``, measured in one
+        ``json.dumps`` (each op's bytes and its comma: the list's length less one): each dead
+        op is encoded once, and only by a writer (a reader collects none)."""
+        if self._dying:
+            self._dead += len(_encode(self._dying)) - 1
+            self._dying.clear()
+
+    def _maybe_compact(self) -> None:
+        """Compact once the file is ``_COMPACT_RATIO`` times its live data: the file less its
+        dead bytes."""
+        self._count_dead()
+        if self._offset > max(_COMPACT_MIN, _COMPACT_RATIO * (self._offset - self._dead)):
+            self.compact()
 
     def close(self) -> None:
         if not self._closed:
@@ -319,7 +361,10 @@ class IndexedDB:
         self.seq = 0
         self._offset = _HEADER.size           # end of the last valid frame
         self._torn = False                    # bytes past _offset that are no valid frame
-        self._compact_at = _COMPACT_MIN
+        self._dead = 0                        # bytes of the file a snapshot would drop
+        self._dying: list[Any] = []           # ops a snapshot would drop, not yet in _dead
+        # whether the file's directory entry may not be durable yet (see ``_append``)
+        self._entry_unsynced = not self.readonly
 
     def _check_open(self) -> None:
         if self._closed:
@@ -335,7 +380,9 @@ class IndexedDB:
         finally:
             f.close()
         self.env.fs.rename(tmp, self.path)
+        self._entry_unsynced = True   # until the next line returns
         self.env.fs.sync_dir(os.path.dirname(self.path) or ".")
+        self._entry_unsynced = False
 
     def _catch_up(self) -> None:
         """Apply the frames that others (or an earlier run) committed since we last read."""
@@ -348,7 +395,7 @@ class IndexedDB:
             if fmt > FORMAT:
                 raise CorruptStore(self.path, f"format {fmt} is newer than this model's {FORMAT}")
             if generation != self.generation:   # compacted by another connection: start over
-                self._reset()
+                self._reset()   # (and its rename may not be durable yet: _entry_unsynced)
                 self.generation = generation
             size = f.size()
             blob = f.read(self._offset, size - self._offset) if size > self._offset else b""
@@ -364,6 +411,7 @@ class IndexedDB:
             pos += _FRAME.size + length
         self._offset += pos
         self._torn = pos < len(blob)
+        self._count_dead()   # a writer that only follows others holds no dead values
 
     def _replay(self, payload: bytes, first: bool) -> None:
         """Apply one frame; frames are numbered on from the file's first (a compacted file's
@@ -375,6 +423,8 @@ class IndexedDB:
                 raise ValueError(f"frame {seq} follows frame {self.seq}")
             for op in ops:
                 self._apply(op, seq)
+            if not first:   # a snapshot's envelope stays in the next snapshot
+                self._dead += _ENVELOPE + len(str(seq))
             self._written.update({k: int(v) for k, v in doc.get("written", {}).items()})
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
                 RecursionError) as exc:
@@ -389,10 +439,20 @@ class IndexedDB:
             return
         table = self._data[store]
         if kind == "put":
+            old = table.get(op[2], _DELETED)
+            if old is not _DELETED and not self.readonly:   # the put that wrote it is dead
+                self._dying.append(("put", store, op[2], old))
             table[op[2]] = op[3]
         elif kind == "del":
-            table.pop(op[2], None)
+            old = table.pop(op[2], _DELETED)
+            if not self.readonly:   # only a writer compacts: a reader keeps no dead values
+                self._dying.append(op)
+                if old is not _DELETED:
+                    self._dying.append(("put", store, op[2], old))
         elif kind == "clear":
+            if not self.readonly:
+                self._dying.append(op)
+                self._dying.extend(("put", store, k, v) for k, v in table.items())
             table.clear()
         else:
             raise ValueError(f"unknown operation {kind!r}")
@@ -411,6 +471,14 @@ class IndexedDB:
         if not ops:
             return
         payload = _encode({"seq": self.seq + 1, "ops": ops})
+        if self._entry_unsynced:
+            # The file this frame goes into may be a new generation whose rename never reached
+            # the disk: its directory sync failed (an I/O error after a compaction), another
+            # connection compacted, or an earlier open created the file and raised before its
+            # sync. An fsync of the file does not make its name durable; without this, every
+            # commit from here on would be acknowledged and then lost with the old file.
+            self.env.fs.sync_dir(os.path.dirname(self.path) or ".")
+            self._entry_unsynced = False
         f = self.env.fs.open(self.path, "r+")
         try:
             if self._torn:   # a crash left a partial frame: drop it, durably, before appending
@@ -424,13 +492,9 @@ class IndexedDB:
         self.seq += 1
         for op in ops:
             self._apply(op, self.seq)
+        self._dead += _ENVELOPE + len(str(self.seq))
         self._offset += _FRAME.size + len(payload)
-        if self._offset > self._compact_at:
-            live = len(_encode({s: list(t.items()) for s, t in self._data.items()}))
-            if self._offset > _COMPACT_RATIO * live:
-                self.compact()
-            else:
-                self._compact_at = 2 * self._offset
+        self._maybe_compact()
 
     def _finish(self, txn: Transaction, ops: list[list[Any]] | None) -> None:
         """A transaction ends: commit ``ops`` (``None`` for a readonly one, nothing to write)."""

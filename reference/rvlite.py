@@ -58,6 +58,7 @@ from crashgate.backends import (
     Hit,
     Option,
     StoreClosed,
+    VectorBlock,
     VectorRecord,
     check_options,
 )
@@ -109,6 +110,13 @@ def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
     return rvf.fetch(rvf.ids())
 
 
+def _rvf_metadata(rvf: RvfStore) -> dict[int, dict[str, Any]]:
+    """id -> metadata of every live record of an RVF store, ordered by id: what the cache is
+    built from, read as a block (no Python float per vector component)."""
+    block = rvf.fetch_block(rvf.ids())
+    return {i: dict(m) for i, m in zip(block.ids, block.metadata, strict=True)}
+
+
 class RvliteStore:
     """An open rvlite hybrid; build it with ``open_rvlite``."""
 
@@ -150,23 +158,30 @@ class RvliteStore:
 
     def metadata_epoch(self) -> int:
         """The epoch the metadata cache last committed (0 for a new or missing cache)."""
+        return self._cache_state()[0]
+
+    def _cache_state(self) -> tuple[int, str | None, str | None]:
+        """What the cache says it was built from, read in one transaction: ``(epoch, RVF file
+        id, RVF commit digest)``; 0 and ``None`` for what it lacks (a new or missing cache, or
+        one from before file ids or digests were recorded)."""
         if self._db is None:
-            return 0
-        return int(self._db.get(STATE_STORE, _EPOCH) or 0)
+            return 0, None, None
+        with self._db.transaction(STATE_STORE) as txn:
+            epoch, file_id, commit = txn.get_many(STATE_STORE, [_EPOCH, _FILE_ID, _COMMIT])
+        return int(epoch or 0), file_id, commit
 
     def reconcile(self) -> str:
         """Compare the epochs and bring the cache in line with RVF; returns what was done
         (``none``, ``rebuilt``, ``rebuilt-metadata-ahead``, ``rebuilt-other-file``,
         ``rebuilt-other-commit``, or ``read-from-rvf`` for a reader)."""
-        rvf_epoch, meta_epoch = self.epoch, self.metadata_epoch()
+        rvf_epoch = self.epoch
+        meta_epoch, cached_id, cached_commit = self._cache_state()
         details: dict[str, object] = {"path": self.path, "rvf_epoch": rvf_epoch,
                                       "metadata_epoch": meta_epoch}
         # a cache built from another RVF file (one copied over this one) is stale even at an
         # equal epoch; a cache from before file ids were recorded has none
-        cached_id = self._db.get(STATE_STORE, _FILE_ID) if self._db is not None else None
         other_file = cached_id not in (None, self._rvf.file_id.hex())
         # ... and so is one built from another commit of this file at the same epoch number
-        cached_commit = self._db.get(STATE_STORE, _COMMIT) if self._db is not None else None
         other_commit = cached_commit not in (None, self._rvf.commit_digest.hex())
         if meta_epoch > rvf_epoch:
             log.warning("rvlite %s: metadata epoch %d is ahead of the RVF epoch %d; this should "
@@ -177,7 +192,7 @@ class RvliteStore:
                 and not other_commit:
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
-            self._overlay = {r.id: dict(r.metadata) for r in rvf_records(self._rvf)}
+            self._overlay = _rvf_metadata(self._rvf)
             action = "read-from-rvf"
         else:
             details["records"] = self.rebuild()
@@ -191,11 +206,10 @@ class RvliteStore:
         """Rewrite the whole metadata cache from RVF and commit RVF's epoch with it, in one
         transaction; returns how many records it holds."""
         self._check_writer()
-        records = rvf_records(self._rvf)
+        records = _rvf_metadata(self._rvf)
         with self._write([META_STORE, STATE_STORE]) as txn:
             txn.clear(META_STORE)
-            for r in records:
-                txn.put(META_STORE, r.id, dict(r.metadata))
+            txn.put_many(META_STORE, records.items())
             txn.put(STATE_STORE, _EPOCH, self.epoch)
             txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
             txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())
@@ -248,8 +262,7 @@ class RvliteStore:
             with self._write([META_STORE]) as txn:
                 for i in removes:
                     txn.delete(META_STORE, i)
-                for r in upserts:
-                    txn.put(META_STORE, r.id, dict(r.metadata))
+                txn.put_many(META_STORE, [(r.id, dict(r.metadata)) for r in upserts])
         self._env.failpoints.hit(FAILPOINTS[1])
         txn = self._write([STATE_STORE])
         found = int(txn.get(STATE_STORE, _EPOCH) or 0)
@@ -335,6 +348,14 @@ class RvliteStore:
         recs = self._rvf.fetch(ids)
         meta = self._metadata(r.id for r in recs)
         return [VectorRecord(r.id, r.vector, meta[r.id]) for r in recs]
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
+        """``fetch`` as arrays (``BulkFetch``): the vectors as RVF's block, the metadata from
+        the cache, as ``fetch`` takes them."""
+        self._check_open()
+        block = self._rvf.fetch_block(ids)
+        meta = self._metadata(block.ids)
+        return VectorBlock(block.ids, block.vectors, tuple(meta[i] for i in block.ids))
 
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:

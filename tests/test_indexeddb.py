@@ -74,6 +74,19 @@ def test_values_are_copied_and_checked(tmp_path, env: Env) -> None:
         db.transaction("nope")
 
 
+def test_put_many_puts_in_order_or_names_the_bad_value_and_puts_none(tmp_path, env: Env) -> None:
+    db = open_db(tmp_path, env)
+    value = {"tags": ["a"]}
+    with db.transaction("meta", "readwrite") as t:
+        t.put_many("meta", [(1, value), ("k", 2), (1, {"last": True})])
+        with pytest.raises(TypeError, match="value for key 'bad' is not JSON-able"):
+            t.put_many("meta", [(2, "fine"), ("bad", {1, 2})])
+        with pytest.raises(ValueError, match="value for key 3 is None"):
+            t.put_many("meta", [(3, None)])
+    value["tags"].append("b")   # copied when put
+    assert db.items("meta") == [(1, {"last": True}), ("k", 2)]
+
+
 def test_refresh_aborts_in_flight_and_keeps_committed(tmp_path, env: Env) -> None:
     db = open_db(tmp_path, env)
     with db.transaction("meta", "readwrite") as t:

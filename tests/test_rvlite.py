@@ -13,6 +13,7 @@ import pytest
 from conformance import conformance_test
 
 from crashgate.backends import (
+    BulkFetch,
     Env,
     LeaseExpired,
     LockHeld,
@@ -22,6 +23,7 @@ from crashgate.backends import (
 )
 from crashgate.harness.clock import VirtualClock
 from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.model import block_disagreement
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.reference.indexeddb import IndexedDB
@@ -374,3 +376,23 @@ def test_a_cache_of_another_rvf_file_is_rebuilt_at_an_equal_epoch(world: World) 
     assert world.actions()[-1] == "rebuilt-other-file"
     assert {h.metadata["tag"] for h in again.query([0, 0, 1, 0], 5)} == {"other"}
     again.close()
+
+
+def test_fetch_block_holds_what_fetch_returns_writer_and_stale_cache_reader(world: World) -> None:
+    store = open_rvlite(PATH, world.env)
+    assert isinstance(store, BulkFetch)
+    store.upsert(recs(0, 6, "old"))
+    store.remove([2])
+    wanted = [5, 0, 2, 9, 3, 3]   # unordered, an id removed, one never written, one twice
+    assert block_disagreement(store, store.fetch_block(wanted), store.fetch(wanted)) is None
+    assert store.fetch_block(wanted).ids == (0, 3, 5)
+    world.failpoints.arm(FAILPOINTS[0])   # the cache is left a commit behind RVF
+    with pytest.raises(SimulatedCrash):
+        store.upsert(recs(0, 2, "new"))
+    world.crash()
+    reader = open_rvlite(PATH, world.env, readonly="true")
+    assert world.actions()[-1] == "read-from-rvf"
+    block = reader.fetch_block(range(8))
+    assert block_disagreement(reader, block, reader.fetch(range(8))) is None
+    assert [m["tag"] for m in block.metadata] == ["new", "new", "old", "old", "old"]
+    reader.close()
