@@ -4,13 +4,19 @@ make durable, and dead handles after a process crash."""
 from __future__ import annotations
 
 import errno
+import pickle
+from dataclasses import FrozenInstanceError
 
 import pytest
 from conformance import conformance_test
 
-from crashgate.backends import File, FileSystem
-from crashgate.harness import DiskImage, SimDisk, sim_env
+from crashgate.backends import File, FileSystem, resolve
+from crashgate.harness import DiskImage, DiskOp, SimDisk, powerloss, sim_env
 from crashgate.harness.content import CHUNK_SIZE
+from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashstates import CrashModel
+from crashgate.harness.spill import Spill
+from crashgate.harness.workload import PROFILES
 
 
 def new_disk(*dirs: str, **files: bytes) -> SimDisk:
@@ -323,3 +329,94 @@ def test_image_files_are_bytes_and_equal_images_are_equal_however_built() -> Non
     assert rebuilt != DiskImage({"/a": b"x" * (3 * CHUNK_SIZE - 1) + b"z"})
     with pytest.raises(AttributeError, match="immutable"):
         chunked.dirs = frozenset()
+
+
+# -- spilled write data ---------------------------------------------------------------------
+
+
+def test_spilled_and_held_ops_are_interchangeable() -> None:
+    spill = Spill()
+    data = bytes(range(256)) * 1000
+    held = DiskOp("write", "/f", offset=512, data=data, ino=3)
+    spilled = DiskOp("write", "/f", offset=512, data=data, ino=3, spill=spill)
+    assert spilled.spilled and not held.spilled and spill.size == len(data)
+    assert spilled.data == data and spilled.length == held.length == len(data)
+    assert spilled == held and held == spilled and hash(spilled) == hash(held)
+    assert len({held, spilled}) == 1
+    assert spilled.describe() == held.describe() == "write /f @512+256000"
+    assert repr(spilled) == "DiskOp(write /f @512+256000)"
+    # a pickled op carries its bytes, not the spill: a spawned process can read it
+    copy = pickle.loads(pickle.dumps(spilled))
+    assert not copy.spilled and copy == held and copy.data == data
+    # one byte differs, or a field does: not equal
+    other = DiskOp("write", "/f", offset=512, data=data[:-1] + b"!", ino=3, spill=spill)
+    assert other != spilled and other != held
+    assert DiskOp("write", "/f", offset=0, data=data, ino=3, spill=spill) != spilled
+    assert DiskOp("write", "/f", offset=512, data=data, ino=4) != spilled
+    # nothing to spill: held
+    assert not DiskOp("sync", "/f", ino=3, spill=spill).spilled
+    with pytest.raises(FrozenInstanceError):
+        spilled.offset = 0  # type: ignore[misc]
+    # describing needs no read: it works once the data is gone, reading does not
+    spill.close()
+    assert spilled.describe() == "write /f @512+256000"
+    with pytest.raises(ValueError, match="closed"):
+        spilled.data  # noqa: B018
+
+
+def test_a_disk_spills_the_writes_of_at_least_spill_over_bytes() -> None:
+    spill = Spill()
+    disk = SimDisk(DiskImage.empty("/d"), spill=spill, spill_over=100)
+    fs = disk.fs()
+    f = fs.open("/d/f", "c")
+    for k, n in enumerate([99, 100, 5000, 1]):
+        f.write(f.size(), bytes([k]) * n)
+    f.sync()
+    fs.sync_dir("/d")
+    writes = [op for op in disk.trace if op.kind == "write"]
+    assert [op.spilled for op in writes] == [False, True, True, False]
+    assert spill.size == 5100
+    want = b"\0" * 99 + b"\1" * 100 + b"\2" * 5000 + b"\3"
+    assert disk.cache_image().files["/d/f"] == disk.durable_image().files["/d/f"] == want
+    # without a spill (the default) every write stays in memory, however long
+    plain = SimDisk(DiskImage.empty("/d"))
+    plain.fs().open("/d/f", "c").write(0, b"x" * (1 << 20))
+    assert [op.spilled for op in plain.trace if op.kind == "write"] == [False]
+    with pytest.raises(ValueError, match="spill_over must be at least 1.*got 0"):
+        SimDisk(spill=spill, spill_over=0)
+
+
+def test_crash_images_of_a_spilled_trace_equal_those_of_it_held_in_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One recorded run (its long records spilled, as ``record_run`` does), replayed from the
+    spill and from the same trace held in memory (the bytes as they were put, not as read
+    back): the same states, the same images."""
+    put: list[bytes] = []
+
+    class Remembering(Spill):
+        def put(self, data: bytes | bytearray | memoryview) -> tuple[int, int]:
+            put.append(bytes(data))
+            return super().put(data)
+
+    monkeypatch.setattr(powerloss, "Spill", Remembering)
+    rec = powerloss.record_run(resolve("rvf"), 30, 1, PROFILES["small"])
+    trace = rec.disk.trace
+    spilled = {i for i, op in enumerate(trace) if op.spilled}
+    assert spilled and len(spilled) < sum(op.kind == "write" for op in trace)
+    originals = iter(put)   # puts happen in trace order
+    held = [DiskOp(op.kind, op.path, op.offset, next(originals) if op.spilled else op.data,
+                   op.size, op.dst, op.ino, op.parent, op.dst_parent) for op in trace]
+    assert not any(op.spilled for op in held) and held == list(trace)
+    assert [pickle.loads(pickle.dumps(op)) for op in trace] == held
+
+    def states(t: list[DiskOp]) -> list[tuple[object, DiskImage]]:
+        return list(enumerate_crash_states(rec.base, t, list(range(len(t) + 1)),
+                                           list(CrashModel), 400, seed=7))
+
+    from_spill, from_memory = states(list(trace)), states(held)
+    assert [s for s, _ in from_spill] == [s for s, _ in from_memory]
+    assert [i for _, i in from_spill] == [i for _, i in from_memory]
+    # the comparison covered spilled writes kept whole and torn
+    kept = {j for s, _ in from_spill for j in s.kept}  # type: ignore[attr-defined]
+    torn = {j for s, _ in from_spill for j, _ in s.torn}  # type: ignore[attr-defined]
+    assert kept & spilled and torn & spilled
