@@ -155,7 +155,7 @@ def plan_crash_states(
 def enumerate_crash_states(
     base: DiskImage, trace: Sequence[DiskOp], positions: Positions,
     models: Iterable[CrashModel], budget: int, seed: int, *, sector_size: int = SECTOR_SIZE,
-    plan: CrashPlan | None = None,
+    plan: CrashPlan | None = None, walk: TraceWalk | None = None,
 ) -> Iterator[tuple[CrashState, DiskImage]]:
     """Yield ``(state, image)`` pairs, at most ``budget`` in all, each image at most once per
     position. ``positions`` is one list for every model or a mapping model -> positions.
@@ -168,12 +168,19 @@ def enumerate_crash_states(
     unused (images that turned out equal) passes on to the next quota with room. Within its
     quota a model is exhaustive when it fits (all prefixes, all subsets, all tears) and sampled
     otherwise, deterministically for ``seed``. Images are built in one pass over the trace,
-    positions ascending."""
+    positions ascending, by ``walk`` (a fresh ``TraceWalk`` over ``trace``; made here unless
+    given: a caller that forks a process mid-enumeration gives it, so that the child inherits
+    the walk where the states still to come begin and can rebuild their images itself)."""
     model_list = list(dict.fromkeys(CrashModel(m) for m in models))
     if plan is None:
         plan = plan_crash_states(base, trace, positions, model_list, budget, seed,
                                  sector_size=sector_size)
-    walk = TraceWalk(base, trace, sector_size)
+    if walk is None:
+        walk = TraceWalk(base, trace, sector_size)
+    elif walk.pos != 0 or walk.trace is not trace or walk.sector_size != sector_size:
+        raise ValueError(f"enumerate_crash_states(walk=...): give a fresh TraceWalk over this "
+                         f"trace with sector_size {sector_size} (got one at position "
+                         f"{walk.pos}, sector_size {walk.sector_size})")
     spare = 0   # quota left unused by earlier positions (equal images), passed on
     for position, entries in plan.quotas.items():
         walk.advance(position)

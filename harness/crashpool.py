@@ -1,28 +1,21 @@
-"""Checking crash states in worker processes.
+"""Checking crash states in worker processes: what the serial run, forked children and spawned
+workers share, and the pool of spawned workers.
 
 Crash states are independent once the run is recorded: each is materialised from the trace,
-recovered and judged on its own. The parent keeps what decides *which* states exist (it runs the
-enumeration, which materialises and dedupes the images) and sends the states, in enumeration
-order and in small batches, to worker processes; a worker materialises each state's image again
-with its own ``TraceWalk`` (advancing over the positions it gets, which ascend), recovers and
-judges it, and sends back ``(index, judgement)``. Results are merged in enumeration order, not in
-completion order, so a parallel run reports what a serial one does.
-
-Workers ``fork`` where the platform has it, and then use the parent's recorded run and checker
-as they are: nothing is recorded again or pickled, and the run's memory is shared until written
-(the parent calls ``gc.freeze()`` first, so that a collection in a worker does not write to, and
-so copy, every page of the objects it inherited). This holds because a simulated env runs as one
-virtual process in any OS process (``simenv``): a store that writes who its writer is (the RVF
-lock names a process) judges a worker's recovery of the parent's images as a serial run judges
-its own. Where there is no ``fork`` (or ``start_method="spawn"``), each worker records the run
-again itself (a ``recipe``, pickled) and checks it has the parent's shape. A worker that dies or
-raises surfaces as an error in the parent, never as a hang or a pass; Ctrl-C stops the workers.
+recovered and judged on its own (``check_one``, the one step every way shares). Where the
+platform has ``fork``, children forked per batch inherit the parent's run and images
+(``crashfork``). Where it does not (or with ``start_method="spawn"``), a pool of spawned workers
+each records the run again itself (a ``recipe``, pickled), checks it has the parent's shape,
+and rebuilds each state's image with its own ``TraceWalk`` (advancing over the positions it
+gets, which ascend): only the states travel, in enumeration order and in small batches. Either
+way results are merged in enumeration order, not in completion order, so a parallel run reports
+what a serial one does; a worker that dies or raises surfaces as an error in the parent, never
+as a hang or a pass; Ctrl-C stops the workers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -109,13 +102,11 @@ _recipe: Callable[[], StateChecker] | None = None
 _walk: TraceWalk | None = None
 
 
-def _start_worker(checker: StateChecker | None, recipe: Callable[[], StateChecker] | None
-                  ) -> None:
-    """``checker``: the parent's, inherited by a forked worker; else ``recipe`` records it."""
+def _start_worker(recipe: Callable[[], StateChecker]) -> None:
     global _checker, _recipe, _walk
     # Ctrl-C reaches the whole foreground process group: the parent handles it and stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _checker, _recipe, _walk = checker, recipe, None
+    _checker, _recipe, _walk = None, recipe, None
 
 
 Batch = list[tuple[int, CrashState]]
@@ -179,31 +170,17 @@ def batch_size(budget: int, jobs: int) -> int:
 
 
 def check_in_workers(
-    states: Iterable[tuple[CrashState, DiskImage]], checker: StateChecker, *,
-    recipe: Callable[[], StateChecker] | None, jobs: int, batch: int, phases: Phases,
-    method: str | None = None,
+    states: Iterable[tuple[CrashState, DiskImage]], recipe: Callable[[], StateChecker], *,
+    jobs: int, batch: int, phases: Phases, method: str = "spawn",
 ) -> Generator[tuple[CrashState, Judgement], None, None]:
-    """Yield ``(state, judgement)`` for every state of ``states`` (the run of ``checker``), in
-    their order, checked by ``jobs`` worker processes. The parent's images are dropped (only
-    the states travel).
-
-    ``method`` (None: ``worker_start_method()``): with ``fork`` the workers use ``checker`` as
-    it is; otherwise each calls ``recipe()`` once (it must be picklable, and not None). Worker
-    phase seconds are added to ``phases`` (``workload`` too: the recordings of spawned
-    workers). At most ``2 * jobs + 1`` batches are in flight: memory stays bounded however
-    many states there are."""
-    method = worker_start_method(method)
-    forked = method == "fork"
-    if not forked and recipe is None:
-        raise ValueError(f"check_in_workers(method={method!r}, recipe=None): a worker that is "
-                         "not forked must record the run again; give a recipe, or fork")
-    if forked:
-        # the run is shared with the workers until written: a collection in a worker would
-        # write every object it inherited (its gc header), so leave them out of collections
-        gc.freeze()
+    """Yield ``(state, judgement)`` for every state of ``states``, in their order, checked by
+    ``jobs`` spawned worker processes, each of which calls ``recipe()`` (picklable) once for
+    its checker. The parent's images are dropped (only the states travel). Worker phase seconds
+    are added to ``phases`` (``workload`` too: the workers' recordings). At most
+    ``2 * jobs + 1`` batches are in flight: memory stays bounded however many states there
+    are. (Where there is ``fork``, ``crashfork.check_forked`` shares the parent's run instead.)"""
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method),
-                               initializer=_start_worker,
-                               initargs=(checker, None) if forked else (None, recipe))
+                               initializer=_start_worker, initargs=(recipe,))
     in_flight: deque[tuple[Batch, Future[tuple[list[tuple[int, Judgement]], Phases]]]] = deque()
     finished = False
     try:
@@ -234,8 +211,6 @@ def check_in_workers(
             pool.shutdown(wait=True)
         else:   # an error, Ctrl-C or a consumer that stopped early: stop the workers now
             _terminate(pool)
-        if forked:
-            gc.unfreeze()   # the parent's objects are the collector's again
 
 
 def _result(future: Future[tuple[list[tuple[int, Judgement]], Phases]], sent: Batch

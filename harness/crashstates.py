@@ -348,9 +348,9 @@ def _apply_data(buf: ChunkedFile, op: DiskOp) -> None:
 
 def sectors_of(op: DiskOp, sector_size: int = SECTOR_SIZE) -> range:
     """The absolute sector numbers a write touches."""
-    if not op.data:
+    if not op.length:
         return range(0)
-    return range(op.offset // sector_size, (op.offset + len(op.data) - 1) // sector_size + 1)
+    return range(op.offset // sector_size, (op.offset + op.length - 1) // sector_size + 1)
 
 
 def _garbage(seed: int, index: int, size: int) -> bytes:
@@ -364,7 +364,7 @@ def _apply_torn(buf: ChunkedFile, op: DiskOp, index: int, written: Collection[in
                 garbage_seed: int | None, sector_size: int) -> None:
     # the bytes the write's range holds after the tear, built flat and written once (a torn
     # write has hundreds of runs; one file write each would cost more than the copy)
-    size = len(op.data)
+    size = op.length
     if garbage_seed is not None:   # every sector lost holds garbage
         region = bytearray(_garbage(garbage_seed, index, size))
     else:   # lost sectors keep their old bytes; past the old end, zeros (the size update

@@ -6,7 +6,9 @@ the model.
 The workload runs once, to the end, recording the disk's trace (as ALICE does): what a program
 wrote up to a point does not depend on a crash that comes later, so every crash state can be
 built afterwards from the trace. With ``jobs`` > 1 the states are recovered and judged in
-worker processes (``crashpool``): forked ones use this run; spawned ones record it again.
+other processes: children forked per batch, which inherit this run and the enumeration's walk
+(``crashfork``), or, without ``fork``, spawned workers that record the run again
+(``crashpool``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from crashgate.harness.crashcheck import (
     judge,
 )
 from crashgate.harness.crashenum import enumerate_crash_states, plan_crash_states
+from crashgate.harness.crashfork import check_forked
 from crashgate.harness.crashpool import (
     CrashPoolError,
     batch_size,
@@ -36,12 +39,13 @@ from crashgate.harness.crashpool import (
     valid_jobs,
     worker_start_method,
 )
-from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
+from crashgate.harness.crashstates import CrashModel, CrashState, TraceWalk, sync_positions
 from crashgate.harness.model import PrefixModel, StoreState, read_state
 from crashgate.harness.ops import Op, Reopen, Upsert, describe_op, thin
 from crashgate.harness.recovery import reopen_after_crash
-from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
+from crashgate.harness.simdisk import SECTOR_SIZE, DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.spill import Spill
 from crashgate.harness.workload import Profile, iter_workload
 
 __all__ = ["DATA_DIR", "PowerLossReport", "Recorded", "Violation", "check_state", "record_run",
@@ -86,7 +90,7 @@ def record_run(spec: BackendSpec, ops_count: int, seed: int, profile: Profile) -
     fresh simulated disk, recording each op's trace span; a ``Reopen`` closes the store and
     opens it again on the same disk and env, inside its own span, so crashes land in it."""
     # the store's directory is durable from the start: the crashes under test are the store's
-    disk = SimDisk(DiskImage.empty(DATA_DIR))
+    disk = SimDisk(DiskImage.empty(DATA_DIR), spill=Spill())   # the trace's long writes: on disk
     base = disk.base
     start_pos = disk.position
     env = sim_env(disk)
@@ -136,8 +140,8 @@ class PowerLossReport:
     all five, zeros included, and ``empty_models`` says why a model got none. ``phases``:
     seconds per phase, summed over the parent and the worker processes (``workload``: recording
     the run; ``plan``: crash points and the budget's plan; ``materialise``: enumerating and
-    building the images; ``rematerialise``: workers building them again; ``recover``: open and
-    read the recovered store; ``judge``: compare with the model)."""
+    building the images; ``rematerialise``: spawned workers building them again; ``recover``:
+    open and read the recovered store; ``judge``: compare with the model)."""
 
     spec: str
     seed: int
@@ -270,7 +274,7 @@ def trace_shape(trace: Sequence[DiskOp]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for op in trace:
         h.update(repr((op.kind, op.path, op.offset, op.size, op.dst, op.ino, op.parent,
-                       op.dst_parent, len(op.data))).encode())
+                       op.dst_parent, op.length)).encode())
     return h.hexdigest()
 
 
@@ -345,8 +349,9 @@ def run_powerloss(
     report.reasons.update({m.value: "not among the models selected" for m in CrashModel
                            if m not in plan.models})
     phases["plan"] = time.perf_counter() - t1
+    walk = TraceWalk(rec.base, rec.disk.trace, SECTOR_SIZE)
     states = _timed(enumerate_crash_states(rec.base, rec.disk.trace, positions, models, budget,
-                                           seed, plan=plan), phases)
+                                           seed, plan=plan, walk=walk), phases)
     batch = batch_size(budget, jobs)
     # more workers than batches would only fork idle processes
     report.jobs = min(jobs, math.ceil(sum(plan.share.values()) / batch))
@@ -355,11 +360,13 @@ def run_powerloss(
         report.jobs = 1
         checked = _check_serially(states, checker, phases)
     else:
-        # a forked worker uses this run as it is; only others record it again
-        recipe = (None if method == "fork" else
-                  _Rerecord(spec, seed, ops, profile, trace_shape(rec.disk.trace)))
-        checked = check_in_workers(states, checker, recipe=recipe, jobs=report.jobs,
-                                   batch=batch, phases=phases, method=method)
+        if method == "fork":   # children forked per batch inherit this run and the walk
+            checked = check_forked(states, walk, checker, jobs=report.jobs, batch=batch,
+                                   phases=phases)
+        else:                  # spawned workers record the run again
+            recipe = _Rerecord(spec, seed, ops, profile, trace_shape(rec.disk.trace))
+            checked = check_in_workers(states, recipe, jobs=report.jobs, batch=batch,
+                                       phases=phases, method=method)
     # closed at once on any exit (Ctrl-C in ``progress`` too): that stops the workers
     with contextlib.closing(checked):
         for state, verdict in checked:

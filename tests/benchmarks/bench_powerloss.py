@@ -99,7 +99,8 @@ def main() -> None:
     for name, (serial, parallel, _) in runs.items():
         shares = " ".join(f"{100 * serial.phases.get(p, 0.0) / serial.seconds:>10.1f}%"
                           for p in PHASES)
-        # workers record the run again and rebuild each image they judge
+        # forked children inherit the run and images: nothing extra; spawned workers
+        # record the run again and rebuild each image they judge
         extra = (parallel.phases.get("rematerialise", 0.0)
                  + parallel.phases.get("workload", 0.0) - serial.phases.get("workload", 0.0))
         print(f"{name:<{W}} {shares} {serial.seconds:>8.2f} {extra:>8.2f}s")
