@@ -281,8 +281,12 @@ def test_a_block_that_drops_a_record_is_caught_with_a_reproduction(tmp_path: Pat
     (open_wrong_metadata, "the metadata of id"),
 ])
 def test_a_block_with_other_values_is_caught(factory: Any, says: str) -> None:
-    # no shrinking: the test above shows the shrunk run; here only that it is caught
-    found = settings(FAST, max_examples=60, phases=[Phase.generate], report_multiple_bugs=False)
-    with pytest.raises(AssertionError, match="disagrees with fetch") as caught:
+    # no shrinking: the test above shows the shrunk run; here only that it is caught. Either
+    # the fetch rule names the lie, or a check after a crash or reopen, which reads the store
+    # back through the same block, sees contents that differ from the model's
+    found = settings(FAST, max_examples=60, phases=[Phase.generate], report_multiple_bugs=False,
+                     derandomize=True)
+    with pytest.raises(AssertionError) as caught:
         run_state_machine_as_test(machine_for(factory), settings=found)
-    assert says in str(caught.value)
+    text = str(caught.value)
+    assert ("disagrees with fetch" in text and says in text) or "(contents differ)" in text, text

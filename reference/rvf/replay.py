@@ -111,7 +111,7 @@ def _apply(loaded: Loaded, seg: Seg, payload: bytes, dimension: int) -> None:
         block = decode_vec(payload)
         if block.vectors.shape[1] != dimension:
             raise ValueError(f"VEC dimension {block.vectors.shape[1]}, manifest says {dimension}")
-        loaded.dead += loaded.table.upsert(block.ids, block.vectors, block.metadata)
+        loaded.dead += loaded.table.upsert(block.ids, block.vectors, block.metadata, owned=True)
 
 
 def snapshot_of(m: Manifest) -> tuple[SegRef, ...] | None:

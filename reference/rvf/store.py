@@ -376,7 +376,7 @@ class RvfStore:
         self._kv.update(puts)
         self._table.remove(rm_ids)
         if vec_ids:
-            self._table.upsert(vec_ids, matrix, metas)
+            self._table.upsert(vec_ids, matrix, metas, owned=True)   # copied above
         self.dimension = dim
         self.epoch = manifest.epoch
         self._dead = manifest.dead

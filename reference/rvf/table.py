@@ -43,15 +43,19 @@ class VectorTable:
         if n + extra <= len(self._ids):
             return
         cap = max(16, 2 * len(self._ids), n + extra)
-        ids = np.zeros(cap, dtype=np.uint64)
-        mat = np.zeros((cap, self.dimension or 0), dtype=np.float64)
+        # rows past the live ones are never read: no need to zero them (a fresh matrix of
+        # thousands of 384-d rows costs its page faults once, not twice)
+        ids = np.empty(cap, dtype=np.uint64)
+        mat = np.empty((cap, self.dimension or 0), dtype=np.float64)
         ids[:n] = self._ids[:n]
         mat[:n] = self._mat[:n]
         self._ids, self._mat = ids, mat
 
     def upsert(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray,
-               metadata: Sequence[Mapping[str, Any]]) -> int:
-        """Insert or replace rows; ``vectors`` is (n, dim). Returns how many replaced a live id."""
+               metadata: Sequence[Mapping[str, Any]], *, owned: bool = False) -> int:
+        """Insert or replace rows; ``vectors`` is (n, dim). Returns how many replaced a live id.
+        ``owned``: the metadata dicts are the caller's fresh copies (just decoded), kept as they
+        are instead of copied again."""
         if len(ids) == 0:
             return 0
         if self.dimension is None:
@@ -61,18 +65,26 @@ class VectorTable:
                              f"{self.dimension}")
         self._reserve(len(ids))
         replaced = 0
-        for i, raw_id in enumerate(ids):
-            vid = int(raw_id)
-            row = self._rows.get(vid)
+        rows = []
+        table, meta = self._rows, self._meta
+        # the bookkeeping per id, the vectors in one assignment (a loop of row copies was most
+        # of the cost of opening a store of thousands of vectors)
+        mine = metadata if owned else [dict(m) for m in metadata]
+        for i, vid in enumerate(ids.tolist() if isinstance(ids, np.ndarray) else map(int, ids)):
+            row = table.get(vid)
             if row is None:
-                row = len(self._meta)
-                self._rows[vid] = row
+                row = table[vid] = len(meta)
                 self._ids[row] = vid
-                self._meta.append(dict(metadata[i]))
+                meta.append(mine[i])   # type: ignore[arg-type]
             else:
                 replaced += 1
-                self._meta[row] = dict(metadata[i])
-            self._mat[row] = vectors[i]
+                meta[row] = mine[i]   # type: ignore[call-overload]
+            rows.append(row)
+        if len(set(rows)) < len(rows):   # an id given twice: its last vector wins
+            last = {row: i for i, row in enumerate(rows)}
+            self._mat[list(last)] = vectors[list(last.values())]
+        else:
+            self._mat[rows] = vectors
         return replaced
 
     def remove(self, ids: Iterable[int]) -> int:
