@@ -15,7 +15,7 @@ import numpy as np
 import xxhash
 
 from crashgate.backends import BulkFetch, Capability, VectorBlock, VectorRecord
-from crashgate.harness.ops import Op
+from crashgate.harness.ops import Op, Remove, Upsert
 
 __all__ = ["PrefixModel", "StoreState", "block_disagreement", "fingerprint", "prefix_states",
            "read_state"]
@@ -167,7 +167,15 @@ class PrefixModel:
         self._prints: dict[int, tuple[int, str]] = {}   # id(record) -> pair, live records
 
     def apply(self, op: Op) -> StoreState:
-        before = self.vectors.copy() if self._prints else {}
+        if not isinstance(op, Upsert | Remove):
+            # only upserts and removes change vectors: the others share the last state's pairs
+            # (a kv op in a store of thousands of vectors costs its keys, not the vectors)
+            op.apply(self.kv, self.vectors)
+            state = StoreState(tuple(sorted(self.kv.items())), self.states[-1].vectors)
+            self.states.append(state)
+            return state
+        touched = {r.id for r in op.records} if isinstance(op, Upsert) else set(op.ids)
+        before = {i: self.vectors[i] for i in touched if i in self.vectors}
         op.apply(self.kv, self.vectors)
         # a record that left the model may be freed and its id() reused: forget it
         for i, r in before.items():
