@@ -45,7 +45,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -779,6 +779,11 @@ def _has_methods(store_type: type, protocol: type) -> bool:
 _INVARIANTS = frozenset({"state.agrees_with_model()", "state.teardown()"})
 
 
+INCONSISTENT_RETRIES = 2
+"""Seeds tried after the first when Hypothesis finds the model's runs inconsistent before any
+failure (see ``run_model``)."""
+
+
 def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
               options: Mapping[str, object] | None = None) -> Evidence:
     """Run the model on ``spec`` for ``examples`` runs of up to ``steps`` steps, seeded: the
@@ -786,7 +791,32 @@ def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
     ``steps`` rules executed, ``crash_states`` recoveries judged, ``seed``). FAIL writes the
     shrunk run as ``workdir/repro_<backend>_seed<seed>.py`` (``reproduce`` is the command to
     run it; ``replay()`` runs it again and returns its evidence) and attaches the history of
-    the final failing run; a PASS attaches the history of its last run."""
+    the final failing run; a PASS attaches the history of its last run.
+
+    A store that does not behave the same way twice (its disk operations depend on chance)
+    makes the crash states the model draws depend on chance too, and Hypothesis may then stop
+    with "inconsistent data generation" before any failure was seen: nothing was learnt, so
+    the next seed is tried (up to ``INCONSISTENT_RETRIES`` more), and the evidence names the
+    seeds that ran inconsistently. ``unknown`` if every one did."""
+    inconsistent: list[int] = []
+    for attempt in range(INCONSISTENT_RETRIES + 1):
+        evidence = _run_model_seed(spec, seed=seed + attempt, examples=examples, steps=steps,
+                                   workdir=workdir, options=options)
+        if not evidence.measured.get("inconsistent"):
+            break
+        inconsistent.append(seed + attempt)
+    if not inconsistent:
+        return evidence
+    note = (f" (Hypothesis found the runs of seed{'s' if len(inconsistent) > 1 else ''} "
+            f"{', '.join(map(str, inconsistent))} inconsistent: the store does not behave the "
+            "same way twice)")
+    return replace(evidence, summary=evidence.summary + note,
+                   measured={**evidence.measured, "inconsistent_seeds": inconsistent})
+
+
+def _run_model_seed(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
+                    options: Mapping[str, object] | None) -> Evidence:
+    """``run_model`` with one seed."""
     machine = machine_for(spec, options=options)
     hypothesis.seed(seed)(machine)
     run_settings = Settings(
@@ -804,7 +834,8 @@ def run_model(spec: Any, *, seed: int, examples: int, steps: int, workdir: Path,
         if seen is None:
             return Evidence(Verdict.UNKNOWN, f"{label}: the failure did not reproduce when "
                             f"Hypothesis replayed it ({type(exc).__name__})",
-                            _measured(machine, seed), tuple(str(exc).splitlines()[:10]))
+                            {**_measured(machine, seed), "inconsistent": True},
+                            tuple(str(exc).splitlines()[:10]))
         # the store broke its promise in a run, but not again when Hypothesis replayed the
         # same steps: it does not behave the same way twice. The run's history is the evidence.
         message, history = seen

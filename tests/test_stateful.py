@@ -308,3 +308,35 @@ def test_a_factory_is_named_so_another_process_can_import_it() -> None:
         "sqlite?synchronous=OFF&journal_mode=DELETE"
     with pytest.raises(TypeError, match="backend name"):
         target_for(42)
+
+
+def test_a_seed_whose_runs_are_inconsistent_hands_over_to_the_next(monkeypatch, tmp_path) -> None:
+    # A store whose disk operations depend on chance can make Hypothesis stop with
+    # "inconsistent data generation" before any failure: nothing learnt, so the next seed runs;
+    # the evidence names the inconsistent seeds, and it is unknown only if every seed was so.
+    from crashgate.harness import stateful
+    from crashgate.harness.verdict import Evidence
+
+    calls: list[int] = []
+    bad: set[int] = {5}
+
+    def one_seed(spec: Any, *, seed: int, **kw: Any) -> Evidence:
+        calls.append(seed)
+        if seed in bad:
+            return Evidence(Verdict.UNKNOWN, "did not reproduce", {"seed": seed,
+                                                                  "inconsistent": True})
+        return Evidence(Verdict.PASS, "ran", {"seed": seed, "examples": 3})
+
+    monkeypatch.setattr(stateful, "_run_model_seed", one_seed)
+    ev = run_model("memory", seed=5, examples=3, steps=3, workdir=tmp_path)
+    assert calls == [5, 6] and ev.verdict is Verdict.PASS, (calls, ev)
+    assert ev.measured["inconsistent_seeds"] == [5] and "seed 5 inconsistent" in ev.summary
+    calls.clear()
+    bad.update({6, 7})
+    ev = run_model("memory", seed=5, examples=3, steps=3, workdir=tmp_path)
+    assert calls == [5, 6, 7] and ev.verdict is Verdict.UNKNOWN, (calls, ev)
+    assert ev.measured["inconsistent_seeds"] == [5, 6, 7]
+    calls.clear()
+    bad.clear()
+    ev = run_model("memory", seed=5, examples=3, steps=3, workdir=tmp_path)
+    assert calls == [5] and "inconsistent_seeds" not in ev.measured   # one seed, as before
