@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "BackendMissing",
@@ -31,7 +32,22 @@ def close_matches_for(word: str, candidates: Iterable[str], n: int = 3) -> list[
 
 
 class CrashgateError(Exception):
-    """Base of every error crashgate raises on purpose."""
+    """Base of every error crashgate raises on purpose.
+
+    Picklable whatever a subclass's ``__init__`` takes (the default pickling calls it with the
+    message alone, which fails): an error raised in a worker process reaches the parent as
+    itself, its fields and notes included."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[CrashgateError], args: tuple[Any, ...], state: dict[str, Any]
+             ) -> CrashgateError:
+    error = cls.__new__(cls, *args)   # not __init__: the fields come back as they were
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class LockHeld(CrashgateError):
