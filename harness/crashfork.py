@@ -33,10 +33,8 @@ import ctypes
 import functools
 import gc
 import multiprocessing
-import os
 import pickle
 import signal
-import time
 import traceback
 from collections.abc import Generator, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
@@ -44,13 +42,20 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from crashgate.harness.crashcheck import Judgement
-from crashgate.harness.crashpool import CrashPoolError, Phases, StateChecker, check_one
+from crashgate.harness.crashpool import (
+    Batch,
+    CrashPoolError,
+    Phases,
+    StateChecker,
+    check_rebuilt,
+    merge,
+    worker_died,
+)
 from crashgate.harness.crashstates import CrashState, TraceWalk
 from crashgate.harness.simdisk import DiskImage
 
 __all__ = ["check_forked"]
 
-Sent = list[tuple[int, CrashState]]
 Result = tuple[list[tuple[int, Judgement]], Phases]
 
 
@@ -60,21 +65,9 @@ def _child(checker: StateChecker, walk: TraceWalk, conn: Connection) -> None:
     # Ctrl-C reaches the whole foreground process group: the parent handles it and stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     phases: Phases = {"rematerialise": 0.0, "recover": 0.0, "judge": 0.0}
-    out: list[tuple[int, Judgement]] = []
     try:
-        batch: Sent = conn.recv()
-        for index, state in batch:
-            try:
-                t0 = time.perf_counter()
-                walk.advance(state.position)
-                image = walk.image_of(state)   # the call the enumeration made: the same image
-                phases["rematerialise"] += time.perf_counter() - t0
-                out.append((index, check_one(checker, state, image, phases)))
-            except BaseException as exc:
-                exc.add_note(f"raised in crash-state worker process {os.getpid()} while "
-                             f"checking state #{index}: {state.describe()}")
-                raise
-        message: tuple[Any, ...] = ("ok", out, phases)
+        batch: Batch = conn.recv()
+        message: tuple[Any, ...] = ("ok", check_rebuilt(checker, walk, batch, phases), phases)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
         text = "".join(traceback.format_exception(exc))
         try:
@@ -91,7 +84,7 @@ class _Running:
 
     def __init__(self, number: int, process: BaseProcess, conn: Connection) -> None:
         self.number, self.process, self.conn = number, process, conn
-        self.sent: Sent = []
+        self.sent: Batch = []
 
     def result(self) -> Result:
         """The child's answer (it has sent one or ended); raises what it raised, or
@@ -100,7 +93,7 @@ class _Running:
             message = self.conn.recv()
         except (EOFError, OSError) as exc:
             self.process.join()
-            raise self.died(f"exit code {self.process.exitcode}") from exc
+            raise worker_died(self.sent, f"exit code {self.process.exitcode}") from exc
         finally:
             self.conn.close()
         self.process.join()
@@ -115,14 +108,6 @@ class _Running:
             raise raised
         raise CrashPoolError(f"a crash-state worker process raised an exception that cannot be "
                              f"passed back to this process; its traceback:\n{text}")
-
-    def died(self, how: str) -> CrashPoolError:
-        first, last = self.sent[0], self.sent[-1]
-        return CrashPoolError(
-            f"a crash-state worker process died ({how}) while checking states #{first[0]}.."
-            f"#{last[0]} (trace positions {first[1].position}..{last[1].position}): the store "
-            "killed its process or the machine ran out of memory; rerun with --jobs 1 to check "
-            "in one process and see the error")
 
 
 @functools.cache
@@ -158,13 +143,13 @@ def _fork(number: int, checker: StateChecker, walk: TraceWalk) -> _Running:
     return _Running(number, process, mine)
 
 
-def _send(child: _Running, sent: Sent) -> None:
+def _send(child: _Running, sent: Batch) -> None:
     child.sent = sent
     try:
         child.conn.send(sent)
     except OSError as exc:   # it died before its batch came
         child.process.join()
-        raise child.died(f"exit code {child.process.exitcode}") from exc
+        raise worker_died(sent, f"exit code {child.process.exitcode}") from exc
 
 
 def check_forked(
@@ -179,7 +164,7 @@ def check_forked(
         raise ValueError(f"check_forked(jobs={jobs}, batch={batch}): both must be at least 1")
     source: Iterator[tuple[CrashState, DiskImage]] = iter(states)
     running: dict[Connection, _Running] = {}
-    done: dict[int, tuple[Sent, Result]] = {}   # finished, in any order
+    done: dict[int, tuple[Batch, Result]] = {}   # finished, in any order
     started = yielded = index = 0
     exhausted = False
     try:
@@ -210,16 +195,8 @@ def check_forked(
                 child = running.pop(ready)   # type: ignore[call-overload]
                 done[child.number] = (child.sent, child.result())
             while yielded in done:
-                sent, (judged, spent) = done.pop(yielded)
+                yield from merge(*done.pop(yielded), phases)
                 yielded += 1
-                for name, seconds in spent.items():
-                    phases[name] = phases.get(name, 0.0) + seconds
-                by_index = dict(judged)
-                for i, state in sent:
-                    if i not in by_index:
-                        raise CrashPoolError(f"a crash-state worker returned no judgement for "
-                                             f"state #{i} ({state.describe()})")
-                    yield state, by_index[i]
     finally:
         for child in running.values():   # an error, Ctrl-C or an early stop: stop them now
             with contextlib.suppress(Exception):

@@ -31,8 +31,9 @@ from crashgate.harness.crashstates import CrashState, TraceWalk
 from crashgate.harness.model import StoreState
 from crashgate.harness.simdisk import DiskImage, DiskOp
 
-__all__ = ["CrashPoolError", "StateChecker", "available_cores", "check_in_workers",
-           "check_one", "default_jobs", "valid_jobs", "worker_start_method"]
+__all__ = ["Batch", "CrashPoolError", "Phases", "StateChecker", "available_cores",
+           "check_in_workers", "check_one", "check_rebuilt", "default_jobs", "merge",
+           "valid_jobs", "worker_died", "worker_start_method"]
 
 XDIST_WORKERS = "PYTEST_XDIST_WORKER_COUNT"
 
@@ -129,21 +130,31 @@ def _check_batch(batch: Batch) -> tuple[list[tuple[int, Judgement]], Phases]:
                          "recording the run again")
             raise
         phases["workload"] = time.perf_counter() - t
+    if batch and (_walk is None or _walk.pos > batch[0][1].position):
+        _walk = TraceWalk(_checker.base, _checker.trace, batch[0][1].sector_size)
+    return (check_rebuilt(_checker, _walk, batch, phases) if _walk is not None else []), phases
+
+
+def check_rebuilt(checker: StateChecker, walk: TraceWalk, batch: Batch, phases: Phases
+                  ) -> list[tuple[int, Judgement]]:
+    """In a worker: rebuild each state's image with ``walk`` (standing at or before the first
+    state; positions ascend) by the call the enumeration made, so it is the same image, then
+    recover and judge it. ``phases["rematerialise"]`` gets the rebuilding's seconds. An
+    exception gets a note naming the process and the state."""
     out = []
     for index, state in batch:
         try:
             t0 = time.perf_counter()
-            if _walk is None or _walk.pos > state.position:
-                _walk = TraceWalk(_checker.base, _checker.trace, state.sector_size)
-            _walk.advance(state.position)
-            image = _walk.image_of(state)   # the call the enumeration made: the same image
-            phases["rematerialise"] += time.perf_counter() - t0
-            out.append((index, check_one(_checker, state, image, phases)))
+            walk.advance(state.position)
+            image = walk.image_of(state)
+            phases["rematerialise"] = (phases.get("rematerialise", 0.0)
+                                       + time.perf_counter() - t0)
+            out.append((index, check_one(checker, state, image, phases)))
         except BaseException as exc:
             exc.add_note(f"raised in crash-state worker process {os.getpid()} while checking "
                          f"state #{index}: {state.describe()}")
             raise
-    return out, phases
+    return out
 
 
 def check_one(checker: StateChecker, state: CrashState, image: DiskImage, phases: Phases
@@ -200,11 +211,11 @@ def check_in_workers(
                     try:
                         in_flight.append((pending, pool.submit(_check_batch, pending)))
                     except BrokenProcessPool as exc:   # a worker died before this was sent
-                        raise _died(exc, pending) from exc
+                        raise worker_died(pending, f"{exc}") from exc
                     pending = []
             if in_flight:
                 sent, future = in_flight.popleft()
-                yield from _merge(sent, _result(future, sent), phases)
+                yield from merge(sent, _result(future, sent), phases)
         finished = True
     finally:
         if finished:
@@ -218,20 +229,25 @@ def _result(future: Future[tuple[list[tuple[int, Judgement]], Phases]], sent: Ba
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise _died(exc, sent) from exc
+        raise worker_died(sent, f"{exc}") from exc
 
 
-def _died(exc: BrokenProcessPool, sent: Batch) -> CrashPoolError:
+def worker_died(sent: Batch, how: str) -> CrashPoolError:
+    """The error for a worker that died (``how``: its exit code, or the pool's words) while
+    checking ``sent`` or the states before them."""
     first, last = sent[0][1], sent[-1][1]
     return CrashPoolError(
-        f"a crash-state worker process died ({exc}) while checking states #{sent[0][0]}.."
+        f"a crash-state worker process died ({how}) while checking states #{sent[0][0]}.."
         f"#{sent[-1][0]} (trace positions {first.position}..{last.position}) or those before "
         "them: the store killed its process or the machine ran out of memory; rerun with "
         "--jobs 1 to check in one process and see the error")
 
 
-def _merge(sent: Batch, result: tuple[list[tuple[int, Judgement]], Phases], phases: Phases
-           ) -> Iterator[tuple[CrashState, Judgement]]:
+def merge(sent: Batch, result: tuple[list[tuple[int, Judgement]], Phases], phases: Phases
+          ) -> Iterator[tuple[CrashState, Judgement]]:
+    """``(state, judgement)`` for each state ``sent`` to a worker, in the order sent, from its
+    ``result``; its phase seconds are added to ``phases``. A state it did not judge is a
+    ``CrashPoolError``."""
     got, spent = result
     for name, seconds in spent.items():
         phases[name] = phases.get(name, 0.0) + seconds

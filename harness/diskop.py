@@ -84,7 +84,9 @@ class DiskOp:
         """Whether ``data`` is in a spill file rather than in memory."""
         return self._spill is not None
 
-    def _shape(self) -> tuple[object, ...]:
+    def shape(self) -> tuple[object, ...]:
+        """Every field but the bytes written (their length instead): what a ``CrashState``
+        refers to, and what two runs of one workload must agree on."""
         return (self.kind, self.path, self.offset, self.size, self.dst, self.ino, self.parent,
                 self.dst_parent, self.length)
 
@@ -93,7 +95,7 @@ class DiskOp:
             return NotImplemented
         if self is other:
             return True
-        if self._shape() != other._shape():
+        if self.shape() != other.shape():
             return False
         if self._spill is not None and self._spill is other._spill and self._at == other._at:
             return True  # the same bytes in the same spill: no need to read them
@@ -102,7 +104,7 @@ class DiskOp:
     def __hash__(self) -> int:
         # by shape only (length, not bytes): equal ops have equal shapes, and hashing a
         # spilled op must not read it
-        return hash(self._shape())
+        return hash(self.shape())
 
     def __reduce__(self) -> tuple[object, ...]:
         # the bytes themselves, never the spill: the receiver may not share its file

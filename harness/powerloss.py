@@ -273,8 +273,7 @@ def trace_shape(trace: Sequence[DiskOp]) -> str:
     the bytes written, which is all a ``CrashState`` refers to."""
     h = hashlib.blake2b(digest_size=16)
     for op in trace:
-        h.update(repr((op.kind, op.path, op.offset, op.size, op.dst, op.ino, op.parent,
-                       op.dst_parent, op.length)).encode())
+        h.update(repr(op.shape()).encode())
     return h.hexdigest()
 
 

@@ -37,7 +37,7 @@ from crashgate.backends import (
 )
 from crashgate.reference.indexeddb import IndexedDB, is_indexeddb_file
 from crashgate.reference.rvf.store import RvfStore, open_rvf
-from crashgate.reference.rvlite import cache_path, open_rvlite, rvf_records
+from crashgate.reference.rvlite import cache_path, open_rvlite
 
 __all__ = ["BATCH_SIZE", "FAILPOINT", "PROGRESS_PREFIX", "BadSource", "MigrationError",
            "MigrationReport", "RebuildReport", "Source", "migrate", "migrator", "read_source",
@@ -221,7 +221,7 @@ def verify_records(source: Source, rvf: RvfStore) -> list[str]:
             problems.append(f"id {want.id}: metadata {dict(have.metadata)} != "
                             f"{dict(want.metadata)}")
     wanted = {r.id for r in source.records}
-    extra = [r.id for r in rvf_records(rvf) if r.id not in wanted]
+    extra = [i for i in rvf.ids() if i not in wanted]
     if extra:
         problems.append(f"{rvf.path} holds {len(extra)} records the source lacks "
                         f"(ids {extra[:10]})")

@@ -110,13 +110,6 @@ def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
     return rvf.fetch(rvf.ids())
 
 
-def _rvf_metadata(rvf: RvfStore) -> dict[int, dict[str, Any]]:
-    """id -> metadata of every live record of an RVF store, ordered by id: what the cache is
-    built from, read as a block (no Python float per vector component)."""
-    block = rvf.fetch_block(rvf.ids())
-    return {i: dict(m) for i, m in zip(block.ids, block.metadata, strict=True)}
-
-
 class RvliteStore:
     """An open rvlite hybrid; build it with ``open_rvlite``."""
 
@@ -192,7 +185,7 @@ class RvliteStore:
                 and not other_commit:
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
-            self._overlay = _rvf_metadata(self._rvf)
+            self._overlay = self._rvf.live_metadata()
             action = "read-from-rvf"
         else:
             details["records"] = self.rebuild()
@@ -206,7 +199,7 @@ class RvliteStore:
         """Rewrite the whole metadata cache from RVF and commit RVF's epoch with it, in one
         transaction; returns how many records it holds."""
         self._check_writer()
-        records = _rvf_metadata(self._rvf)
+        records = self._rvf.live_metadata()
         with self._write([META_STORE, STATE_STORE]) as txn:
             txn.clear(META_STORE)
             txn.put_many(META_STORE, records.items())

@@ -544,3 +544,18 @@ def test_a_file_hashed_with_shake_as_before_xxh3_opens_and_verifies(
     s = open_rvf(path, os_env(), lock="false")
     assert s.get("b") == b"2" and s.verify() == []
     s.close()
+
+
+def test_live_metadata_is_the_metadata_fetch_gives_and_a_copy(tmp_path) -> None:
+    # what rvlite builds its cache from, without reading the vectors
+    s = open_rvf(str(tmp_path / "m.rvf"), os_env())
+    try:
+        s.upsert([VectorRecord.of(i, [float(i)] * 4, {"n": i, "tag": "x" * i}) for i in (3, 1, 2)])
+        s.remove([2])
+        got = s.live_metadata()
+        assert list(got) == [1, 3]
+        assert got == {r.id: dict(r.metadata) for r in s.fetch(s.ids())}
+        got[1]["n"] = 99
+        assert s.live_metadata()[1]["n"] == 1
+    finally:
+        s.close()

@@ -556,6 +556,12 @@ class RvfStore:
         self._check_open()
         return self._table.ids()
 
+    def live_metadata(self) -> dict[int, dict[str, Any]]:
+        """id -> metadata (a copy) of every live vector, ids ascending: what a metadata cache
+        is built from, without reading the vectors."""
+        self._check_open()
+        return self._table.live_metadata()
+
     # -- compaction, derive, audit --------------------------------------------------------------
 
     def _fresh(self, kind: str, wtype: WitnessType, lineage: Lineage) -> FreshFile:

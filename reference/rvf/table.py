@@ -114,6 +114,10 @@ class VectorTable:
         live = [(vid, row) for vid, row in got if row is not None]
         return [vid for vid, _ in live], [row for _, row in live]
 
+    def live_metadata(self) -> dict[int, dict[str, Any]]:
+        """id -> metadata (a copy) of every live record, ids ascending."""
+        return {vid: dict(self._meta[row]) for vid, row in sorted(self._rows.items())}
+
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         vids, rows = self._live(ids)
         return [VectorRecord.of(vid, self._mat[row], self._meta[row])
