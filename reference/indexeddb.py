@@ -63,7 +63,7 @@ FORMAT = 1
 _HEADER = struct.Struct("<5sB2xQ")
 _FRAME = struct.Struct("<I8s")
 _COMPACT_MIN = 4 * 1024        # never compact a log smaller than this (a few dozen frames)
-_COMPACT_RATIO = 4             # compact when the log is this many times its live data
+_COMPACT_RATIO = 2             # compact when the log is this many times its live data
 _ENVELOPE = _FRAME.size + 16   # length, checksum, {"seq":,"ops":[]} less a comma (ops have one)
 _DELETED = object()
 
@@ -103,9 +103,14 @@ def _clone(value: Any) -> Any:
     """A copy of a stored value (a reader must not change the database through it). Stored
     values are what ``put`` made of JSON (dicts, lists and immutable scalars), so copying the
     containers is a whole copy: a long string is shared, not encoded and decoded again."""
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
+    kind = type(value)
+    if kind is dict:
+        out = dict(value)   # one copy; only nested containers need copies of their own
+        for k, v in out.items():
+            if type(v) is dict or type(v) is list:
+                out[k] = _clone(v)
+        return out
+    if kind is list:
         return [_clone(v) for v in value]
     return value
 
@@ -165,9 +170,8 @@ class Transaction:
         self._check(store)
         merged = {} if store in self._cleared else dict(self.db._data[store])
         merged.update(self._overlay.get(store, {}))
-        live = sorted(((k, v) for k, v in merged.items() if v is not _DELETED),
-                      key=lambda kv: key_order(kv[0]))
-        return [(k, _clone(v)) for k, v in live]
+        keys = sorted((k for k, v in merged.items() if v is not _DELETED), key=key_order)
+        return [(k, _clone(merged[k])) for k in keys]
 
     def put(self, store: str, key: Key, value: Any) -> None:
         self.put_many(store, [(key, value)])

@@ -42,6 +42,7 @@ on the env clock) until its heartbeat is older than 30 s.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -84,6 +85,7 @@ STATE_STORE = "state"
 _EPOCH = "epoch"
 _FILE_ID = "rvf_file_id"
 _COMMIT = "rvf_commit"
+_MISSING = object()
 STORES = (META_STORE, STATE_STORE, LEASE_STORE)
 
 OPTIONS = {
@@ -102,6 +104,22 @@ OPTIONS = {
 def cache_path(path: str) -> str:
     """Where the IndexedDB metadata cache of the rvlite store at ``path`` lives."""
     return path + ".idb"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _differing(cached: Mapping[Any, Any], records: Mapping[int, Any]) -> list[int]:
+    """The ids of ``records`` whose value the cache lacks or holds otherwise, as JSON: Python
+    finds ``1``, ``1.0`` and ``True`` equal, JSON does not. The equal ones are confirmed as
+    one text each side (a JSON text parses to one value, so equal texts are equal values, types
+    and all), and one by one only when that text differs."""
+    same = [i for i, m in records.items() if cached.get(i, _MISSING) == m]
+    if _json([cached[i] for i in same]) != _json([records[i] for i in same]):
+        same = [i for i in same if _json(cached[i]) == _json(records[i])]
+    kept = set(same)
+    return [i for i in records if i not in kept]
 
 
 def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
@@ -196,13 +214,18 @@ class RvliteStore:
         return action
 
     def rebuild(self) -> int:
-        """Rewrite the whole metadata cache from RVF and commit RVF's epoch with it, in one
-        transaction; returns how many records it holds."""
+        """Make the metadata cache RVF's live metadata and commit RVF's epoch with it, in one
+        transaction; returns how many records it holds. Only what differs is written (the
+        ids RVF no longer has are deleted, the missing and changed ones put): the cache ends
+        the same as one cleared and refilled, and a crash that left it one batch behind costs
+        a frame of that batch, not a copy of every record (and the compaction it would force)."""
         self._check_writer()
         records = self._rvf.live_metadata()
         with self._write([META_STORE, STATE_STORE]) as txn:
-            txn.clear(META_STORE)
-            txn.put_many(META_STORE, records.items())
+            cached = dict(txn.items(META_STORE))
+            for stale in cached.keys() - records.keys():
+                txn.delete(META_STORE, stale)
+            txn.put_many(META_STORE, [(i, records[i]) for i in _differing(cached, records)])
             txn.put(STATE_STORE, _EPOCH, self.epoch)
             txn.put(STATE_STORE, _FILE_ID, self._rvf.file_id.hex())
             txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())

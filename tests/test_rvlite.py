@@ -208,6 +208,33 @@ def test_metadata_ahead_warns_and_trusts_rvf(world: World, caplog) -> None:
     again.close()
 
 
+def test_a_rebuild_leaves_the_cache_equal_to_rvf_as_json(world: World) -> None:
+    """A rebuild writes only what differs; a value Python finds equal to RVF's but JSON does
+    not (1 and 1.0 and True, 0.0 and -0.0) differs, and an id RVF no longer has is deleted."""
+    store = open_rvlite(PATH, world.env)
+    store.upsert([VectorRecord.of(i, [float(i), 1.0], {"n": i, "x": 1.0, "z": 0.0})
+                  for i in range(6)])
+    store.close()
+    db = IndexedDB(cache_path(PATH), world.env)
+    with db.transaction([META_STORE, STATE_STORE], "readwrite") as t:
+        t.put(STATE_STORE, "epoch", 0)   # behind RVF: the next open rebuilds
+        t.put(META_STORE, 1, {"n": 1, "x": 1, "z": 0.0})
+        t.put(META_STORE, 2, {"n": 2, "x": True, "z": 0.0})
+        t.put(META_STORE, 3, {"n": 3, "x": 1.0, "z": -0.0})
+        t.put(META_STORE, 4, {"n": 4.0, "x": 1.0, "z": 0.0})
+        t.put(META_STORE, 9, {"n": 9, "x": 1.0, "z": 0.0})
+        t.delete(META_STORE, 5)
+    db.close()
+    again = open_rvlite(PATH, world.env)
+    assert world.actions()[-1] == "rebuilt"
+    want = {i: {"n": i, "x": 1.0, "z": 0.0} for i in range(6)}
+    cached = world.cached_metadata()
+    assert cached == want
+    assert {i: repr(m) for i, m in cached.items()} == {i: repr(m) for i, m in want.items()}
+    assert [repr(r.metadata) for r in again.fetch(range(10))] == [repr(want[i]) for i in range(6)]
+    again.close()
+
+
 def test_the_rvf_file_is_plain_rvf_both_ways(world: World) -> None:
     """ADR-032 row 5: written by rvlite, read and written by the plain RVF store, reopened by
     rvlite, which rebuilds its cache from what RVF wrote."""

@@ -42,7 +42,9 @@ _U32 = struct.Struct("<I")
 
 @dataclass(frozen=True)
 class VecBlock:
-    """Decoded VEC payload: ``ids`` (n,) uint64, ``vectors`` (n, dim) float64, ``metadata``."""
+    """Decoded VEC payload: ``ids`` (n,) uint64, ``vectors`` (n, dim) in the file's dtype
+    (float32 or float64, a read-only view of the payload: whoever keeps them widens them as it
+    copies, one pass instead of two), ``metadata``."""
 
     ids: np.ndarray
     vectors: np.ndarray
@@ -79,7 +81,7 @@ def decode_vec(payload: bytes) -> VecBlock:
         raise ValueError(f"VEC payload holds {len(payload)} bytes, {n}x{dim} needs {end_vec}")
     ids = np.frombuffer(payload, dtype="<u8", count=n, offset=at)
     vectors = np.frombuffer(payload, dtype="<f8" if dtype == DTYPE_F64 else "<f4",
-                            count=n * dim, offset=end_ids).reshape(n, dim).astype(np.float64)
+                            count=n * dim, offset=end_ids).reshape(n, dim)
     try:
         metadata = json.loads(payload[end_vec:].decode())
     except RecursionError:
