@@ -14,6 +14,7 @@ from crashgate.backends.contract import (
     Factory,
     Hit,
     KVStore,
+    Staged,
     Store,
     VectorBlock,
     VectorRecord,
@@ -67,6 +68,13 @@ from crashgate.backends.registry import (
     known_names,
     resolve,
 )
+from crashgate.backends.relational import (
+    QValue,
+    Relational,
+    check_q_value,
+    check_relational_id,
+    plan_json,
+)
 
 __all__ = [
     "BATCH_DONE",
@@ -106,6 +114,9 @@ __all__ = [
     "OsProcess",
     "Process",
     "ProcessId",
+    "QValue",
+    "Relational",
+    "Staged",
     "SimulatedCrash",
     "Store",
     "StoreClosed",
@@ -118,10 +129,13 @@ __all__ = [
     "VersionTooNew",
     "WitnessVerifiable",
     "check_options",
+    "check_q_value",
+    "check_relational_id",
     "close_matches_for",
     "known_migrators",
     "known_names",
     "os_env",
+    "plan_json",
     "read_all",
     "resolve",
     "resolve_migrator",

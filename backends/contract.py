@@ -87,6 +87,8 @@ class Capability(enum.StrEnum):
     METADATA_FILTER = "metadata-filter"
     EPOCH = "epoch"                    # epoch reconciliation across two stores
     FAILPOINTS = "failpoints"          # names the failpoints it hits (Declaration.failpoints)
+    RELATIONAL = "relational"          # ADR-072's Q-values and GOAP plans (``Relational``)
+    STAGES = "stages"                  # ADR-072's stage adapter: promote / rollback (``Staged``)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,22 @@ class WitnessVerifiable(Protocol):
         """Recompute the witness chain; the problems found (empty when it verifies), the first
         bad entry named first."""
         ...
+
+
+@runtime_checkable
+class Staged(Protocol):
+    """Optional: a migration stage adapter (ADR-072). ``stage`` is the stage it is in (0-4),
+    durable: after any crash it reopens in exactly one stage. ``promote``/``rollback`` move one
+    stage up or down, after catching up whatever the new stage reads, and return the new stage;
+    a move past the ends is a ``ValueError``. ``transition_failpoints`` are the failpoints a
+    move hits (a plain write never does), for the harness to crash there."""
+
+    stage: int
+    transition_failpoints: tuple[str, ...]
+
+    def promote(self) -> int: ...
+
+    def rollback(self) -> int: ...
 
 
 class Factory(Protocol):

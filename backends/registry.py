@@ -2,7 +2,8 @@
 
 A name is one of:
 
-- a built-in name: ``memory``, ``json``, ``sqlite``, ``rvf``, ``rvlite``;
+- a built-in name: ``memory``, ``json``, ``sqlite``, ``rvf``, ``rvlite``, ``stage0`` ...
+  ``stage4`` (ADR-072's stage adapters);
 - ``package.module:factory``, a factory ``open(path, env, **options) -> store`` of your own;
 - a name another package registers under the ``crashgate.backends`` entry-point group;
 
@@ -60,6 +61,14 @@ BUILTIN: dict[str, Builtin] = {
                    "append-only RVF segment file: vectors, key-value, witness chain"),
     "rvlite": Builtin("crashgate.reference.rvlite:open_rvlite", "pip install crashgate",
                       "ADR-032's hybrid: vectors in RVF, metadata in an IndexedDB model"),
+    **{f"stage{n}": Builtin(f"crashgate.reference.stages.factory:open_stage{n}",
+                            "pip install crashgate", f"ADR-072 stage adapter, {what}")
+       for n, what in enumerate((
+           "stage 0: SQLite only",
+           "stage 1: key-value in SQLite, vectors in RVF (ADR-065's hybrid)",
+           "stage 2: dual-write, SQLite the source of truth, RVF the shadow",
+           "stage 3: dual-write, RVF the source of truth, SQLite the fallback",
+           "stage 4: RVF only, SQLite the read-only escape hatch"))},
 }
 
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)

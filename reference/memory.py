@@ -5,6 +5,10 @@ It declares no durability: a crash loses everything since the store was last clo
 data, and so that even a crash during ``close()`` leaves either the old or the new snapshot. The
 snapshot starts with a line holding a BLAKE2b checksum of the rest, so a damaged snapshot is
 reported as ``CorruptStore``, never read back as other data.
+
+It also holds ADR-072's relational records (``Relational``): Q-values and GOAP plans, apart
+from the key-value data. Plans are kept as their canonical JSON text (``plan_json``), so what a
+caller stored or was handed back cannot change what the store holds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,10 +31,14 @@ from crashgate.backends import (
     Env,
     Hit,
     Option,
+    QValue,
     StoreClosed,
     VectorBlock,
     VectorRecord,
     check_options,
+    check_q_value,
+    check_relational_id,
+    plan_json,
     read_all,
 )
 from crashgate.reference.vector_search import METRICS, exact_search
@@ -51,11 +60,14 @@ class MemoryStore:
         self._metric = metric
         self._kv: dict[str, bytes] = {}
         self._vectors: dict[int, VectorRecord] = {}
+        self._q: dict[tuple[str, str], QValue] = {}
+        self._plans: dict[str, str] = {}           # plan id -> canonical JSON text
+        self._q_lock = threading.Lock()            # q_value_update is a read-modify-write
         self._closed = False
         self.declaration = Declaration(
             durability=Durability.NONE,
             capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
-                                    Capability.METADATA_FILTER}),
+                                    Capability.METADATA_FILTER, Capability.RELATIONAL}),
             metric=metric,
         )
         self._load()
@@ -78,6 +90,10 @@ class MemoryStore:
             for rec in doc["vectors"]:
                 r = VectorRecord.of(rec["id"], rec["vector"], rec["metadata"])
                 self._vectors[r.id] = r
+            # snapshots from before the relational records have neither key
+            for state, action, value, updates in doc.get("q_values", []):
+                self._q[(str(state), str(action))] = QValue(float(value), int(updates))
+            self._plans = {str(k): str(v) for k, v in doc.get("goap_plans", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptStore(self.path, f"snapshot does not parse: {exc}") from exc
 
@@ -88,6 +104,8 @@ class MemoryStore:
                 {"id": r.id, "vector": list(r.vector), "metadata": dict(r.metadata)}
                 for r in self._vectors.values()
             ],
+            "q_values": [[s, a, q.value, q.updates] for (s, a), q in self._q.items()],
+            "goap_plans": self._plans,
         }
         body = json.dumps(doc).encode()
         data = _MAGIC + _digest(body) + b"\n" + body
@@ -169,6 +187,43 @@ class MemoryStore:
         matrix = np.array([r.vector for r in recs], dtype=np.float64).reshape(len(recs), dim)
         return VectorBlock(tuple(r.id for r in recs), matrix,
                            tuple(dict(r.metadata) for r in recs))
+
+    # -- relational (ADR-072) ---------------------------------------------------------------
+
+    def q_value_get(self, state: str, action: str) -> QValue | None:
+        self._check_open()
+        return self._q.get((check_relational_id("state", state),
+                            check_relational_id("action", action)))
+
+    def q_value_update(self, state: str, action: str, value: float) -> QValue:
+        key = (check_relational_id("state", state), check_relational_id("action", action))
+        new_value = check_q_value(value)
+        with self._q_lock:
+            self._check_open()
+            old = self._q.get(key)
+            self._q[key] = new = QValue(new_value, (old.updates if old else 0) + 1)
+        return new
+
+    def q_values(self, state: str) -> dict[str, QValue]:
+        """action -> QValue of every action of ``state``, sorted by action."""
+        self._check_open()
+        state = check_relational_id("state", state)
+        return dict(sorted(((a, q) for (s, a), q in list(self._q.items()) if s == state),
+                           key=lambda item: item[0]))
+
+    def goap_store(self, plan_id: str, plan: Mapping[str, Any]) -> None:
+        text = plan_json(plan)
+        self._check_open()
+        self._plans[check_relational_id("plan_id", plan_id)] = text
+
+    def goap_retrieve(self, plan_id: str) -> dict[str, Any] | None:
+        self._check_open()
+        text = self._plans.get(check_relational_id("plan_id", plan_id))
+        return None if text is None else dict(json.loads(text))
+
+    def goap_delete(self, plan_id: str) -> None:
+        self._check_open()
+        self._plans.pop(check_relational_id("plan_id", plan_id), None)
 
     def close(self) -> None:
         if not self._closed:

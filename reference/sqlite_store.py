@@ -8,7 +8,7 @@ hit SQLite's own journal and WAL protocol. There, WAL runs with ``locking_mode=E
 wal-index kept in heap memory, as the routed VFS has no shared memory); the store is one
 connection, so nothing is lost by it.
 
-Schema (``PRAGMA user_version`` = 2)::
+Schema (``PRAGMA user_version`` = 3)::
 
     kv(key TEXT PRIMARY KEY, value BLOB NOT NULL,
        sum BLOB NOT NULL)         -- record_sum over the key and the value
@@ -16,6 +16,7 @@ Schema (``PRAGMA user_version`` = 2)::
             vector BLOB NOT NULL,     -- little-endian float64
             metadata TEXT NOT NULL,   -- JSON object
             sum BLOB NOT NULL)        -- record_sum over the id, the vector and the metadata
+    q_values, goap_plans              -- ADR-072's relational records (sqlite_relational.py)
 
 Opening reads before it writes: the schema version and ``PRAGMA integrity_check`` come first,
 so a file from a newer schema is refused unmodified and a damaged one is reported, never used.
@@ -30,12 +31,14 @@ own ``CorruptError`` / "malformed" is ``CorruptStore`` naming the key or id and 
 (SQLite's checksum VFS, ``cksumvfs``, would check whole pages, but it is a loadable extension
 that the apsw build does not carry, and it wraps the OS VFS, not the routed one.)
 
-**Version 1 files** (no ``sum`` columns) are migrated on open, by a writer: in one
-transaction the columns are added, the sum of every existing record is computed and
-``user_version`` becomes 2. Records written before the migration are only as trustworthy as
-the file was then (``integrity_check`` runs first); from then on every read is checked. A
-release from before checksums refuses the migrated file as too new, so it can never write a
-record without a sum.
+**Older files** are migrated on open, by a writer, in one transaction that ends by setting
+``user_version`` to 3. Version 1 (no ``sum`` columns): the columns are added and the sum of
+every existing record is computed. Records written before the migration are only as
+trustworthy as the file was then (``integrity_check`` runs first); from then on every read is
+checked. Version 2 (no relational tables): the tables are created (``IF NOT EXISTS``: a
+version-3 file whose version was set back has them, and keeps its rows). A release from
+before the migration refuses the migrated file as too new, so it can never write a record
+without a sum, nor miss the relational tables.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import contextlib
 import hashlib
 import json
 import posixpath
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -65,13 +69,18 @@ from crashgate.backends import (
     VersionTooNew,
     check_options,
 )
+from crashgate.reference.sqlite_relational import (
+    RELATIONAL_COLUMNS,
+    RELATIONAL_TABLES,
+    SqliteRelational,
+)
 from crashgate.reference.sqlite_vfs import RoutedVFS
 from crashgate.reference.vector_search import METRICS, exact_search
 
 __all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "declaration_for", "durability_for",
            "open_sqlite", "record_sum"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 OPTIONS = {
@@ -79,12 +88,13 @@ OPTIONS = {
     "synchronous": Option("FULL", SYNCHRONOUS, help="SQLite PRAGMA synchronous"),
     "metric": Option("l2", METRICS, help="distance for vector queries"),
 }
-_SCHEMA = """
+_SCHEMA = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, sum BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL, sum BLOB NOT NULL);
-PRAGMA user_version = 2;
+{RELATIONAL_TABLES}
+PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
 # PRAGMA table_info as (name, type, notnull, pk) of the columns _SCHEMA creates
@@ -162,7 +172,8 @@ def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> 
     return Declaration(
         durability=durability,
         capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
-                                Capability.METADATA_FILTER, Capability.SCHEMA_VERSION}),
+                                Capability.METADATA_FILTER, Capability.SCHEMA_VERSION,
+                                Capability.RELATIONAL}),
         file_format=f"sqlite3/crashgate-schema-{SCHEMA_VERSION}",
         metric=metric,
         damage=DamagePromise.DETECTED,
@@ -180,6 +191,8 @@ def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> 
             "options": f"journal_mode={journal_mode} synchronous={synchronous}",
             "batch": "write_batch, upsert and remove each run in one transaction (BEGIN "
                      "IMMEDIATE ... COMMIT); all-or-nothing holds only with a journal on disk",
+            "relational": "Q-values and GOAP plans in their own tables, each row with its "
+                          "sum; q_value_update is one BEGIN IMMEDIATE transaction",
             "locking": "on a non-native file system WAL runs with locking_mode=EXCLUSIVE "
                        "(wal-index in heap memory; the routed VFS has no shared memory)",
         },
@@ -254,8 +267,11 @@ def _is_wal_file(env: Env, path: str) -> bool:
     return header.startswith(b"SQLite format 3\0") and 2 in header[18:20]
 
 
-class SqliteStore:
-    """Key-value and vector store in one SQLite database file at ``path``."""
+class SqliteStore(SqliteRelational):
+    """Key-value and vector store in one SQLite database file at ``path``, with ADR-072's
+    relational records (``SqliteRelational``)."""
+
+    _record_sum = staticmethod(record_sum)   # the sum the relational rows carry too
 
     def __init__(self, path: str, env: Env, journal_mode: str, synchronous: str,
                  metric: str) -> None:
@@ -265,6 +281,8 @@ class SqliteStore:
         self._modes = (journal_mode, synchronous)
         self._closed = False
         self._in_doubt = False
+        # one connection: a thread's write must not run inside another thread's transaction
+        self._write_lock = threading.RLock()
         self.declaration = declaration_for(journal_mode, synchronous, metric)
         self._connect()
 
@@ -297,7 +315,7 @@ class SqliteStore:
                 if version == 0:  # a new file: tables and version in one transaction
                     self._db.execute(_SCHEMA).fetchall()
                 elif version < SCHEMA_VERSION:
-                    self._migrate()
+                    self._migrate(version)
             # The database file is an entry of its directory, and SQLite syncs directories only
             # for journals and WAL files. Every open syncs it, not just the one that created the
             # file: that one may have crashed before doing so.
@@ -334,46 +352,55 @@ class SqliteStore:
         the ``sum`` columns a version-2 file set back has). The schema is text SQLite parses on
         open: a flipped bit there can rename a column without breaking ``integrity_check``,
         and every later query would fail as a programming error rather than damage."""
-        for table, columns in _COLUMNS.items():
+        tables = {t: (c + (_SUM_COLUMN,), {c} if version == 1 else set())
+                  for t, c in _COLUMNS.items()}
+        # before version 3 the relational tables are absent, or there from a later version
+        tables |= {t: (c, {()} if version < 3 else set()) for t, c in RELATIONAL_COLUMNS.items()}
+        for table, (columns, also) in tables.items():
             try:
                 got = tuple((row[1], str(row[2]).upper(), row[3], row[5])
                             for row in self._db.execute(f"PRAGMA table_info({table})"))
             except UnicodeDecodeError as exc:   # a name whose bytes are no longer UTF-8
                 raise CorruptStore(self.path, f"the schema of table {table} does not decode: "
                                    f"{exc}") from exc
-            allowed = {columns + (_SUM_COLUMN,)} | ({columns} if version == 1 else set())
-            if got not in allowed:
+            if got != columns and got not in also:
                 raise CorruptStore(self.path, f"table {table} has the columns "
                                    f"{[c[0] for c in got]}, not the ones this store writes "
-                                   f"{[c[0] for c in columns + (_SUM_COLUMN,)]}: its schema "
-                                   "text is damaged")
+                                   f"{[c[0] for c in columns]}: its schema text is damaged")
 
-    def _migrate(self) -> None:
-        """Version 1 -> 2 in one transaction: add the ``sum`` columns and fill them. A sum
-        already there (a version-2 file whose version was set back) must verify."""
+    def _migrate(self, version: int) -> None:
+        """To ``SCHEMA_VERSION`` in one transaction: 1 -> 2 adds the ``sum`` columns and fills
+        them (a sum already there, from a later file whose version was set back, must verify);
+        2 -> 3 creates the relational tables."""
         with self._transaction():
-            for table in ("kv", "vectors"):
-                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if "sum" not in columns:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum BLOB NOT NULL "
-                                     "DEFAULT x''")
-            sums: list[tuple[bytes, int]] = []
-            for rowid, key, value, got in self._db.execute(
-                    "SELECT rowid, CAST(key AS BLOB), value, sum FROM kv").fetchall():
-                what = f"kv record of key {_key_text(key)!r}"
-                fields: tuple[bytes, ...] = (_blob(self.path, key, what),
-                                             _blob(self.path, value, what))
-                sums.append((self._sum_to_write(what, fields, got), _int(rowid)))
-            self._db.executemany("UPDATE kv SET sum = ? WHERE rowid = ?", sums)
-            sums = []
-            for row_id, vec, meta, got in self._db.execute(
-                    "SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors").fetchall():
-                what = f"vector record of id {_from_row_id(_int(row_id))}"
-                fields = (_row_id_bytes(_int(row_id)), _blob(self.path, vec, what),
-                          _blob(self.path, meta, what))
-                sums.append((self._sum_to_write(what, fields, got), _int(row_id)))
-            self._db.executemany("UPDATE vectors SET sum = ? WHERE id = ?", sums)
+            if version < 2:
+                self._add_sums()
+            self._db.execute(RELATIONAL_TABLES)
             self._pragma("user_version", str(SCHEMA_VERSION))
+
+    def _add_sums(self) -> None:
+        """Version 1 -> 2, inside ``_migrate``'s transaction."""
+        for table in ("kv", "vectors"):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "sum" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN sum BLOB NOT NULL "
+                                 "DEFAULT x''")
+        sums: list[tuple[bytes, int]] = []
+        for rowid, key, value, got in self._db.execute(
+                "SELECT rowid, CAST(key AS BLOB), value, sum FROM kv").fetchall():
+            what = f"kv record of key {_key_text(key)!r}"
+            fields: tuple[bytes, ...] = (_blob(self.path, key, what),
+                                         _blob(self.path, value, what))
+            sums.append((self._sum_to_write(what, fields, got), _int(rowid)))
+        self._db.executemany("UPDATE kv SET sum = ? WHERE rowid = ?", sums)
+        sums = []
+        for row_id, vec, meta, got in self._db.execute(
+                "SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors").fetchall():
+            what = f"vector record of id {_from_row_id(_int(row_id))}"
+            fields = (_row_id_bytes(_int(row_id)), _blob(self.path, vec, what),
+                      _blob(self.path, meta, what))
+            sums.append((self._sum_to_write(what, fields, got), _int(row_id)))
+        self._db.executemany("UPDATE vectors SET sum = ? WHERE id = ?", sums)
 
     def _sum_to_write(self, what: str, fields: tuple[bytes, ...], got: object) -> bytes:
         want = record_sum(*fields)
@@ -426,18 +453,19 @@ class SqliteStore:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One write transaction: all of it commits or none of it does."""
-        self._check_open()
-        with self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except Exception:
-                if not self._db.in_transaction or (self._vfs and self._vfs.crashed):
+        with self._write_lock:
+            self._check_open()
+            with self._errors():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._db.execute("COMMIT")
+                except Exception:
+                    if not self._db.in_transaction or (self._vfs and self._vfs.crashed):
+                        raise
+                    with contextlib.suppress(apsw.Error):  # the first error is the one to report
+                        self._db.execute("ROLLBACK")
                     raise
-                with contextlib.suppress(apsw.Error):  # the first error is the one to report
-                    self._db.execute("ROLLBACK")
-                raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -470,10 +498,11 @@ class SqliteStore:
     # -- key-value -------------------------------------------------------------------------
 
     def put(self, key: str, value: bytes) -> None:
-        self._check_open()
-        with self._errors():
-            self._db.execute("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
-                             _kv_row(key, value))
+        with self._write_lock:   # not inside another thread's open transaction
+            self._check_open()
+            with self._errors():
+                self._db.execute("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
+                                 _kv_row(key, value))
 
     def get(self, key: str) -> bytes | None:
         self._check_open()
@@ -488,9 +517,10 @@ class SqliteStore:
         return value
 
     def delete(self, key: str) -> None:
-        self._check_open()
-        with self._errors():
-            self._db.execute("DELETE FROM kv WHERE key = ?", (_check_key(key),))
+        with self._write_lock:
+            self._check_open()
+            with self._errors():
+                self._db.execute("DELETE FROM kv WHERE key = ?", (_check_key(key),))
 
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         self._check_open()
@@ -590,6 +620,13 @@ class SqliteStore:
         with self._errors():
             rows = self._db.execute("SELECT count(*) FROM vectors").fetchall()
         return int(rows[0][0])  # type: ignore[arg-type]
+
+    def ids(self) -> list[int]:
+        """Every live vector id, sorted (as the RVF store's ``ids``)."""
+        self._check_open()
+        with self._errors():
+            rows = self._db.execute("SELECT id FROM vectors").fetchall()
+        return sorted(_from_row_id(_int(r[0])) for r in rows)
 
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         self._check_open()

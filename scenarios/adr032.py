@@ -145,4 +145,5 @@ CRASHGATE_ROWS = [
 
 
 def all_rows() -> list[Row]:
-    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS]
+    from crashgate.scenarios.adr072 import ADR072_ROWS  # it builds on this module's helpers
+    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS]

@@ -9,7 +9,8 @@ def test_backends_lists_every_builtin_with_its_declaration(capsys) -> None:
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]
             if line and not line.startswith(" ")}
     assert rows == {"json": "power-loss", "memory": "none", "rvf": "power-loss",
-                    "rvlite": "power-loss", "sqlite": "power-loss"}
+                    "rvlite": "power-loss", "sqlite": "power-loss",
+                    **{f"stage{n}": "power-loss" for n in range(5)}}
 
 
 def test_backends_with_options_shows_what_they_change(capsys) -> None:

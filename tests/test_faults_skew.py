@@ -10,6 +10,7 @@ from crashgate.harness.faults.skew import main_file, read_user_version, write_us
 from crashgate.harness.ops import Put
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.reference.sqlite_store import SCHEMA_VERSION
 
 PATH = "/data/store"
 
@@ -33,7 +34,7 @@ def test_rvf_versions_come_from_its_wire_version_option() -> None:
 
 def test_sqlite_versions_come_from_its_user_version() -> None:
     v = versioning("sqlite")
-    assert (v.kind, v.current) == ("sqlite-user-version", 2)
+    assert (v.kind, v.current) == ("sqlite-user-version", SCHEMA_VERSION)
 
 
 def test_a_store_without_versions_has_none() -> None:
@@ -46,7 +47,7 @@ def test_user_version_is_read_and_written_in_the_sqlite_header() -> None:
     disk = fresh()
     env = sim_env(disk)
     resolve("sqlite").open(PATH, env).close()
-    assert read_user_version(env.fs, PATH) == 2
+    assert read_user_version(env.fs, PATH) == SCHEMA_VERSION
     write_user_version(env.fs, PATH, 7)
     assert read_user_version(env.fs, PATH) == 7
     with pytest.raises(VersionTooNew, match="requires schema version 7"):

@@ -83,7 +83,7 @@ def test_declared_durability_per_options(journal_mode: str, synchronous: str) ->
     assert decl.durability is EXPECTED[journal_mode, synchronous]
     assert decl.capabilities == frozenset({
         Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.METADATA_FILTER,
-        Capability.SCHEMA_VERSION})
+        Capability.SCHEMA_VERSION, Capability.RELATIONAL})
     assert "pragma.html" in decl.notes["durability"]
 
 
@@ -186,7 +186,7 @@ def test_a_version_1_file_is_migrated_on_open_and_then_checked(tmp_path: Path,
     assert store.fetch([2**64 - 1]) == [VectorRecord.of(2**64 - 1, [1.0], {"o": 1})]
     store.close()
     db = apsw.Connection(str(path))
-    assert db.execute("PRAGMA user_version").fetchall() == [(2,)]
+    assert db.execute("PRAGMA user_version").fetchall() == [(3,)]   # the current schema
     db.execute("UPDATE kv SET value = x'6868' WHERE key = 'b'")   # damage, as SQLite sees it
     db.close()
     store = open_sqlite(str(path), env, journal_mode="DELETE")

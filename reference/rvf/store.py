@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,8 @@ from crashgate.reference.rvf.checkpoint import Cost, nested_headers, snapshot_pa
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
 from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
+from crashgate.reference.rvf.relational import RvfRelational, is_reserved
+from crashgate.reference.rvf.relational import check_user_key as _check_key
 from crashgate.reference.rvf.replay import Loaded, load, load_full
 from crashgate.reference.rvf.rewrite import FreshFile, write_fresh
 from crashgate.reference.rvf.scan import ChunkReader, ReadStats, last_manifest
@@ -85,7 +88,7 @@ ONE_SYNC_FAILPOINTS = ("rvf.after-manifest-write", "rvf.compact.after-new-file",
 CAPABILITIES = frozenset({
     Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.COMPACT, Capability.DERIVE,
     Capability.WITNESS, Capability.WRITER_LOCK, Capability.WIRE_VERSION,
-    Capability.METADATA_FILTER, Capability.EPOCH, Capability.FAILPOINTS,
+    Capability.METADATA_FILTER, Capability.EPOCH, Capability.FAILPOINTS, Capability.RELATIONAL,
 })
 U64 = 2**64
 
@@ -94,9 +97,9 @@ def _dir_of(path: str) -> str:
     return os.path.dirname(path) or "."
 
 
-class RvfStore:
-    """An open RVF file. Implements KVStore, BatchWrite, VectorStore, Compactable, Derivable and
-    WitnessVerifiable; every mutating call is one ``commit``."""
+class RvfStore(RvfRelational):
+    """An open RVF file. Implements KVStore, BatchWrite, VectorStore, Compactable, Derivable,
+    WitnessVerifiable and Relational (relational.py); every mutating call is one ``commit``."""
 
     def __init__(self, path: str, env: Env, options: Mapping[str, object],
                  given: Mapping[str, object], *, lock: WriterLock | None = None) -> None:
@@ -117,6 +120,7 @@ class RvfStore:
         self._closed = False
         self._tail_dirty = False
         self._size = self._end = 0
+        self._write_lock = threading.RLock()   # one commit at a time among this store's threads
         self._probed: Loaded | None = None
         if not self.readonly and self._env.fs.exists(path):
             self._probe()  # refuse a newer or damaged file before taking its lock
@@ -302,13 +306,23 @@ class RvfStore:
                upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = (),
                epoch: int | None = None) -> None:
         """One atomic commit: deletions (``deletes``, ``removes``) apply first, then ``puts`` and
-        ``upserts``. The epoch goes to ``self.epoch + 1``; ``epoch``, if given, must be that."""
+        ``upserts``. The epoch goes to ``self.epoch + 1``; ``epoch``, if given, must be that.
+        Keys in the relational namespace are refused (relational.py)."""
+        puts, deletes = _check_puts(puts), [_check_key(k) for k in deletes]
+        with self._write_lock:
+            self._commit(puts, deletes, upserts, removes, epoch)
+
+    def _commit(self, puts: Mapping[str, bytes], deletes: Iterable[str],
+                upserts: Sequence[VectorRecord], removes: Iterable[int],
+                epoch: int | None) -> None:
+        """``commit`` with its keys checked (the relational records' keys come in here), under
+        the write lock."""
         f = self._check_writable("commit")
         if epoch is not None and epoch != self.epoch + 1:
             raise ValueError(f"commit(epoch={epoch}): the committed epoch is {self.epoch}, so "
                              f"the next commit's epoch must be exactly {self.epoch + 1}")
-        puts = _check_puts(puts)
-        del_keys = [k for k in dict.fromkeys(_check_key(k) for k in deletes) if k in self._kv]
+        puts = dict(puts)
+        del_keys = [k for k in dict.fromkeys(deletes) if k in self._kv]
         rm_ids = [i for i in dict.fromkeys(_check_id(i) for i in removes) if i in self._table]
         ups = {r.id: r for r in (_check_record(r) for r in upserts)}
         dim = self._dimension_for(ups.values())
@@ -481,7 +495,7 @@ class RvfStore:
 
     def get(self, key: str) -> bytes | None:
         self._check_open()
-        return self._kv.get(key)
+        return self._kv.get(_check_key(key))
 
     def delete(self, key: str) -> None:
         self._check_writable("delete")
@@ -491,12 +505,14 @@ class RvfStore:
             self._discard_failed_attempt()
 
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        """The user's records only: never the relational namespace's."""
         self._check_open()
-        return sorted((k, v) for k, v in self._kv.items() if k.startswith(prefix))
+        return sorted((k, v) for k, v in self._kv.items()
+                      if k.startswith(prefix) and not is_reserved(k))
 
     def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
         self._check_writable("write_batch")
-        deletes = list(deletes)
+        deletes = [_check_key(k) for k in deletes]
         if puts or any(k in self._kv for k in deletes):
             self.commit(puts=puts, deletes=deletes)
         else:
@@ -643,7 +659,9 @@ class RvfStore:
         history = self._history()
         return {
             "path": self.path, "epoch": self.epoch, "dimension": self.dimension,
-            "metric": self.metric, "count": len(self._table), "keys": len(self._kv),
+            "metric": self.metric, "count": len(self._table),
+            "keys": len(self._kv) - self.relational_count(),
+            "relational_records": self.relational_count(),
             "deleted": self._dead, "file_size": f.size(), "committed_bytes": self._end,
             "segments": history.committed_segments, "witness_entries": self._witness_count,
             "wire_version": self._version, "file_wire_version": history.max_version,
@@ -675,11 +693,6 @@ class RvfStore:
     def __repr__(self) -> str:
         return f"RvfStore({self.path!r}, epoch={self.epoch}, count={len(self._table)})"
 
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"key {key!r} is a {type(key).__name__}; keys are str")
-    return key
 
 
 def _check_puts(puts: Mapping[str, bytes]) -> dict[str, bytes]:

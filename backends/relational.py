@@ -1,0 +1,133 @@
+"""ADR-072's relational operations on a store: Q-values and GOAP plans, an optional capability
+(``Capability.RELATIONAL``), and the input rules every store applies to them, so that all
+stores refuse and normalise alike. Key-value scan by prefix is ``KVStore.scan``."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["QValue", "Relational", "check_q_value", "check_relational_id", "plan_json"]
+
+@dataclass(frozen=True)
+class QValue:
+    """The Q-value of one (state, action): ``value`` as last written, and ``updates``, how many
+    ``q_value_update`` calls it has had (a lost read-modify-write shows as a count short of
+    the calls)."""
+
+    value: float
+    updates: int
+
+
+@runtime_checkable
+class Relational(Protocol):
+    """ADR-072's relational operations (key-value scan by prefix is ``KVStore.scan``).
+
+    Relational records are not key-value records: they never show in ``get``/``scan``, and
+    key-value writes never touch them. Ids (state, action, plan id) are non-empty str;
+    ``check_relational_id``, ``check_q_value`` and ``plan_json`` are the input rules every
+    store applies, so all stores refuse and normalise alike."""
+
+    def q_value_get(self, state: str, action: str) -> QValue | None:
+        """The Q-value of (state, action); ``None`` if it was never updated."""
+        ...
+
+    def q_value_update(self, state: str, action: str, value: float) -> QValue:
+        """One atomic read-modify-write: the value becomes ``value`` and ``updates`` the old
+        count + 1; returns the new QValue. Two updates (threads, or processes where the store
+        allows several writers) never lose one. Acknowledged means durable as the store
+        declares, like a put."""
+        ...
+
+    def q_values(self, state: str) -> dict[str, QValue]:
+        """action -> QValue for every action of ``state`` ever updated (a Q-value scan)."""
+        ...
+
+    def goap_store(self, plan_id: str, plan: Mapping[str, Any]) -> None:
+        """Store (or replace) a plan: a JSON object with str keys at every level."""
+        ...
+
+    def goap_retrieve(self, plan_id: str) -> dict[str, Any] | None:
+        """The plan as JSON gives it back (tuples become lists), a fresh copy; ``None`` if
+        there is none."""
+        ...
+
+    def goap_delete(self, plan_id: str) -> None:
+        """Delete a plan; deleting a missing one is not an error."""
+        ...
+
+
+def check_relational_id(name: str, value: object) -> str:
+    """``value`` as a state, action or plan id (``name`` is the argument's name): a non-empty
+    str that encodes to UTF-8 (SQLite TEXT and RVF's META keys hold UTF-8 only)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}: {value!r}; pass "
+                        f"the {name} as text")
+    if not value:
+        raise ValueError(f"{name} is empty; give a non-empty {name}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} {value!r} holds a lone surrogate; use a {name} that encodes "
+                         "to UTF-8") from None
+    return value
+
+
+def check_q_value(value: object) -> float:
+    """``value`` as a Q-value: a finite real number (not a bool), as a float. -0.0 becomes 0.0,
+    since SQLite's REAL does not keep the sign of zero and every store must answer alike."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"value must be a real number, got {type(value).__name__}: {value!r}; "
+                        "pass a float")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError("value is an integer too large for a float (a Q-value is a finite "
+                         "float); pass a smaller number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"value {value!r} is not finite; a Q-value must be a finite float")
+    return out + 0.0
+
+
+def plan_json(plan: object) -> str:
+    """A GOAP plan as its canonical JSON text (sorted keys, compact, no NaN or infinity): the
+    form every store keeps. ``plan`` must be a mapping with str keys at every level, holding
+    only what JSON holds (str, int, float, bool, None, lists, tuples, mappings)."""
+    if not isinstance(plan, Mapping):
+        raise TypeError(f"plan must be a JSON object (a Mapping), got {type(plan).__name__}: "
+                        f"{plan!r}; pass a dict")
+    _check_json_keys(plan, "plan")
+    try:
+        text = json.dumps(plan, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=False, default=_not_json)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("plan holds a str with a lone surrogate; use text that encodes to "
+                         "UTF-8") from None
+    except ValueError as exc:   # NaN or infinity, or a circular reference
+        raise ValueError(f"plan is not JSON: {exc}; use finite numbers and no cycles") from None
+    return text
+
+
+def _check_json_keys(value: object, where: str) -> None:
+    # json.dumps turns the keys 1 and True into "1" and "true": a plan read back would differ
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"plan key {key!r} at {where} is a {type(key).__name__}; JSON "
+                                "object keys are str, so use str keys")
+            _check_json_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json_keys(item, f"{where}[{i}]")
+
+
+def _not_json(value: object) -> Any:
+    if isinstance(value, Mapping):   # json.dumps writes only dicts as objects
+        return dict(value)
+    raise TypeError(f"plan holds a {type(value).__name__} ({value!r}), which JSON cannot hold; "
+                    "use str, int, float, bool, None, lists and dicts")

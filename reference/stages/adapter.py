@@ -1,0 +1,370 @@
+"""A migration stage adapter: one store over the reference SQLite and RVF stores, doing what its
+ADR-072 stage does (``roles.py``), and able to move to the next stage or back.
+
+Files, in the directory ``path``::
+
+    control.db    the stage and the divergence queue (``control.py``)
+    sqlite.db     the reference SQLite store (with its -wal / -journal); after the escape hatch
+                  was used, ``sqlite.<n>.db``: the control record names the one in use
+    store.rvf     the reference RVF store (with its .lock)
+
+A write reaches the source of truth first; in a dual-write stage it then hits the failpoint
+``stage<n>.after-<truth>-write`` and reaches the other store. A failure there does not fail the
+call (the truth has it): it is recorded as a divergence, which ``repair()`` replays. A crash
+there is not recorded (the process is gone): the next promotion or rollback catches the whole
+store up (``roles.CATCH_UP``), so no stage ever relies on the two having stayed in step.
+
+Promotion and rollback (``_move``): record ``moving_to``, catch up what the next stage reads,
+hit ``stage.before-switch``, then write the new stage: one SQLite transaction, so after any
+crash the adapter opens in exactly one of the two stages. The catch-up writes only what
+differs, so a crash half-way is resumed, not redone, by the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from crashgate.backends import (
+    CorruptStore,
+    Declaration,
+    Env,
+    Hit,
+    StoreClosed,
+    VectorRecord,
+)
+from crashgate.reference.rvf.store import open_rvf
+from crashgate.reference.sqlite_store import open_sqlite
+from crashgate.reference.stages.control import Divergence, StageControl, StageRecord
+from crashgate.reference.stages.escape import (
+    ESCAPE_FAILPOINTS,
+    export_into_sqlite,
+    next_sqlite_name,
+    remove_sqlite,
+)
+from crashgate.reference.stages.roles import CATCH_UP, RVF, SQLITE, roles
+from crashgate.reference.stages.sync import sync_kv, sync_vectors
+
+__all__ = ["FALLBACK_ERRORS", "TRANSITION_FAILPOINTS", "StageAdapter", "write_failpoint"]
+
+TRANSITION_FAILPOINTS = ("stage.backfill-batch", "stage.before-switch")
+"""Hit by ``promote``/``rollback``: after each batch the catch-up writes, and before the
+switch. Not in a declaration (a plain write never reaches them)."""
+FALLBACK_ERRORS = (CorruptStore, OSError)
+"""What a failed read on RVF in stage 3 may be: damage or an I/O error. Bad input, a closed
+store, a file too new: those are answers, not failures, and are not served from SQLite."""
+_EXAMPLES = 20
+
+
+def write_failpoint(stage: int) -> str | None:
+    """The failpoint between the two writes of a dual-write stage (None for the others)."""
+    r = roles(stage)
+    return f"stage{stage}.after-{r.kv}-write" if r.mirror else None
+
+
+class StageAdapter:
+    """An open stage adapter; build it with ``factory.open_stage``. ``store_options`` are
+    passed to the stores: ``sqlite`` to every SQLite file (data and control), ``rvf`` to the RVF
+    file. ``declare`` makes the declaration of the stage the adapter is in."""
+
+    def __init__(self, path: str, env: Env, initial: int,
+                 store_options: Mapping[str, dict[str, str]],
+                 declare: Callable[[StageAdapter], Declaration],
+                 options: Mapping[str, object]) -> None:
+        self.path = path
+        self.options = dict(options)
+        """The adapter's own options, checked (``factory.OPTIONS``)."""
+        self._env = env
+        self._options = store_options
+        self._declare = declare
+        self._stores: dict[str, Any] = {}
+        self._closed = False
+        self.transition_failpoints = (*TRANSITION_FAILPOINTS, *ESCAPE_FAILPOINTS)
+        """What ``promote``, ``rollback`` and ``activate_escape_hatch`` hit (``Staged``)."""
+        self.fallbacks: Counter[str] = Counter()
+        """Reads served from SQLite in stage 3, by operation."""
+        self.fallback_examples: list[tuple[str, str]] = []
+        """(what was read, the error RVF gave), the first few."""
+        fs = env.fs
+        fs.makedirs(path)
+        fs.sync_dir(os.path.dirname(os.path.normpath(path)) or ".")
+        self._control = StageControl(open_sqlite(self._file("control.db"), env,
+                                                 **store_options[SQLITE]),
+                                     self._file("control.db"))
+        try:
+            record = self._control.stage()
+            if record is None:
+                roles(initial)   # a bad stage is refused before anything is written
+                record = StageRecord(initial)
+                self._control.set_stage(record)
+            self._sqlite_file = record.sqlite
+            self.stage = record.stage
+            self._open_stores(roles(self.stage).stores)
+        except Exception:   # not on a SimulatedCrash: a dead process cleans nothing up
+            with contextlib.suppress(Exception):   # the open's own error is the one to see
+                self._close_all()
+            raise
+        self.declaration = declare(self)
+
+    # -- files and stores ---------------------------------------------------------------------
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _open(self, name: str) -> Any:
+        if name not in self._stores:
+            if name == SQLITE:
+                self._stores[name] = open_sqlite(self._file(self._sqlite_file), self._env,
+                                                 **self._options[SQLITE])
+            else:
+                self._stores[name] = open_rvf(self._file("store.rvf"), self._env,
+                                              **self._options[RVF])
+        return self._stores[name]
+
+    def _open_stores(self, names: Iterable[str]) -> None:
+        for name in sorted(names):
+            self._open(name)
+
+    def _close_stores(self, keep: Iterable[str]) -> None:
+        for name in sorted(set(self._stores) - set(keep)):
+            self._stores.pop(name).close()
+
+    def store(self, name: str) -> Any:
+        """The open ``sqlite`` or ``rvf`` store (for tests and tools; writes go through the
+        adapter)."""
+        self._check_open()
+        return self._stores[name]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(self.path)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _write(self, op: str, keys: Sequence[str], ids: Sequence[int],
+               call: Callable[[Any], Any]) -> Any:
+        """``call`` on the source of truth, then (dual-write stages) on the other store, where
+        a failure is recorded instead of raised."""
+        self._check_open()
+        r = roles(self.stage)
+        truth = r.kv if keys else r.vectors
+        result = call(self._stores[truth])
+        if r.mirror is not None:
+            self._env.failpoints.hit(f"stage{self.stage}.after-{truth}-write")
+            try:
+                call(self._stores[r.mirror])
+            except Exception as exc:  # noqa: BLE001 - any failure of the mirror is a divergence
+                self._control.record(op, keys, ids, exc, r.mirror, self.stage)
+        return result
+
+    def put(self, key: str, value: bytes) -> None:
+        self._write("put", [key], [], lambda s: s.put(key, value))
+
+    def delete(self, key: str) -> None:
+        self._write("delete", [key], [], lambda s: s.delete(key))
+
+    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        deletes = list(deletes)
+        keys = sorted(set(puts) | set(deletes))
+        if keys:
+            self._write("batch", keys, [], lambda s: s.write_batch(puts, deletes))
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None:
+        records = list(records)
+        if records:
+            self._write("upsert", [], [r.id for r in records], lambda s: s.upsert(records))
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        result: int = self._write("remove", [], ids, lambda s: s.remove(ids))
+        return result
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _read(self, what: str, kind: str, keys: Sequence[str], ids: Sequence[int],
+              call: Callable[[Any], Any]) -> Any:
+        """``call`` on the source of truth; in stage 3 a failure there is served from SQLite,
+        counted, unless SQLite is known to be behind on what is read."""
+        self._check_open()
+        r = roles(self.stage)
+        try:
+            return call(self._stores[r.kv if kind == "kv" else r.vectors])
+        except FALLBACK_ERRORS as exc:
+            if r.mirror_as != "fallback" or r.mirror is None:
+                raise
+            behind = self._behind(r.mirror, keys, ids, whole=not keys and not ids)
+            if behind:
+                first = behind[0]
+                touched: list[object] = [*first.keys, *first.ids]
+                raise CorruptStore(self.path, f"{what} failed on RVF ({exc}) and SQLite is "
+                                   f"behind on it ({first.op} of {touched} failed there: "
+                                   f"{first.error}); run repair() once RVF reads again"
+                                   ) from exc
+            self.fallbacks[what] += 1
+            if len(self.fallback_examples) < _EXAMPLES:
+                self.fallback_examples.append((f"{what} {list(keys) or list(ids)}",
+                                               f"{type(exc).__name__}: {exc}"))
+            return call(self._stores[r.mirror])
+
+    def _behind(self, store: str, keys: Sequence[str], ids: Sequence[int], whole: bool
+                ) -> list[Divergence]:
+        """The queued divergences that leave ``store`` behind on these keys or ids (on
+        anything, when ``whole``)."""
+        wanted_keys, wanted_ids = set(keys), set(ids)
+        return [d for d in self._control.divergences() if d.behind == store and (
+            whole or wanted_keys & set(d.keys) or wanted_ids & set(d.ids))]
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self._read("get", "kv", [key], [], lambda s: s.get(key))
+        return value
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        got: list[tuple[str, bytes]] = self._read("scan", "kv", [], [],
+                                                  lambda s: s.scan(prefix))
+        return got
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        ids = list(ids)
+        got: list[VectorRecord] = self._read("fetch", "vectors", [], ids,
+                                             lambda s: s.fetch(ids))
+        return got
+
+    def query(self, vector: Sequence[float], k: int,
+              where: Mapping[str, Any] | None = None) -> list[Hit]:
+        got: list[Hit] = self._read("query", "vectors", [], [],
+                                    lambda s: s.query(vector, k, where))
+        return got
+
+    def count(self) -> int:
+        got: int = self._read("count", "vectors", [], [], lambda s: s.count())
+        return got
+
+    def ids(self) -> list[int]:
+        got: list[int] = self._read("ids", "vectors", [], [], lambda s: s.ids())
+        return got
+
+    # -- divergences --------------------------------------------------------------------------
+
+    def divergences(self) -> list[Divergence]:
+        """The writes one store took and the other did not, not yet repaired, oldest first."""
+        self._check_open()
+        return self._control.divergences()
+
+    def repair(self) -> int:
+        """Replay the queue: copy what the source of truth holds now for each entry's keys and
+        ids into the store that is behind, then drop the entry. Entries for a store this stage
+        does not write (an escape hatch) wait for the rollback that catches it up. Returns how
+        many entries were repaired."""
+        self._check_open()
+        r = roles(self.stage)
+        done = []
+        for d in self._control.divergences():
+            if d.behind != r.mirror:
+                continue
+            target = self._stores[d.behind]
+            sync_kv(self._stores[r.kv], target, _nothing, d.keys)
+            sync_vectors(self._stores[r.vectors], target, _nothing, d.ids)
+            done.append(d)
+        self._control.forget(done)
+        return len(done)
+
+    # -- promotion and rollback ---------------------------------------------------------------
+
+    def promote(self) -> int:
+        """Move to the next stage, after catching up what it reads; returns the new stage."""
+        return self._move(self.stage + 1)
+
+    def rollback(self) -> int:
+        """Move to the previous stage, after catching up what it reads; returns the new stage."""
+        return self._move(self.stage - 1)
+
+    def _move(self, to: int) -> int:
+        self._check_open()
+        here = self.stage
+        if (here, to) not in CATCH_UP:
+            raise ValueError(f"stage {here} has no {'next' if to > here else 'previous'} "
+                             f"stage (ADR-072's stages are 0-4); this adapter stays in "
+                             f"stage {here}")
+        self._control.set_stage(StageRecord(here, to, self._sqlite_file))
+        self._open_stores(roles(here).stores | roles(to).stores)
+        caught_up = set()
+        for kind, src, dst in CATCH_UP[(here, to)]:
+            sync = sync_kv if kind == "kv" else sync_vectors
+            sync(self._stores[src], self._stores[dst], self._batch_done)
+            caught_up.add(dst)
+        self._env.failpoints.hit(TRANSITION_FAILPOINTS[1])
+        self._control.set_stage(StageRecord(to, sqlite=self._sqlite_file))
+        self.stage = to
+        self._control.forget(d for d in self._control.divergences() if d.behind in caught_up)
+        self._close_stores(roles(to).stores)
+        self.declaration = self._declare(self)
+        return to
+
+    def activate_escape_hatch(self) -> int:
+        """Stage 4 only: export RVF into a new SQLite file, then switch to stage 0 (SQLite the
+        primary again) and to that file in one write; returns 0. A crash before the switch
+        reopens in stage 4 with the previous SQLite file untouched (``escape.py``)."""
+        self._check_open()
+        if self.stage != 4:
+            raise ValueError(f"the escape hatch is stage 4's; this adapter is in stage "
+                             f"{self.stage}: use rollback() to leave it")
+        old, new = self._sqlite_file, next_sqlite_name(self._sqlite_file)
+        self._control.set_stage(StageRecord(4, 0, old))
+        export_into_sqlite(self._stores[RVF], self._file(new), self._env,
+                           self._options[SQLITE], self._batch_done)
+        self._env.failpoints.hit(ESCAPE_FAILPOINTS[0])
+        self._control.set_stage(StageRecord(0, sqlite=new))
+        self.stage, self._sqlite_file = 0, new
+        self._env.failpoints.hit(ESCAPE_FAILPOINTS[1])
+        remove_sqlite(self._env, self._file(old))   # no longer named: a crash here leaves litter
+        self._control.forget(d for d in self._control.divergences() if d.behind == SQLITE)
+        self._open_stores(roles(0).stores)
+        self._close_stores(roles(0).stores)
+        self.declaration = self._declare(self)
+        return 0
+
+    def escape_hatch(self) -> tuple[list[tuple[str, bytes]], list[VectorRecord]]:
+        """Stage 4: what the escape hatch holds (its key-value data and vectors), read through
+        a connection of its own; an adapter that never had one holds nothing (and no file is
+        made to say so)."""
+        self._check_open()
+        if self.stage != 4:
+            raise ValueError(f"the escape hatch is stage 4's; this adapter is in stage "
+                             f"{self.stage}, where SQLite is a store it uses")
+        if not self._env.fs.exists(self._file(self._sqlite_file)):
+            return [], []
+        hatch = open_sqlite(self._file(self._sqlite_file), self._env, **self._options[SQLITE])
+        try:
+            return hatch.scan(""), hatch.fetch(hatch.ids())
+        finally:
+            hatch.close()
+
+    def _batch_done(self) -> None:
+        self._env.failpoints.hit(TRANSITION_FAILPOINTS[0])
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _close_all(self) -> None:
+        """Close every store, then raise the first error any close raised."""
+        errors: list[Exception] = []
+        for close in [*(self._stores.pop(n).close for n in sorted(self._stores)),
+                      self._control.close]:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be closed
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_all()
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,100 @@
+"""Opening a stage adapter: the registered names ``stage0`` ... ``stage4``, their options and the
+declaration each stage makes.
+
+The name is the stage a new adapter starts in. An adapter that exists opens in the stage it
+recorded (a ``stage2`` promoted to 3 reopens in stage 3 under either name): the stage is the
+adapter's durable state, never the caller's guess.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from crashgate.backends import (
+    Capability,
+    DamagePromise,
+    Declaration,
+    Env,
+    Option,
+    check_options,
+)
+from crashgate.reference.rvf.store import OPTIONS as RVF_OPTIONS
+from crashgate.reference.sqlite_store import OPTIONS as SQLITE_OPTIONS
+from crashgate.reference.sqlite_store import declaration_for as sqlite_declaration
+from crashgate.reference.stages.adapter import StageAdapter, write_failpoint
+from crashgate.reference.stages.roles import RVF, SQLITE, roles
+
+__all__ = ["OPTIONS", "open_stage", "open_stage0", "open_stage1", "open_stage2", "open_stage3",
+           "open_stage4"]
+
+OPTIONS: dict[str, Option] = {
+    "journal_mode": SQLITE_OPTIONS["journal_mode"],
+    "synchronous": SQLITE_OPTIONS["synchronous"],
+    "sync": RVF_OPTIONS["sync"],
+    "metric": SQLITE_OPTIONS["metric"],
+}
+"""``journal_mode`` and ``synchronous`` go to every SQLite file (data and control), ``sync`` to
+the RVF file, ``metric`` to both."""
+CAPABILITIES = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
+                          Capability.METADATA_FILTER, Capability.STAGES})
+
+
+def _declare(adapter: StageAdapter) -> Declaration:
+    """What the adapter promises in the stage it is in now: the weaker durability of the stores
+    it uses (the control file is SQLite, always), RVF's rollback on damage once RVF is read,
+    the failpoints one write hits, in order."""
+    r = roles(adapter.stage)
+    sqlite_decl = sqlite_declaration(str(adapter.options["journal_mode"]),
+                                     str(adapter.options["synchronous"]))
+    durability = sqlite_decl.durability
+    failpoints: list[str] = []
+    if RVF in r.stores:
+        rvf_decl = adapter.store(RVF).declaration
+        if not rvf_decl.durability.covers(durability):
+            durability = rvf_decl.durability
+        rvf_writes = [f for f in rvf_decl.failpoints if not f.startswith("rvf.compact.")]
+        between = write_failpoint(adapter.stage)
+        failpoints = ([between, *rvf_writes] if r.kv == SQLITE else [*rvf_writes, between]) \
+            if between else rvf_writes
+    reads_rvf = RVF in (r.kv, r.vectors)
+    notes = {
+        "stage": f"ADR-072 stage {adapter.stage}: key-value from {r.kv}, vectors from "
+                 f"{r.vectors}" + (f", every write also to {r.mirror} as the {r.mirror_as}"
+                                   if r.mirror else ""),
+        "damage": "the stage and divergences live in a SQLite file (control.db), checked as "
+                  "the SQLite store checks its own" + (
+                      "; RVF, which this stage reads, may show its last commit that verifies"
+                      if reads_rvf else ""),
+        **{f"sqlite.{k}": v for k, v in sqlite_decl.notes.items() if k != "damage"},
+    }
+    return Declaration(
+        durability=durability,
+        capabilities=CAPABILITIES | ({Capability.FAILPOINTS} if failpoints else set()),
+        file_format=f"crashgate-stages/{SQLITE}+{RVF}",
+        failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
+        damage=DamagePromise.ROLLBACK if reads_rvf else DamagePromise.DETECTED,
+        undetected_damage=sqlite_decl.undetected_damage)
+
+
+def open_stage(path: str, env: Env, stage: int, *, cls: type[StageAdapter] = StageAdapter,
+               **options: str) -> StageAdapter:
+    """Open (or create, in ``stage``) the stage adapter whose directory is ``path``; ``cls``
+    is the adapter class (a test's variant of it)."""
+    opts = check_options(f"stage{stage}", options, OPTIONS)
+    sqlite = {k: str(opts[k]) for k in ("journal_mode", "synchronous", "metric")}
+    rvf = {"sync": str(opts["sync"]), "metric": str(opts["metric"])}
+    return cls(path, env, stage, {SQLITE: sqlite, RVF: rvf}, _declare, opts)
+
+
+def _opener(stage: int) -> Any:
+    opener = partial(open_stage, stage=stage)
+    opener.__doc__ = f"Open (or create, in stage {stage}) a stage adapter; see open_stage."
+    return opener
+
+
+open_stage0 = _opener(0)
+open_stage1 = _opener(1)
+open_stage2 = _opener(2)
+open_stage3 = _opener(3)
+open_stage4 = _opener(4)

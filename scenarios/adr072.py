@@ -1,0 +1,33 @@
+"""ADR-072's promises about its stages, as rows. The texts are the ADR's own words: "a
+reversible migration path where any stage can be rolled back to the previous stage without data
+loss", and stage 4's "Emergency rollback: export RVF to SQLite and switch"."""
+
+from __future__ import annotations
+
+from crashgate.backends import Declaration
+from crashgate.scenarios.adr032 import _proc
+from crashgate.scenarios.table import Row
+
+__all__ = ["ADR072_ROWS", "TABLE"]
+
+TABLE = "ADR-072 Stages"
+P = "crashgate.scenarios.procedures_stages:"
+
+
+def _needs_stages(decl: Declaration) -> str | None:
+    from crashgate.scenarios.procedures_stages import needs_stages
+    return needs_stages(decl)
+
+
+ADR072_ROWS = [
+    Row(TABLE, "adr072-reversible", "R", "Any stage can be rolled back to the previous stage "
+        "(and promoted to the next), with a crash anywhere in the transition",
+        "A reversible migration path where any stage can be rolled back to the previous stage "
+        "without data loss.",
+        _needs_stages, _proc(P + "reversible")),
+    Row(TABLE, "adr072-escape", "E", "Stage 4's escape hatch activated, with a crash anywhere "
+        "in the export",
+        "Emergency rollback: export RVF to SQLite and switch. (A crash half-way leaves the "
+        "previous SQLite untouched.)",
+        _needs_stages, _proc(P + "escape_hatch")),
+]
