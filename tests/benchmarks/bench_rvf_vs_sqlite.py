@@ -6,7 +6,7 @@ latency at 10,000 x 384.
     python tests/benchmarks/bench_rvf_vs_sqlite.py [--ops N] [--rows N] [--dim D]
 
 ADR-072 asks RVF reads within 2x and writes within 1.5x of SQLite. Prints figures; asserts
-nothing. Ratios are of medians, with a 95% bootstrap interval.
+nothing. Ratios are of medians, with a 95% bootstrap interval (``harness/latency.py``).
 """
 
 from __future__ import annotations
@@ -15,38 +15,16 @@ import argparse
 import random
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from crashgate.backends import VectorRecord, os_env, resolve
+from crashgate.harness.latency import interleaved, median_ratio, summarise
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    a = np.asarray(samples) * 1e6
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
-
-
-def _ratio_ci(cand: list[float], base: list[float], rng: np.random.Generator
-              ) -> tuple[float, float, float]:
-    c, b = np.asarray(cand), np.asarray(base)
-    point = float(np.median(c) / np.median(b))
-    boots = [float(np.median(rng.choice(c, c.size)) / np.median(rng.choice(b, b.size)))
-             for _ in range(500)]
-    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
-
-
-def _interleaved(calls: dict[str, Callable[[int], None]], n: int) -> dict[str, list[float]]:
-    """Run each store's call n times, alternating order each round, timing every call."""
-    out: dict[str, list[float]] = {k: [] for k in calls}
-    names = list(calls)
-    for i in range(n):
-        order = names if i % 2 == 0 else names[::-1]
-        for name in order:
-            t = time.perf_counter()
-            calls[name](i)
-            out[name].append(time.perf_counter() - t)
-    return out
+def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+    summary = summarise(samples)
+    return summary.p50 * 1e6, summary.p99 * 1e6
 
 
 def main() -> None:
@@ -66,9 +44,9 @@ def main() -> None:
                 f"{tmp}/b.db", env),
         }
         value = random.Random(1).randbytes(256)
-        puts = _interleaved({k: (lambda i, s=s: s.put(f"key{i:06d}", value))
+        puts = interleaved({k: (lambda i, s=s: s.put(f"key{i:06d}", value))
                              for k, s in stores.items()}, args.ops)
-        gets = _interleaved({k: (lambda i, s=s: s.get(f"key{(i * 7919) % args.ops:06d}"))
+        gets = interleaved({k: (lambda i, s=s: s.get(f"key{(i * 7919) % args.ops:06d}"))
                              for k, s in stores.items()}, args.ops * 5)
         print(f"key-value latency, {args.ops} puts (256-byte values) and {args.ops * 5} gets, "
               "microseconds, real files:")
@@ -79,11 +57,11 @@ def main() -> None:
             print(f"  {name:<10} {p50:>9.1f} {p99:>9.1f} {g50:>9.1f} {g99:>9.1f}")
         for what, samples, gate in (("put", puts, 1.5), ("get", gets, 2.0)):
             for name in ("rvf", "rvf-one"):
-                r, lo, hi = _ratio_ci(samples[name], samples["sqlite"], rng)
-                print(f"  {what}: {name}/sqlite median ratio {r:.2f} (95% CI {lo:.2f}-{hi:.2f}; "
-                      f"ADR-072 gate <= {gate})")
-            a, alo, ahi = _ratio_ci(samples["sqlite-AA"], samples["sqlite"], rng)
-            print(f"  {what}: A/A sqlite/sqlite {a:.2f} ({alo:.2f}-{ahi:.2f})")
+                ratio = median_ratio(samples[name], samples["sqlite"])
+                print(f"  {what}: {name}/sqlite median ratio {ratio.describe()}; ADR-072 gate "
+                      f"<= {gate}")
+            print(f"  {what}: A/A sqlite/sqlite "
+                  f"{median_ratio(samples['sqlite-AA'], samples['sqlite']).describe()}")
         for s in stores.values():
             s.close()
 
