@@ -43,7 +43,8 @@ CAPABILITIES = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
 def _declare(adapter: StageAdapter) -> Declaration:
     """What the adapter promises in the stage it is in now: the weaker durability of the stores
     it uses (the control file is SQLite, always), RVF's rollback on damage once RVF is read,
-    the failpoints one write hits, in order."""
+    the failpoints one write hits, in order, and RVF's writer lock where RVF is open (a second
+    writer's adapter gets ``LockHeld`` from it, and closes what it had opened)."""
     r = roles(adapter.stage)
     sqlite_decl = sqlite_declaration(str(adapter.options["journal_mode"]),
                                      str(adapter.options["synchronous"]))
@@ -70,7 +71,8 @@ def _declare(adapter: StageAdapter) -> Declaration:
     }
     return Declaration(
         durability=durability,
-        capabilities=CAPABILITIES | ({Capability.FAILPOINTS} if failpoints else set()),
+        capabilities=CAPABILITIES | ({Capability.FAILPOINTS} if failpoints else set())
+        | ({Capability.WRITER_LOCK} if RVF in r.stores else set()),
         file_format=f"crashgate-stages/{SQLITE}+{RVF}",
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
         damage=DamagePromise.ROLLBACK if reads_rvf else DamagePromise.DETECTED,
