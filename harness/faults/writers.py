@@ -7,6 +7,7 @@ own handle, never by name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -66,8 +67,10 @@ class WriterProcess:
         self._stderr: list[str] = []
         self._cond = threading.Condition()
         self._done = False
-        threading.Thread(target=self._pump, daemon=True).start()
-        threading.Thread(target=self._pump_err, daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, daemon=True),
+                       threading.Thread(target=self._pump_err, daemon=True)]
+        for pump in self._pumps:
+            pump.start()
 
     @property
     def pid(self) -> int:
@@ -188,10 +191,23 @@ class WriterProcess:
 
     def reap(self, timeout: float) -> int | None:
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait(10)
+            code = self.proc.wait(10)
+        self._close_pipes()
+        return code
+
+    def _close_pipes(self) -> None:
+        """Close the pipes of an exited child, once the threads reading them saw their end
+        (a pipe left open is a file descriptor leaked per child, and a ResourceWarning)."""
+        for pump in self._pumps:
+            pump.join(10)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not (pipe is not self.proc.stdin
+                                         and any(p.is_alive() for p in self._pumps)):
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def __repr__(self) -> str:
         return f"WriterProcess({self.label}, pid={self.pid})"
@@ -252,6 +268,8 @@ class DuplicateWriter(Fault):
         for proc in self.processes:
             if proc.proc.poll() is None:
                 proc.kill()
+            else:   # exited on its own (refused, failed): reaped, and its pipes closed
+                proc.reap(10.0)
 
     def __enter__(self) -> DuplicateWriter:
         return self
