@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crashgate.backends.backup import Backupable, backup_temp_path, publish, remove_if_present
 from crashgate.backends.contract import (
     BatchWrite,
     BulkFetch,
@@ -71,6 +72,7 @@ from crashgate.backends.registry import (
 from crashgate.backends.relational import (
     QValue,
     Relational,
+    check_q_record,
     check_q_value,
     check_relational_id,
     plan_json,
@@ -82,6 +84,7 @@ __all__ = [
     "BackendMissing",
     "BackendSpec",
     "BadOption",
+    "Backupable",
     "BatchWrite",
     "BulkFetch",
     "Capability",
@@ -128,7 +131,9 @@ __all__ = [
     "VectorStore",
     "VersionTooNew",
     "WitnessVerifiable",
+    "backup_temp_path",
     "check_options",
+    "check_q_record",
     "check_q_value",
     "check_relational_id",
     "close_matches_for",
@@ -136,7 +141,9 @@ __all__ = [
     "known_names",
     "os_env",
     "plan_json",
+    "publish",
     "read_all",
+    "remove_if_present",
     "resolve",
     "resolve_migrator",
 ]

@@ -89,6 +89,7 @@ class Capability(enum.StrEnum):
     FAILPOINTS = "failpoints"          # names the failpoints it hits (Declaration.failpoints)
     RELATIONAL = "relational"          # ADR-072's Q-values and GOAP plans (``Relational``)
     STAGES = "stages"                  # ADR-072's stage adapter: promote / rollback (``Staged``)
+    BACKUP = "backup"                  # backup to one file, atomic restore (``Backupable``)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["QValue", "Relational", "check_q_value", "check_relational_id", "plan_json"]
+__all__ = ["MAX_UPDATES", "QValue", "Relational", "check_q_record", "check_q_value",
+           "check_relational_id", "plan_json"]
+
+MAX_UPDATES = 2**63 - 1
+"""The largest update count a store keeps (SQLite's INTEGER is a signed 64-bit integer)."""
+
 
 @dataclass(frozen=True)
 class QValue:
@@ -47,6 +52,27 @@ class Relational(Protocol):
         """action -> QValue for every action of ``state`` ever updated (a Q-value scan)."""
         ...
 
+    def q_value_put(self, state: str, action: str, q: QValue) -> None:
+        """Write the Q-value of (state, action) exactly as ``q`` gives it, value and count
+        (``check_q_record``): for copying a record from one store into another (a mirror must
+        hold the truth's count, not replay the update). Atomic and durable like an update."""
+        ...
+
+    def q_value_delete(self, state: str, action: str) -> None:
+        """Delete the Q-value of (state, action), so that ``q_value_get`` gives ``None`` and the
+        next update counts from 1; deleting a missing one is not an error. For copying between
+        stores only (a sync makes one store hold exactly what another holds): an agent never
+        unlearns a Q-value. Atomic and durable like an update."""
+        ...
+
+    def relational_states(self) -> list[str]:
+        """Every state with at least one Q-value, sorted."""
+        ...
+
+    def goap_ids(self) -> list[str]:
+        """Every stored plan's id, sorted."""
+        ...
+
     def goap_store(self, plan_id: str, plan: Mapping[str, Any]) -> None:
         """Store (or replace) a plan: a JSON object with str keys at every level."""
         ...
@@ -77,20 +103,38 @@ def check_relational_id(name: str, value: object) -> str:
     return value
 
 
-def check_q_value(value: object) -> float:
+def check_q_value(value: object, name: str = "value") -> float:
     """``value`` as a Q-value: a finite real number (not a bool), as a float. -0.0 becomes 0.0,
-    since SQLite's REAL does not keep the sign of zero and every store must answer alike."""
+    since SQLite's REAL does not keep the sign of zero and every store must answer alike.
+    ``name`` is the argument's name, for the error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"value must be a real number, got {type(value).__name__}: {value!r}; "
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}; "
                         "pass a float")
     try:
         out = float(value)
     except OverflowError:
-        raise ValueError("value is an integer too large for a float (a Q-value is a finite "
+        raise ValueError(f"{name} is an integer too large for a float (a Q-value is a finite "
                          "float); pass a smaller number") from None
     if not math.isfinite(out):
-        raise ValueError(f"value {value!r} is not finite; a Q-value must be a finite float")
+        raise ValueError(f"{name} {value!r} is not finite; a Q-value must be a finite float")
     return out + 0.0
+
+
+def check_q_record(q: object) -> QValue:
+    """``q`` as a Q-value record to write as it is (``q_value_put``): a ``QValue`` whose value
+    passes ``check_q_value`` and whose count is an int (not a bool) from 1, the count after the
+    first update, to ``MAX_UPDATES``. The value comes back normalised (-0.0 as 0.0)."""
+    if not isinstance(q, QValue):
+        raise TypeError(f"q must be a QValue, got {type(q).__name__}: {q!r}; pass "
+                        "QValue(value, updates), e.g. what q_value_get returned")
+    value = check_q_value(q.value, "q.value")
+    if isinstance(q.updates, bool) or not isinstance(q.updates, int):
+        raise TypeError(f"q.updates must be an int, got {type(q.updates).__name__}: "
+                        f"{q.updates!r}; pass the update count")
+    if not 1 <= q.updates <= MAX_UPDATES:
+        raise ValueError(f"q.updates is {q.updates}; a Q-value that exists has had 1 to "
+                         f"{MAX_UPDATES} updates (to remove one, use q_value_delete)")
+    return QValue(value, q.updates)
 
 
 def plan_json(plan: object) -> str:

@@ -15,9 +15,11 @@ __all__ = [
     "Compact",
     "Delete",
     "Op",
+    "Promote",
     "Put",
     "Remove",
     "Reopen",
+    "Rollback",
     "Upsert",
     "describe_op",
     "is_mutation",
@@ -114,7 +116,31 @@ class Reopen:
         return None
 
 
-Op = Put | Delete | Batch | Upsert | Remove | Compact | Reopen
+@dataclass(frozen=True)
+class Promote:
+    """A stage adapter's move to its next ADR-072 stage (``backends.Staged``): changes where
+    the data lives and which store is read, never what the data is."""
+
+    def run(self, store: Any) -> Any:
+        return store.promote()
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A stage adapter's move back to its previous ADR-072 stage; like ``Promote``, it changes
+    no data."""
+
+    def run(self, store: Any) -> Any:
+        return store.rollback()
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+        return None
+
+
+Op = Put | Delete | Batch | Upsert | Remove | Compact | Reopen | Promote | Rollback
 
 
 def is_mutation(op: object) -> bool:
@@ -140,6 +166,10 @@ def describe_op(op: Op) -> str:
         return "compact"
     if isinstance(op, Reopen):
         return "close and reopen (a new session)"
+    if isinstance(op, Promote):
+        return "promote to the next stage"
+    if isinstance(op, Rollback):
+        return "roll back to the previous stage"
     return f"remove ids {list(op.ids)}"
 
 

@@ -19,6 +19,10 @@ batches, vectors, compaction, derive, witness verification) and the fault rules:
   (``process``) or a prefix of what was pending there (``prefix`` power loss, ``keep`` ops
   kept). The op is judged as in flight. So a store is crashed between any two of its writes
   whether or not its author put failpoints there.
+- for a stage adapter (``Capability.STAGES``), ``move_stage``, ``move_failpoint_crash`` and
+  ``move_crash_inside``: promotion and rollback as ops of the history, with crashes at its
+  transition failpoints and inside the move; the stage is checked as state
+  (``stateful_stages``).
 
 Rule choice is swarm testing (Groce et al.): Hypothesis's ``RuleBasedStateMachine`` already
 draws, per example, which rules are enabled (``FeatureFlags`` in its ``RuleStrategy``), so some
@@ -73,6 +77,7 @@ from crashgate.backends import (
     Derivable,
     LockHeld,
     SimulatedCrash,
+    Staged,
     StoreClosed,
     VectorRecord,
     WitnessVerifiable,
@@ -89,7 +94,7 @@ from crashgate.harness.crashstates import (
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
 from crashgate.harness.model import StoreState, block_disagreement, prefix_states, read_state
-from crashgate.harness.ops import Batch, Delete, Op, Put, Remove, Upsert
+from crashgate.harness.ops import Batch, Delete, Op, Promote, Put, Remove, Rollback, Upsert
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.reproduce import (
     Target,
@@ -101,6 +106,16 @@ from crashgate.harness.reproduce import (
 )
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.stateful_stages import (
+    MOVE_PROBES,
+    MOVES,
+    judge_stage,
+    move_op,
+    reads_problem,
+    spread,
+    stage_problem,
+    stages_along,
+)
 from crashgate.harness.verdict import Evidence, Verdict
 from crashgate.reference.vector_search import distances, matches
 
@@ -159,10 +174,11 @@ T = TypeVar("T")
 
 
 @functools.cache
-def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool
+def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bool = False
                      ) -> st.SearchStrategy[Op | str]:
-    """What to run with a failpoint armed: a mutation, or ``"compact"``. Batches and upserts
-    come with two parts or more: a crash between the parts of an op needs an op with parts."""
+    """What to run with a failpoint armed: a mutation, ``"compact"``, or a stage move
+    (``stateful_stages.MOVES``). Batches and upserts come with two parts or more: a crash
+    between the parts of an op needs an op with parts."""
     parts: list[st.SearchStrategy[Op | str]] = []
     if batch:
         parts.append(_batches(2))
@@ -172,6 +188,8 @@ def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool
         parts += [_upserts(2), _removes()]
     if compact:
         parts.append(st.just("compact"))
+    if stages:
+        parts.append(st.sampled_from(MOVES))
     return st.one_of(parts)
 
 
@@ -194,7 +212,7 @@ def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
 
 
 def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
-    return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact)
+    return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact, m.has_stages)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -316,6 +334,7 @@ class StoreMachine(RuleBasedStateMachine):
     has_derive: ClassVar[bool] = False
     has_verify: ClassVar[bool] = False
     has_failpoints: ClassVar[bool] = False
+    has_stages: ClassVar[bool] = False
     stats: ClassVar[Counter[str]]
     last: ClassVar[StoreMachine | None] = None
     first_failure: ClassVar[tuple[str, str] | None] = None
@@ -342,6 +361,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.recent_ids: list[int] = []
         self._in_step = False
         self.store: Any = self.target.open(STORE_PATH, self._env())
+        self.first_stage: int = self.store.stage if self.has_stages else 0
 
     def _env(self) -> Any:
         return sim_env(self.disk, self.clock, self.failpoints)
@@ -395,7 +415,22 @@ class StoreMachine(RuleBasedStateMachine):
         self.history.record(name, args, "ok")
         if isinstance(op, Put | Delete):
             self.last_key = op.key
+        if isinstance(op, Promote | Rollback):   # it changed which store is read: read it all
+            problem = reads_problem(self.store, self.model.ops,
+                                    StoreState.of(self.model.kv, self.model.vectors))
+            assert problem is None, f"{name}: {problem}"
         return result
+
+    def _op_for(self, op: Op | str) -> Op | str:
+        """A drawn move (``"move up"``/``"move down"``) as the op from the model's stage."""
+        if op in MOVES:
+            return move_op(self.stage, str(op))
+        return op
+
+    @property
+    def stage(self) -> int:
+        """The stage the model says a stage adapter is in now."""
+        return stages_along(self.first_stage, self.model.ops)[-1]
 
     @precondition(lambda self: self.has_kv and self.writable)
     @rule(key=USED_KEYS, value=USED_VALUES)
@@ -570,7 +605,11 @@ class StoreMachine(RuleBasedStateMachine):
           after_hits=st.just(0) | st.integers(1, 2), op=_per_machine(_mutations))
     @_step
     def failpoint_crash(self, failpoint: str, after_hits: int, op: Op | str) -> None:
+        self._failpoint_crash(failpoint, after_hits, op)
+
+    def _failpoint_crash(self, failpoint: str, after_hits: int, op: Op | str) -> None:
         args = {"op": op, "failpoint": failpoint, "after_hits": after_hits}
+        op = self._op_for(op)
         name = f"{op if isinstance(op, str) else type(op).__name__.lower()} with {failpoint} armed"
         self.failpoints.arm(failpoint, after_hits=after_hits)
         try:
@@ -592,8 +631,13 @@ class StoreMachine(RuleBasedStateMachine):
           model=st.sampled_from((CrashModel.PROCESS, CrashModel.PREFIX)), keep=st.integers(0, 255))
     @_step
     def crash_inside(self, op: Op | str, at: int, model: CrashModel, keep: int) -> None:
+        self._crash_inside(op, at, model, keep)
+
+    def _crash_inside(self, op: Op | str, at: int, model: CrashModel, keep: int,
+                      probes: int = 0) -> None:
         start = self.disk.position
         args = {"op": op, "at": at, "model": model, "keep": keep}
+        op = self._op_for(op)
         name = f"{op if isinstance(op, str) else type(op).__name__.lower()}, crashed inside"
         if isinstance(op, str):   # compaction: no model op; everything acknowledged must stay
             self.store.compact()
@@ -613,8 +657,27 @@ class StoreMachine(RuleBasedStateMachine):
         how = f"{crash.describe(self.disk.trace)}, inside {name.split(',')[0]}"
         self.disk.crash()
         self.failpoints.disarm()
+        # after the crash: the store that ran the op is dead, so a probe can open a copy
+        for probe in spread(inside, probes):
+            if probe != position:
+                self._probe_crash(probe, name.split(",")[0])
         self.disk = SimDisk(image)
         self._recover(how, position, power_loss=model is not CrashModel.PROCESS)
+
+    def _probe_crash(self, position: int, what: str) -> None:
+        """Judge a process crash at trace ``position`` of ``self.disk`` (crashed: its store is
+        dead) on a copy, then go on as before: the machine keeps its disk, store and model."""
+        pending = tuple(pending_at(self.disk.base, self.disk.trace, position))
+        crash = CrashState(position, CrashModel.PROCESS, pending, pending=pending)
+        saved = self.disk, self.store, self.model, self.reader
+        self.disk = SimDisk(crash.image(saved[0].base, saved[0].trace))
+        self.model = replace(self.model)   # adopt() rebinds its fields: the saved one stays
+        try:
+            self._recover(f"{crash.describe(saved[0].trace)}, inside {what} (a probe)",
+                          position, power_loss=False)
+            self.store.close()
+        finally:
+            self.disk, self.store, self.model, self.reader = saved
 
     def _recover(self, how: str, position: int, *, power_loss: bool) -> None:
         """Reopen on ``self.disk`` and judge what the store shows against the model at the
@@ -644,7 +707,13 @@ class StoreMachine(RuleBasedStateMachine):
             f"(declared durability: {self.declaration.durability.value}; {done} ops "
             f"acknowledged{', 1 in flight' if in_flight else ''}; allowed states "
             f"{allowed.lo}..{allowed.hi}): {verdict.detail}")
-        self.model.adopt(ops[: verdict.matched], self.disk.position)
+        matched = verdict.matched
+        if self.has_stages:   # the stage is state too: it must come from the same point
+            staged = judge_stage(self.store.stage, self.first_stage, ops, states, matched,
+                                 allowed)
+            assert staged.matched is not None, f"after a {how}: {staged.problem}"
+            matched = staged.matched
+        self.model.adopt(ops[:matched], self.disk.position)
 
     def _open_recovered(self) -> StoreState | None:
         """Open the store after a crash into ``self.store``, as a user would
@@ -683,6 +752,9 @@ class StoreMachine(RuleBasedStateMachine):
                                  self.history.to_jsonl())
 
     def _agrees_with_model(self) -> None:
+        if self.has_stages:
+            problem = stage_problem(self.store, self.stage)
+            assert problem is None, problem
         if self.has_vec:
             got = self.store.count()
             assert got == len(self.model.vectors), (
@@ -701,6 +773,35 @@ class StoreMachine(RuleBasedStateMachine):
         except Exception:
             if not self._in_step:  # a close that fails after a clean run is a finding
                 raise
+
+
+class _StagedMachine(StoreMachine):
+    """The machine for a stage adapter: ``StoreMachine`` and the rules that move the stage.
+    A class of its own, so that the machine of any other store draws its rules as before."""
+
+    @precondition(lambda self: self.has_stages and self.writable)
+    @rule(move=st.sampled_from(MOVES))
+    @_step
+    def move_stage(self, move: str) -> None:
+        op = move_op(self.stage, move)
+        self._mutate(type(op).__name__.lower(), op, {"move": move})
+
+    @precondition(lambda self: self.has_stages and self.writable)
+    @rule(failpoint=_per_machine(lambda m: st.sampled_from(m.store.transition_failpoints)),
+          after_hits=st.just(0) | st.integers(1, 2), move=st.sampled_from(MOVES))
+    @_step
+    def move_failpoint_crash(self, failpoint: str, after_hits: int, move: str) -> None:
+        self._failpoint_crash(failpoint, after_hits, move)
+
+    @precondition(lambda self: self.has_stages and self.writable)
+    @rule(move=st.sampled_from(MOVES), at=st.integers(0, 255),
+          model=st.sampled_from((CrashModel.PROCESS, CrashModel.PREFIX)), keep=st.integers(0, 255))
+    @_step
+    def move_crash_inside(self, move: str, at: int, model: CrashModel, keep: int) -> None:
+        # crash_inside draws a move as one op among many, at one position: a move's catch-up
+        # window is where a stage adapter loses data, so a move has its own rule, and process
+        # crashes spread over the whole move are judged too (``MOVE_PROBES``)
+        self._crash_inside(move, at, model, keep, probes=MOVE_PROBES)
 
 
 def _close(a: float, b: float) -> bool:
@@ -731,13 +832,15 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
         "has_derive": _capable(target, decl, store_type, Capability.DERIVE, Derivable),
         "has_verify": _capable(target, decl, store_type, Capability.WITNESS, WitnessVerifiable),
         "has_failpoints": bool(decl.failpoints),
+        "has_stages": _capable(target, decl, store_type, Capability.STAGES, Staged),
     }
     attrs: dict[str, Any] = dict(flags, target=target, declaration=decl, stats=Counter(),
                                  __module__=__name__)
     # Hypothesis keys its example database on the class source, the same for every backend;
     # this attribute (read by hypothesis.internal.reflection.function_digest) tells them apart.
     attrs["_hypothesis_internal_add_digest"] = target.label.encode()
-    return type("StoreMachine", (StoreMachine,), attrs)
+    base = _StagedMachine if flags["has_stages"] else StoreMachine
+    return type("StoreMachine", (base,), attrs)
 
 
 def _probe(target: Target) -> tuple[Declaration, type]:

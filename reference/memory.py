@@ -36,6 +36,7 @@ from crashgate.backends import (
     VectorBlock,
     VectorRecord,
     check_options,
+    check_q_record,
     check_q_value,
     check_relational_id,
     plan_json,
@@ -210,6 +211,27 @@ class MemoryStore:
         state = check_relational_id("state", state)
         return dict(sorted(((a, q) for (s, a), q in list(self._q.items()) if s == state),
                            key=lambda item: item[0]))
+
+    def q_value_put(self, state: str, action: str, q: QValue) -> None:
+        key = (check_relational_id("state", state), check_relational_id("action", action))
+        record = check_q_record(q)
+        with self._q_lock:
+            self._check_open()
+            self._q[key] = record
+
+    def q_value_delete(self, state: str, action: str) -> None:
+        key = (check_relational_id("state", state), check_relational_id("action", action))
+        with self._q_lock:
+            self._check_open()
+            self._q.pop(key, None)
+
+    def relational_states(self) -> list[str]:
+        self._check_open()
+        return sorted({s for s, _ in list(self._q)})
+
+    def goap_ids(self) -> list[str]:
+        self._check_open()
+        return sorted(list(self._plans))
 
     def goap_store(self, plan_id: str, plan: Mapping[str, Any]) -> None:
         text = plan_json(plan)

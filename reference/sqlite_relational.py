@@ -15,7 +15,8 @@ Tables (created by ``RELATIONAL_TABLES``, checked against ``RELATIONAL_COLUMNS``
 The leading tag keeps a relational row's sum from ever equalling a kv row's (both have two
 other fields for plans). ``q_value_update`` is one ``BEGIN IMMEDIATE`` transaction: the read
 and the write hold SQLite's write lock together, so no other connection can interleave, and the
-store's write lock keeps its own threads from sharing the transaction.
+store's write lock keeps its own threads from sharing the transaction. ``q_value_put`` and
+``q_value_delete`` (copying between stores) are one transaction each too.
 
 ``SqliteRelational`` is a mixin: ``SqliteStore`` inherits it and provides what the host block
 below names (the connection, the error and transaction context managers, the sum check).
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from crashgate.backends import (
     CorruptStore,
     QValue,
+    check_q_record,
     check_q_value,
     check_relational_id,
     plan_json,
@@ -119,6 +121,50 @@ class SqliteRelational:
                 (state, action, new_value, updates,
                  self._record_sum(*_q_fields(state, action, new_value, updates))))
         return QValue(new_value, updates)
+
+    def q_value_put(self, state: str, action: str, q: QValue) -> None:
+        state = check_relational_id("state", state)
+        action = check_relational_id("action", action)
+        record = check_q_record(q)
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO q_values(state, action, value, updates, sum) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (state, action, record.value, record.updates,
+                 self._record_sum(*_q_fields(state, action, record.value, record.updates))))
+
+    def q_value_delete(self, state: str, action: str) -> None:
+        state = check_relational_id("state", state)
+        action = check_relational_id("action", action)
+        with self._transaction():
+            self._db.execute("DELETE FROM q_values WHERE state = ? AND action = ?",
+                             (state, action))
+
+    def _texts(self, column: str, table: str, what: str) -> list[str]:
+        """The TEXT ``column`` of ``table``, decoded, sorted and distinct. A name damaged at
+        rest fails here (not UTF-8, or no longer TEXT: a BLOB never equals the TEXT a read
+        looks up, so its row would vanish unseen) or at the read of its row, whose sum covers
+        it."""
+        self._check_open()
+        out = set()
+        with self._errors():
+            for raw, kind in self._db.execute(f"SELECT DISTINCT CAST({column} AS BLOB), "
+                                              f"typeof({column}) FROM {table}"):
+                raw = _typed(self.path, raw, bytes, what)
+                if kind != "text":
+                    raise CorruptStore(self.path, f"a {what} holds {kind} where text was "
+                                                  "written")
+                try:
+                    out.add(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:   # damage: what was written was UTF-8
+                    raise CorruptStore(self.path, f"a {what} does not decode: {exc}") from exc
+        return sorted(out)
+
+    def relational_states(self) -> list[str]:
+        return self._texts("state", "q_values", "state of a Q-value")
+
+    def goap_ids(self) -> list[str]:
+        return self._texts("plan_id", "goap_plans", "GOAP plan id")
 
     def q_values(self, state: str) -> dict[str, QValue]:
         """action -> QValue of every action of ``state``, sorted by action."""

@@ -69,6 +69,7 @@ from crashgate.backends import (
     VersionTooNew,
     check_options,
 )
+from crashgate.reference.sqlite_backup import SqliteBackup
 from crashgate.reference.sqlite_relational import (
     RELATIONAL_COLUMNS,
     RELATIONAL_TABLES,
@@ -169,11 +170,13 @@ def durability_for(journal_mode: str, synchronous: str) -> tuple[Durability, str
 def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> Declaration:
     """The declaration of a store opened with these (already checked) options."""
     durability, why = durability_for(journal_mode, synchronous)
+    # restore is one transaction: atomic only with a journal on disk (sqlite_backup.py)
+    backup = {Capability.BACKUP} if journal_mode not in ("OFF", "MEMORY") else set()
     return Declaration(
         durability=durability,
         capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
                                 Capability.METADATA_FILTER, Capability.SCHEMA_VERSION,
-                                Capability.RELATIONAL}),
+                                Capability.RELATIONAL, *backup}),
         file_format=f"sqlite3/crashgate-schema-{SCHEMA_VERSION}",
         metric=metric,
         damage=DamagePromise.DETECTED,
@@ -267,7 +270,7 @@ def _is_wal_file(env: Env, path: str) -> bool:
     return header.startswith(b"SQLite format 3\0") and 2 in header[18:20]
 
 
-class SqliteStore(SqliteRelational):
+class SqliteStore(SqliteRelational, SqliteBackup):
     """Key-value and vector store in one SQLite database file at ``path``, with ADR-072's
     relational records (``SqliteRelational``)."""
 

@@ -19,6 +19,11 @@ def _needs_stages(decl: Declaration) -> str | None:
     return needs_stages(decl)
 
 
+def _needs_backup(decl: Declaration) -> str | None:
+    from crashgate.scenarios.procedures_backup import needs_backup
+    return needs_backup(decl)
+
+
 ADR072_ROWS = [
     Row(TABLE, "adr072-reversible", "R", "Any stage can be rolled back to the previous stage "
         "(and promoted to the next), with a crash anywhere in the transition",
@@ -30,4 +35,9 @@ ADR072_ROWS = [
         "Emergency rollback: export RVF to SQLite and switch. (A crash half-way leaves the "
         "previous SQLite untouched.)",
         _needs_stages, _proc(P + "escape_hatch")),
+    Row(TABLE, "adr072-backup", "B", "Back up, write more, restore, with a crash anywhere in "
+        "the backup or the restore and a damaged backup",
+        "Backup/restore cycle validated for RVF (go/no-go for stage 3). Full backup/restore "
+        "cycle validated (go/no-go for stage 4).",
+        _needs_backup, _proc("crashgate.scenarios.procedures_backup:backup_restore")),
 ]

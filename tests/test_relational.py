@@ -1,9 +1,11 @@
-"""ADR-072's relational operations (``Relational``) on the memory, sqlite and rvf stores: round
-trips against a dict model, kept apart from key-value data, atomic updates, bad input, SQLite's
-schema migration and damaged rows, RVF's reserved namespace, commits and derive."""
+"""ADR-072's relational operations (``Relational``) on the memory, sqlite and rvf stores and on
+the dual-write stage adapters: round trips against a dict model, kept apart from key-value data,
+atomic updates, exact copies (``q_value_put``, ``q_value_delete``) and listings, bad input,
+SQLite's schema migration and damaged rows, RVF's reserved namespace, commits and derive."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from crashgate.backends import (
     os_env,
     resolve,
 )
+from crashgate.backends.relational import MAX_UPDATES
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -32,7 +35,8 @@ from crashgate.reference.rvf import FAILPOINTS, open_rvf
 from crashgate.reference.rvf.relational import RESERVED_PREFIX
 from crashgate.reference.sqlite_store import open_sqlite, record_sum
 
-STORES = ["memory", "sqlite", "sqlite?journal_mode=DELETE", "rvf"]
+# the stage adapters whose writes reach both stores (stage 2: SQLite first; 3: RVF first)
+STORES = ["memory", "sqlite", "sqlite?journal_mode=DELETE", "rvf", "stage2", "stage3"]
 STATES = ["s", "s2", 's",', "ünï"]
 ACTIONS = ["a", "b", "a/b", '"']
 PLAN_IDS = ["p", "plan/2", "ünï"]
@@ -51,8 +55,13 @@ class Model:
         self.q[state, action] = QValue(value + 0.0, (old.updates if old else 0) + 1)
         return self.q[state, action]
 
+    def put(self, state: str, action: str, q: QValue) -> None:
+        self.q[state, action] = QValue(q.value + 0.0, q.updates)
+
     def check(self, store: Any) -> None:
         assert store.scan("") == sorted(self.kv.items())
+        assert store.relational_states() == sorted({s for s, _ in self.q})
+        assert store.goap_ids() == sorted(self.plans)
         for s in STATES:
             assert store.q_values(s) == {a: q for (t, a), q in sorted(self.q.items()) if t == s}
             for a in ACTIONS:
@@ -99,6 +108,39 @@ def test_round_trips_counts_and_reopen(spec: str) -> None:
     store.close()
     store = open_sim(spec, disk)
     m.check(store)
+    store.close()
+
+
+def test_put_and_delete_write_exactly_what_they_are_given(spec: str) -> None:
+    disk, m = SimDisk(DiskImage.empty("/data")), Model()
+    store = open_sim(spec, disk)
+    assert store.relational_states() == [] and store.goap_ids() == []
+    store.q_value_update("s", "a", 1.0)
+    for state, action, q in [("s", "a", QValue(2.5, 7)), ("ünï", '"', QValue(-1e300, 1)),
+                             ('s",', "b", QValue(0.0, MAX_UPDATES)), ("s2", "a", QValue(1, 3)),
+                             ("s", "a/b", QValue(-0.0, 2))]:
+        store.q_value_put(state, action, q)
+        m.put(state, action, q)
+    assert store.q_value_get("s", "a") == QValue(2.5, 7)   # the count as given, not 1 + 1
+    assert math.copysign(1.0, store.q_value_get("s", "a/b").value) == 1.0   # -0.0 as 0.0
+    assert store.q_value_update("s", "a", 4.0) == m.update("s", "a", 4.0) == QValue(4.0, 8)
+    store.q_value_put("s", "a", QValue(4.0, 3))   # a copy may set a count back: exact, not max
+    m.put("s", "a", QValue(4.0, 3))
+    store.q_value_delete("s2", "a")
+    store.q_value_delete("s2", "a")
+    store.q_value_delete("never", "a")
+    del m.q["s2", "a"]
+    for pid in ("plan/2", "p", "ünï"):
+        store.goap_store(pid, {"id": pid})
+        m.plans[pid] = {"id": pid}
+    m.check(store)
+    assert store.relational_states() == ["s", 's",', "ünï"]
+    assert store.goap_ids() == ["p", "plan/2", "ünï"]
+    store.close()
+    store = open_sim(spec, disk)
+    m.check(store)
+    assert store.q_value_get('s",', "b") == QValue(0.0, MAX_UPDATES)
+    assert store.q_value_update("s2", "a", 1.0) == QValue(1.0, 1)   # deleted: counts from 1
     store.close()
 
 
@@ -152,6 +194,17 @@ BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception], str]] = [
     ("goap_store", ("p", {"a": b"x"}), TypeError, "bytes .* JSON cannot hold"),
     ("goap_retrieve", (7,), TypeError, "plan_id must be a str"),
     ("goap_delete", ("",), ValueError, "plan_id is empty"),
+    ("q_value_put", ("s", "a", (1.0, 1)), TypeError, "q must be a QValue"),
+    ("q_value_put", ("s", "a", QValue(1.0, 0)), ValueError, "q.updates is 0; .* q_value_delete"),
+    ("q_value_put", ("s", "a", QValue(1.0, -2)), ValueError, "q.updates is -2"),
+    ("q_value_put", ("s", "a", QValue(1.0, MAX_UPDATES + 1)), ValueError,
+     f"q.updates is {MAX_UPDATES + 1}; .* 1 to {MAX_UPDATES}"),
+    ("q_value_put", ("s", "a", QValue(1.0, True)), TypeError, "q.updates must be an int"),
+    ("q_value_put", ("s", "a", QValue(1.0, 1.0)), TypeError, "q.updates must be an int"),
+    ("q_value_put", ("s", "a", QValue(float("inf"), 1)), ValueError, "q.value inf is not finite"),
+    ("q_value_put", ("s", "a", QValue("1", 1)), TypeError, "q.value must be a real number"),
+    ("q_value_put", ("", "a", QValue(1.0, 1)), ValueError, "state is empty"),
+    ("q_value_delete", ("s", 1), TypeError, "action must be a str"),
 ]
 
 
@@ -295,6 +348,18 @@ def test_a_damaged_plan_row_is_corrupt(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize(("sql", "listing"), [
+    ("UPDATE q_values SET state = CAST(x'ff' AS TEXT)", "relational_states"),
+    ("UPDATE q_values SET state = x'73'", "relational_states"),   # a BLOB where TEXT was
+    ("UPDATE goap_plans SET plan_id = CAST(x'ff' AS TEXT)", "goap_ids"),
+])
+def test_a_damaged_name_fails_its_listing(tmp_path: Path, sql: str, listing: str) -> None:
+    store = _damaged(tmp_path, sql)
+    with pytest.raises(CorruptStore, match="does not decode|holds blob where text"):
+        getattr(store, listing)()
+    store.close()
+
+
 def test_a_damaged_relational_schema_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CorruptStore, match="table goap_plans has the columns"):
         _damaged(tmp_path, "DROP TABLE goap_plans; CREATE TABLE goap_plans "
@@ -326,6 +391,24 @@ def test_rvf_update_is_one_commit_on_the_put_path(tmp_path: Path) -> None:
     store.q_value_update("s", "a", 1.0)
     assert fps.trace == put_trace == list(FAILPOINTS[:3])
     assert store.epoch == epoch + 1 and store.status()["witness_entries"] == witnesses + 1
+    store.close()
+
+
+def test_rvf_put_and_delete_are_one_commit_each_on_the_put_path(tmp_path: Path) -> None:
+    fps = ArmedFailpoints()
+    store = open_rvf(str(tmp_path / "f.rvf"), Env(failpoints=fps), lock="false")
+    store.put("k", b"v")
+    put_trace = list(fps.trace)
+    for write in (lambda: store.q_value_put("s", "a", QValue(1.0, 5)),
+                  lambda: store.q_value_delete("s", "a")):
+        fps.trace.clear()
+        epoch, witnesses = store.epoch, store.status()["witness_entries"]
+        write()
+        assert fps.trace == put_trace
+        assert store.epoch == epoch + 1 and store.status()["witness_entries"] == witnesses + 1
+    fps.trace.clear()
+    store.q_value_delete("s", "a")   # nothing to delete: no commit
+    assert fps.trace == [] and store.status()["relational_records"] == 0
     store.close()
 
 
@@ -379,6 +462,10 @@ OPS = st.one_of(
               st.dictionaries(st.sampled_from(["a", "b", "ü"]),
                               st.integers(-3, 3) | st.text(max_size=3) | st.none(), max_size=3)),
     st.tuples(st.just("drop"), st.sampled_from(PLAN_IDS)),
+    st.tuples(st.just("qput"), st.sampled_from(STATES), st.sampled_from(ACTIONS),
+              st.builds(QValue, st.floats(allow_nan=False, allow_infinity=False),
+                        st.integers(1, MAX_UPDATES))),
+    st.tuples(st.just("qdelete"), st.sampled_from(STATES), st.sampled_from(ACTIONS)),
     st.just(("reopen",)),
 )
 
@@ -405,6 +492,12 @@ def test_random_ops_match_the_model(store_spec: str, ops: list[tuple[Any, ...]])
             elif op[0] == "drop":
                 store.goap_delete(op[1])
                 m.plans.pop(op[1], None)
+            elif op[0] == "qput":
+                store.q_value_put(*op[1:])
+                m.put(*op[1:])
+            elif op[0] == "qdelete":
+                store.q_value_delete(*op[1:])
+                m.q.pop((op[1], op[2]), None)
             else:
                 store.close()
                 store = open_sim(store_spec, disk)

@@ -14,7 +14,8 @@ The Q-value key is compact JSON (``separators=(",", ":")``, not ASCII-escaped): 
 prefix-free, so the keys of one state are exactly those starting with ``["<state>",``.
 
 ``RvfRelational`` is a mixin: ``RvfStore`` inherits it and provides what the host block names.
-Each update is one commit through the store's commit path (same failpoints, one witness entry).
+Each write (update, put, delete) is one commit through the store's commit path (same failpoints,
+one witness entry).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from crashgate.backends import (
     CorruptStore,
     QValue,
     VectorRecord,
+    check_q_record,
     check_q_value,
     check_relational_id,
     plan_json,
@@ -107,6 +109,29 @@ class RvfRelational:
             updates = (self._q_decode(key, raw).updates if raw is not None else 0) + 1
             self._commit({key: _Q_VALUE.pack(new_value, updates)}, (), (), (), None)
         return QValue(new_value, updates)
+
+    def q_value_put(self, state: str, action: str, q: QValue) -> None:
+        key = _q_key(check_relational_id("state", state), check_relational_id("action", action))
+        record = check_q_record(q)
+        with self._write_lock:
+            self._commit({key: _Q_VALUE.pack(record.value, record.updates)}, (), (), (), None)
+
+    def q_value_delete(self, state: str, action: str) -> None:
+        key = _q_key(check_relational_id("state", state), check_relational_id("action", action))
+        with self._write_lock:
+            self._check_writable("q_value_delete")
+            if key in self._kv:
+                self._commit({}, (key,), (), (), None)
+            else:   # as goap_delete does
+                self._discard_failed_attempt()
+
+    def relational_states(self) -> list[str]:
+        self._check_open()
+        return sorted({json.loads(k[len(_Q):])[0] for k in list(self._kv) if k.startswith(_Q)})
+
+    def goap_ids(self) -> list[str]:
+        self._check_open()
+        return sorted(k[len(_PLAN):] for k in list(self._kv) if k.startswith(_PLAN))
 
     def q_values(self, state: str) -> dict[str, QValue]:
         """action -> QValue of every action of ``state``, sorted by action."""

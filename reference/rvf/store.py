@@ -43,6 +43,7 @@ from crashgate.reference.rvf.audit import (
     verify_file,
     witness_history,
 )
+from crashgate.reference.rvf.backup import RvfBackup
 from crashgate.reference.rvf.checkpoint import Cost, nested_headers, snapshot_payloads
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
@@ -89,6 +90,7 @@ CAPABILITIES = frozenset({
     Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.COMPACT, Capability.DERIVE,
     Capability.WITNESS, Capability.WRITER_LOCK, Capability.WIRE_VERSION,
     Capability.METADATA_FILTER, Capability.EPOCH, Capability.FAILPOINTS, Capability.RELATIONAL,
+    Capability.BACKUP,
 })
 U64 = 2**64
 
@@ -97,9 +99,10 @@ def _dir_of(path: str) -> str:
     return os.path.dirname(path) or "."
 
 
-class RvfStore(RvfRelational):
+class RvfStore(RvfRelational, RvfBackup):
     """An open RVF file. Implements KVStore, BatchWrite, VectorStore, Compactable, Derivable,
-    WitnessVerifiable and Relational (relational.py); every mutating call is one ``commit``."""
+    WitnessVerifiable, Relational (relational.py) and Backupable (backup.py); every mutating
+    call is one ``commit``."""
 
     def __init__(self, path: str, env: Env, options: Mapping[str, object],
                  given: Mapping[str, object], *, lock: WriterLock | None = None) -> None:

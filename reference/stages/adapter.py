@@ -14,6 +14,10 @@ call (the truth has it): it is recorded as a divergence, which ``repair()`` repl
 there is not recorded (the process is gone): the next promotion or rollback catches the whole
 store up (``roles.CATCH_UP``), so no stage ever relies on the two having stayed in step.
 
+Relational records (Q-values, GOAP plans) go where key-value data goes (``roles.CARRIES``). The
+other store gets a Q-value as the truth's update left it (``q_value_put``), never the update
+again: a store that had missed one update would otherwise stay a count short for good.
+
 Promotion and rollback (``_move``): record ``moving_to``, catch up what the next stage reads,
 hit ``stage.before-switch``, then write the new stage: one SQLite transaction, so after any
 crash the adapter opens in exactly one of the two stages. The catch-up writes only what
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -38,15 +43,27 @@ from crashgate.backends import (
 )
 from crashgate.reference.rvf.store import open_rvf
 from crashgate.reference.sqlite_store import open_sqlite
-from crashgate.reference.stages.control import Divergence, StageControl, StageRecord
+from crashgate.reference.stages.control import (
+    Divergence,
+    StageControl,
+    StageRecord,
+    split_refs,
+)
 from crashgate.reference.stages.escape import (
     ESCAPE_FAILPOINTS,
     export_into_sqlite,
     next_sqlite_name,
     remove_sqlite,
 )
-from crashgate.reference.stages.roles import CATCH_UP, RVF, SQLITE, roles
-from crashgate.reference.stages.sync import sync_kv, sync_vectors
+from crashgate.reference.stages.relational import StageRelational
+from crashgate.reference.stages.roles import CATCH_UP, RVF, SQLITE, Data, catch_up, roles
+from crashgate.reference.stages.sync import (
+    RelationalData,
+    relational_data,
+    sync_kv,
+    sync_relational,
+    sync_vectors,
+)
 
 __all__ = ["FALLBACK_ERRORS", "TRANSITION_FAILPOINTS", "StageAdapter", "write_failpoint"]
 
@@ -57,6 +74,8 @@ FALLBACK_ERRORS = (CorruptStore, OSError)
 """What a failed read on RVF in stage 3 may be: damage or an I/O error. Bad input, a closed
 store, a file too new: those are answers, not failures, and are not served from SQLite."""
 _EXAMPLES = 20
+_SYNCS: dict[Data, Callable[[Any, Any, Callable[[], None]], int]] = {
+    "kv": sync_kv, "relational": sync_relational, "vectors": sync_vectors}
 
 
 def write_failpoint(stage: int) -> str | None:
@@ -65,7 +84,7 @@ def write_failpoint(stage: int) -> str | None:
     return f"stage{stage}.after-{r.kv}-write" if r.mirror else None
 
 
-class StageAdapter:
+class StageAdapter(StageRelational):
     """An open stage adapter; build it with ``factory.open_stage``. ``store_options`` are
     passed to the stores: ``sqlite`` to every SQLite file (data and control), ``rvf`` to the RVF
     file. ``declare`` makes the declaration of the stage the adapter is in."""
@@ -82,6 +101,9 @@ class StageAdapter:
         self._declare = declare
         self._stores: dict[str, Any] = {}
         self._closed = False
+        # a dual write's two writes, as one: threads must reach the mirror in the order they
+        # reached the truth (else a Q-value's older record, or a key's older value, lands last)
+        self._write_lock = threading.RLock()
         self.transition_failpoints = (*TRANSITION_FAILPOINTS, *ESCAPE_FAILPOINTS)
         """What ``promote``, ``rollback`` and ``activate_escape_hatch`` hit (``Staged``)."""
         self.fallbacks: Counter[str] = Counter()
@@ -146,18 +168,35 @@ class StageAdapter:
 
     def _write(self, op: str, keys: Sequence[str], ids: Sequence[int],
                call: Callable[[Any], Any]) -> Any:
-        """``call`` on the source of truth, then (dual-write stages) on the other store, where
-        a failure is recorded instead of raised."""
+        """A key-value write (``keys``) or a vector write (``ids``): ``_dual_write``."""
+        return self._dual_write(op, "kv" if keys else "vectors", keys, ids, (), call)
+
+    def _write_relational(self, op: str, refs: Sequence[str], call: Callable[[Any], Any],
+                          mirror: Callable[[Any, Any], Any] | None = None) -> Any:
+        """A write of the relational records ``refs`` names (``control.q_value_ref``,
+        ``plan_ref``): ``_dual_write``."""
+        return self._dual_write(op, "relational", (), (), refs, call, mirror)
+
+    def _dual_write(self, op: str, data: Data, keys: Sequence[str], ids: Sequence[int],
+                    refs: Sequence[str], call: Callable[[Any], Any],
+                    mirror: Callable[[Any, Any], Any] | None = None) -> Any:
+        """``call`` on the source of truth of ``data``, then (dual-write stages) on the other
+        store, where a failure is recorded instead of raised; ``mirror(store, result)``, when
+        given, is what the other store gets instead (``result``: what the truth returned)."""
         self._check_open()
         r = roles(self.stage)
-        truth = r.kv if keys else r.vectors
-        result = call(self._stores[truth])
-        if r.mirror is not None:
-            self._env.failpoints.hit(f"stage{self.stage}.after-{truth}-write")
-            try:
-                call(self._stores[r.mirror])
-            except Exception as exc:  # noqa: BLE001 - any failure of the mirror is a divergence
-                self._control.record(op, keys, ids, exc, r.mirror, self.stage)
+        truth = r.truth(data)
+        with self._write_lock:
+            result = call(self._stores[truth])
+            if r.mirror is not None:
+                self._env.failpoints.hit(f"stage{self.stage}.after-{truth}-write")
+                try:
+                    if mirror is None:
+                        call(self._stores[r.mirror])
+                    else:
+                        mirror(self._stores[r.mirror], result)
+                except Exception as exc:  # noqa: BLE001 - any failure of the mirror diverges
+                    self._control.record(op, keys, ids, exc, r.mirror, self.stage, refs)
         return result
 
     def put(self, key: str, value: bytes) -> None:
@@ -186,36 +225,50 @@ class StageAdapter:
 
     def _read(self, what: str, kind: str, keys: Sequence[str], ids: Sequence[int],
               call: Callable[[Any], Any]) -> Any:
-        """``call`` on the source of truth; in stage 3 a failure there is served from SQLite,
-        counted, unless SQLite is known to be behind on what is read."""
+        """A key-value read (``kind`` "kv") or a vector read ("vectors"): ``_truth_read``."""
+        return self._truth_read(what, "kv" if kind == "kv" else "vectors", keys, ids, (), call)
+
+    def _read_relational(self, what: str, refs: Sequence[str],
+                         call: Callable[[Any], Any]) -> Any:
+        """A read of the relational records whose names start with one of ``refs``."""
+        return self._truth_read(what, "relational", (), (), refs, call)
+
+    def _truth_read(self, what: str, data: Data, keys: Sequence[str], ids: Sequence[int],
+                    refs: Sequence[str], call: Callable[[Any], Any]) -> Any:
+        """``call`` on the source of truth of ``data``; in stage 3 a failure there is served
+        from SQLite, counted, unless SQLite is known to be behind on what is read (``keys``,
+        ``ids``, relational records named from ``refs`` on; all of it when all are empty)."""
         self._check_open()
         r = roles(self.stage)
         try:
-            return call(self._stores[r.kv if kind == "kv" else r.vectors])
+            return call(self._stores[r.truth(data)])
         except FALLBACK_ERRORS as exc:
             if r.mirror_as != "fallback" or r.mirror is None:
                 raise
-            behind = self._behind(r.mirror, keys, ids, whole=not keys and not ids)
+            behind = self._behind(r.mirror, keys, ids,
+                                  whole=not keys and not ids and not refs, refs=refs)
             if behind:
                 first = behind[0]
-                touched: list[object] = [*first.keys, *first.ids]
+                touched: list[object] = [*first.keys, *first.ids, *first.relational]
                 raise CorruptStore(self.path, f"{what} failed on RVF ({exc}) and SQLite is "
                                    f"behind on it ({first.op} of {touched} failed there: "
                                    f"{first.error}); run repair() once RVF reads again"
                                    ) from exc
             self.fallbacks[what] += 1
             if len(self.fallback_examples) < _EXAMPLES:
-                self.fallback_examples.append((f"{what} {list(keys) or list(ids)}",
+                self.fallback_examples.append((f"{what} {list(keys) or list(ids) or list(refs)}",
                                                f"{type(exc).__name__}: {exc}"))
             return call(self._stores[r.mirror])
 
-    def _behind(self, store: str, keys: Sequence[str], ids: Sequence[int], whole: bool
-                ) -> list[Divergence]:
-        """The queued divergences that leave ``store`` behind on these keys or ids (on
-        anything, when ``whole``)."""
+    def _behind(self, store: str, keys: Sequence[str], ids: Sequence[int], whole: bool,
+                refs: Sequence[str] = ()) -> list[Divergence]:
+        """The queued divergences that leave ``store`` behind on these keys or ids, or on a
+        relational record whose name starts with one of ``refs`` (on anything, when
+        ``whole``)."""
         wanted_keys, wanted_ids = set(keys), set(ids)
         return [d for d in self._control.divergences() if d.behind == store and (
-            whole or wanted_keys & set(d.keys) or wanted_ids & set(d.ids))]
+            whole or wanted_keys & set(d.keys) or wanted_ids & set(d.ids)
+            or any(name.startswith(ref) for name in d.relational for ref in refs))]
 
     def get(self, key: str) -> bytes | None:
         value: bytes | None = self._read("get", "kv", [key], [], lambda s: s.get(key))
@@ -254,8 +307,9 @@ class StageAdapter:
         return self._control.divergences()
 
     def repair(self) -> int:
-        """Replay the queue: copy what the source of truth holds now for each entry's keys and
-        ids into the store that is behind, then drop the entry. Entries for a store this stage
+        """Replay the queue: copy what the source of truth holds now for each entry's keys, ids
+        and relational records (a Q-value's whole state) into the store that is behind, then
+        drop the entry. Entries for a store this stage
         does not write (an escape hatch) wait for the rollback that catches it up. Returns how
         many entries were repaired."""
         self._check_open()
@@ -267,6 +321,9 @@ class StageAdapter:
             target = self._stores[d.behind]
             sync_kv(self._stores[r.kv], target, _nothing, d.keys)
             sync_vectors(self._stores[r.vectors], target, _nothing, d.ids)
+            states, plans = split_refs(d.relational)
+            sync_relational(self._stores[r.truth("relational")], target, _nothing, states,
+                            plans)
             done.append(d)
         self._control.forget(done)
         return len(done)
@@ -291,9 +348,8 @@ class StageAdapter:
         self._control.set_stage(StageRecord(here, to, self._sqlite_file))
         self._open_stores(roles(here).stores | roles(to).stores)
         caught_up = set()
-        for kind, src, dst in CATCH_UP[(here, to)]:
-            sync = sync_kv if kind == "kv" else sync_vectors
-            sync(self._stores[src], self._stores[dst], self._batch_done)
+        for data, src, dst in catch_up(here, to):
+            _SYNCS[data](self._stores[src], self._stores[dst], self._batch_done)
             caught_up.add(dst)
         self._env.failpoints.hit(TRANSITION_FAILPOINTS[1])
         self._control.set_stage(StageRecord(to, sqlite=self._sqlite_file))
@@ -326,19 +382,19 @@ class StageAdapter:
         self.declaration = self._declare(self)
         return 0
 
-    def escape_hatch(self) -> tuple[list[tuple[str, bytes]], list[VectorRecord]]:
-        """Stage 4: what the escape hatch holds (its key-value data and vectors), read through
-        a connection of its own; an adapter that never had one holds nothing (and no file is
-        made to say so)."""
+    def escape_hatch(self) -> tuple[list[tuple[str, bytes]], list[VectorRecord], RelationalData]:
+        """Stage 4: what the escape hatch holds (its key-value data, vectors and relational
+        records), read through a connection of its own; an adapter that never had one holds
+        nothing (and no file is made to say so)."""
         self._check_open()
         if self.stage != 4:
             raise ValueError(f"the escape hatch is stage 4's; this adapter is in stage "
                              f"{self.stage}, where SQLite is a store it uses")
         if not self._env.fs.exists(self._file(self._sqlite_file)):
-            return [], []
+            return [], [], RelationalData((), ())
         hatch = open_sqlite(self._file(self._sqlite_file), self._env, **self._options[SQLITE])
         try:
-            return hatch.scan(""), hatch.fetch(hatch.ids())
+            return hatch.scan(""), hatch.fetch(hatch.ids()), relational_data(hatch)
         finally:
             hatch.close()
 

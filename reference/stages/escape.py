@@ -16,7 +16,7 @@ from typing import Any
 
 from crashgate.backends import CorruptStore, Env
 from crashgate.reference.sqlite_store import open_sqlite
-from crashgate.reference.stages.sync import sync_kv, sync_vectors
+from crashgate.reference.stages.sync import sync_kv, sync_relational, sync_vectors
 
 __all__ = ["ESCAPE_FAILPOINTS", "export_into_sqlite", "next_sqlite_name", "remove_sqlite"]
 
@@ -42,13 +42,14 @@ def remove_sqlite(env: Env, path: str) -> None:
 
 def export_into_sqlite(rvf: Any, path: str, env: Env, options: Mapping[str, str],
                        batch_done: Callable[[], None]) -> None:
-    """Write ``rvf``'s key-value data and vectors into a new SQLite file at ``path`` (whatever
-    an interrupted export left there is removed first), closed, with its directory synced.
-    ``options``: the SQLite store's options."""
+    """Write ``rvf``'s key-value data, relational records and vectors into a new SQLite file
+    at ``path`` (whatever an interrupted export left there is removed first), closed, with its
+    directory synced. ``options``: the SQLite store's options."""
     remove_sqlite(env, path)
     store = open_sqlite(path, env, **options)
     try:
         sync_kv(rvf, store, batch_done)
+        sync_relational(rvf, store, batch_done)
         sync_vectors(rvf, store, batch_done)
     except Exception:
         store.close()

@@ -37,7 +37,7 @@ OPTIONS: dict[str, Option] = {
 """``journal_mode`` and ``synchronous`` go to every SQLite file (data and control), ``sync`` to
 the RVF file, ``metric`` to both."""
 CAPABILITIES = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
-                          Capability.METADATA_FILTER, Capability.STAGES})
+                          Capability.METADATA_FILTER, Capability.STAGES, Capability.RELATIONAL})
 
 
 def _declare(adapter: StageAdapter) -> Declaration:
@@ -60,7 +60,8 @@ def _declare(adapter: StageAdapter) -> Declaration:
             if between else rvf_writes
     reads_rvf = RVF in (r.kv, r.vectors)
     notes = {
-        "stage": f"ADR-072 stage {adapter.stage}: key-value from {r.kv}, vectors from "
+        "stage": f"ADR-072 stage {adapter.stage}: key-value and relational records from "
+                 f"{r.kv}, vectors from "
                  f"{r.vectors}" + (f", every write also to {r.mirror} as the {r.mirror_as}"
                                    if r.mirror else ""),
         "damage": "the stage and divergences live in a SQLite file (control.db), checked as "

@@ -1,5 +1,5 @@
 """Catching one store up with another: the backfill of a promotion or rollback, the repair of a
-divergence, the export of the escape hatch.
+divergence, the export of the escape hatch; for key-value data, vectors and relational records.
 
 A sync makes ``dst`` hold exactly what ``src`` holds (for the keys and ids it is given, or for
 all of them), writing only what differs, in batches, with a failpoint after each batch. So it
@@ -12,11 +12,13 @@ records and some of the new ones, never fewer of either.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import VectorRecord
+from crashgate.backends import QValue, VectorRecord, plan_json
 
-__all__ = ["BATCH", "sync_kv", "sync_vectors"]
+__all__ = ["BATCH", "RelationalData", "relational_data", "sync_kv", "sync_relational",
+           "sync_vectors"]
 
 BATCH = 256
 """Records per write of a sync: a crash between two of them is a point the failpoint names."""
@@ -71,3 +73,77 @@ def sync_vectors(src: Any, dst: Any, checkpoint: Callable[[], None],
             checkpoint()
         written += len(upserts) + len(removes)
     return written
+
+
+def sync_relational(src: Any, dst: Any, checkpoint: Callable[[], None],
+                    states: Iterable[str] | None = None,
+                    plans: Iterable[str] | None = None) -> int:
+    """Make ``dst``'s relational records (``Relational``) equal ``src``'s: the Q-values of
+    ``states`` (every action of each; all states when None) and the plans ``plans`` (all when
+    None); returns how many records were written or deleted. ``checkpoint()`` runs after each
+    batch of ``BATCH`` records.
+
+    A Q-value is copied with ``q_value_put``, value and count as ``src`` holds them: replaying
+    an update would count it again. One that ``dst`` holds and ``src`` does not is deleted
+    (``q_value_delete``), as a key is: after a power loss took it from the source of truth, the
+    stage reads "no such Q-value", and the store caught up must answer the same, or a later
+    stage would bring it back with a count the truth never reached. Plans compare as their
+    canonical JSON (``plan_json``): 1, 1.0 and True are equal in Python and differ in JSON."""
+    work: list[Callable[[], None]] = []
+    states = sorted(set(src.relational_states()) | set(dst.relational_states())) \
+        if states is None else sorted(set(states))
+    for state in states:
+        want, have = src.q_values(state), dst.q_values(state)
+        work += [_q_put(dst, state, a, q) for a, q in want.items() if have.get(a) != q]
+        work += [_q_delete(dst, state, a) for a in sorted(have.keys() - want.keys())]
+    plans = sorted(set(src.goap_ids()) | set(dst.goap_ids())) if plans is None \
+        else sorted(set(plans))
+    for plan_id in plans:
+        plan, old = src.goap_retrieve(plan_id), dst.goap_retrieve(plan_id)
+        if plan is None and old is not None:
+            work.append(_plan_delete(dst, plan_id))
+        elif plan is not None and (old is None or plan_json(old) != plan_json(plan)):
+            work.append(_plan_store(dst, plan_id, plan))
+    for chunk in _chunks(work, BATCH):
+        for write in chunk:   # one commit each: the protocol has no batch of them
+            write()
+        checkpoint()
+    return len(work)
+
+
+# one closure per write, built apart so that each binds its own arguments
+def _q_put(dst: Any, state: str, action: str, q: QValue) -> Callable[[], None]:
+    return lambda: dst.q_value_put(state, action, q)
+
+
+def _q_delete(dst: Any, state: str, action: str) -> Callable[[], None]:
+    return lambda: dst.q_value_delete(state, action)
+
+
+def _plan_store(dst: Any, plan_id: str, plan: dict[str, Any]) -> Callable[[], None]:
+    return lambda: dst.goap_store(plan_id, plan)
+
+
+def _plan_delete(dst: Any, plan_id: str) -> Callable[[], None]:
+    return lambda: dst.goap_delete(plan_id)
+
+
+@dataclass(frozen=True)
+class RelationalData:
+    """A store's whole relational data, comparable: ``q_values`` as (state, action, QValue)
+    and ``plans`` as (plan id, canonical JSON), both sorted."""
+
+    q_values: tuple[tuple[str, str, QValue], ...]
+    plans: tuple[tuple[str, str], ...]
+
+
+def relational_data(store: Any) -> RelationalData:
+    """Everything relational ``store`` holds (what a sync of all of it would copy)."""
+    q = tuple((s, a, v) for s in store.relational_states()
+              for a, v in sorted(store.q_values(s).items()))
+    plans = []
+    for plan_id in store.goap_ids():
+        plan = store.goap_retrieve(plan_id)
+        if plan is not None:
+            plans.append((plan_id, plan_json(plan)))
+    return RelationalData(q, tuple(plans))
