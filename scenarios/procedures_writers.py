@@ -304,8 +304,11 @@ def single_writer_rule(ctx: RowContext) -> Evidence:
     if not parts:
         return Evidence.na(requires(decl, Capability.WRITER_LOCK, Capability.LEASE,
                                     what="writer lock or lease") or "no writer lock or lease")
-    ev = combine(parts, "one writer at a time, readers alongside, a dead writer's lock or "
-                 "lease recovered once stale")
+    unread = any("readers not checked" in d for p in parts for d in p.details)
+    ev = combine(parts, "one writer at a time, " + (
+        "a dead writer's lock or lease recovered once stale; readers not checked (the backend "
+        "has no readonly option)" if unread else
+        "readers alongside, a dead writer's lock or lease recovered once stale"))
     return _with_seed(ev, ctx)
 
 
