@@ -43,6 +43,7 @@ from crashgate.backends import (
 )
 from crashgate.reference.rvf.store import open_rvf
 from crashgate.reference.sqlite_store import open_sqlite
+from crashgate.reference.stages.backup import StageBackup
 from crashgate.reference.stages.control import (
     Divergence,
     StageControl,
@@ -84,7 +85,7 @@ def write_failpoint(stage: int) -> str | None:
     return f"stage{stage}.after-{r.kv}-write" if r.mirror else None
 
 
-class StageAdapter(StageRelational):
+class StageAdapter(StageRelational, StageBackup):
     """An open stage adapter; build it with ``factory.open_stage``. ``store_options`` are
     passed to the stores: ``sqlite`` to every SQLite file (data and control), ``rvf`` to the RVF
     file. ``declare`` makes the declaration of the stage the adapter is in."""
@@ -124,6 +125,7 @@ class StageAdapter(StageRelational):
                 self._control.set_stage(record)
             self._sqlite_file = record.sqlite
             self.stage = record.stage
+            self._finish_restore(record)   # a committed restore first (backup.py)
             self._open_stores(roles(self.stage).stores)
         except Exception:   # not on a SimulatedCrash: a dead process cleans nothing up
             with contextlib.suppress(Exception):   # the open's own error is the one to see

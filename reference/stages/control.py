@@ -5,12 +5,15 @@ one, never a mix).
 
 Keys::
 
-    stage                 {"stage": n, "moving_to": m | null, "sqlite": name}: ``moving_to``
-                          is set while a promotion or rollback is catching a store up; only
-                          the write of ``{"stage": m}`` switches (see
-                          ``adapter.StageAdapter._move``). ``sqlite`` names the SQLite data
-                          file in the directory: the escape hatch exports into a new file and
-                          switches stage and file in this one write
+    stage                 {"stage": n, "moving_to": m | null, "sqlite": name,
+                          "restoring": r | null}: ``moving_to`` is set while a promotion or
+                          rollback is catching a store up; only the write of ``{"stage": m}``
+                          switches (see ``adapter.StageAdapter._move``). ``sqlite`` names the
+                          SQLite data file in the directory: the escape hatch exports into a
+                          new file and switches stage and file in this one write.
+                          ``restoring`` names a restore past its commit point: the stage of
+                          the backup whose parts wait in ``restore.pending/`` (``backup.py``);
+                          a record without it has none
     divergence/<seq>      one write that reached the source of truth and not the other store:
                           {"op", "keys", "ids", "relational", "error", "behind", "stage"};
                           ``<seq>`` is 12 digits, so the queue scans in the order the writes
@@ -33,12 +36,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from crashgate.backends import CorruptStore
 
-__all__ = ["PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord", "plan_ref",
-           "q_value_ref", "split_refs", "state_ref"]
+__all__ = ["PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord",
+           "divergence_doc", "divergence_from_doc", "plan_ref", "q_value_ref", "split_refs",
+           "state_ref"]
 
 _STAGE = "stage"
 _DIVERGENCE = "divergence/"
@@ -85,11 +89,13 @@ def split_refs(refs: Iterable[str]) -> tuple[list[str], list[str]]:
 class StageRecord:
     """The durable stage: ``stage`` is what the adapter is; ``moving_to`` the stage a
     promotion or rollback in progress is catching up for (None when none is); ``sqlite`` the
-    name of the SQLite data file in the adapter's directory."""
+    name of the SQLite data file in the adapter's directory; ``restoring`` the stage of a
+    backup whose restore is committed and not yet finished (None when none is)."""
 
     stage: int
     moving_to: int | None = None
     sqlite: str = "sqlite.db"
+    restoring: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,36 @@ class Divergence:
     behind: str
     stage: int
     relational: tuple[str, ...] = ()
+
+
+def divergence_doc(d: Divergence) -> dict[str, Any]:
+    """The JSON object a divergence is stored as (its ``seq`` is in its key, not here)."""
+    return {"op": d.op, "keys": list(d.keys), "ids": list(d.ids),
+            "relational": list(d.relational), "error": d.error, "behind": d.behind,
+            "stage": d.stage}
+
+
+def divergence_from_doc(seq: int, doc: dict[str, Any]) -> Divergence:
+    """``divergence_doc``'s inverse; ``KeyError``, ``TypeError`` or ``ValueError`` for an
+    object that is not one (the caller names where it came from)."""
+    split_refs(doc.get("relational", []))   # names repair() can act on
+    return Divergence(seq=seq, op=str(doc["op"]), keys=tuple(str(k) for k in doc["keys"]),
+                      ids=tuple(int(i) for i in doc["ids"]), error=str(doc["error"]),
+                      behind=str(doc["behind"]), stage=int(doc["stage"]),
+                      relational=tuple(str(r) for r in doc.get("relational", [])))
+
+
+def _divergence_key(seq: int) -> str:
+    return f"{_DIVERGENCE}{seq:012d}"
+
+
+def _is_stage(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 4
+
+
+def _stage_doc(record: StageRecord) -> bytes:
+    return json.dumps({"stage": record.stage, "moving_to": record.moving_to,
+                       "sqlite": record.sqlite, "restoring": record.restoring}).encode()
 
 
 class StageControl:
@@ -132,17 +168,25 @@ class StageControl:
             return None
         doc = self._load(_STAGE, raw)
         stage, moving = doc.get("stage"), doc.get("moving_to")
-        sqlite = doc.get("sqlite", "sqlite.db")
-        if not isinstance(stage, int) or not 0 <= stage <= 4 or not (
-                moving is None or isinstance(moving, int) and 0 <= moving <= 4) or not (
-                isinstance(sqlite, str) and sqlite.endswith(".db") and "/" not in sqlite):
+        sqlite, restoring = doc.get("sqlite", "sqlite.db"), doc.get("restoring")
+        if not _is_stage(stage) or not (moving is None or _is_stage(moving)) or not (
+                isinstance(sqlite, str) and sqlite.endswith(".db") and "/" not in sqlite) or not (
+                restoring is None or _is_stage(restoring)):
             raise CorruptStore(self.path, f"control record 'stage' holds {doc!r}")
-        return StageRecord(stage, moving, sqlite)
+        return StageRecord(stage, moving, sqlite, restoring)
 
     def set_stage(self, record: StageRecord) -> None:
         """One transaction: the stage and the transition in progress change together."""
-        doc = {"stage": record.stage, "moving_to": record.moving_to, "sqlite": record.sqlite}
-        self._kv.write_batch({_STAGE: json.dumps(doc).encode()})
+        self._kv.write_batch({_STAGE: _stage_doc(record)})
+
+    def replace(self, record: StageRecord, queue: Iterable[Divergence]) -> None:
+        """One transaction: the stage record, and the whole divergence queue replaced by
+        ``queue`` (the last step of a restore, ``backup.py``)."""
+        puts = {_STAGE: _stage_doc(record),
+                **{_divergence_key(d.seq): json.dumps(divergence_doc(d)).encode()
+                   for d in queue}}
+        old = [key for key, _ in self._kv.scan(_DIVERGENCE) if key not in puts]
+        self._kv.write_batch(puts, old)
 
     def divergences(self) -> list[Divergence]:
         """The queue, oldest first."""
@@ -150,13 +194,7 @@ class StageControl:
         for key, raw in self._kv.scan(_DIVERGENCE):
             doc = self._load(key, raw)
             try:
-                split_refs(doc.get("relational", []))   # names repair() can act on
-                out.append(Divergence(
-                    seq=int(key[len(_DIVERGENCE):]), op=str(doc["op"]),
-                    keys=tuple(str(k) for k in doc["keys"]),
-                    ids=tuple(int(i) for i in doc["ids"]), error=str(doc["error"]),
-                    behind=str(doc["behind"]), stage=int(doc["stage"]),
-                    relational=tuple(str(r) for r in doc.get("relational", []))))
+                out.append(divergence_from_doc(int(key[len(_DIVERGENCE):]), doc))
             except (KeyError, TypeError, ValueError) as exc:
                 raise CorruptStore(self.path, f"control record {key!r} is not a divergence: "
                                               f"{type(exc).__name__}: {exc}") from None
@@ -169,15 +207,12 @@ class StageControl:
         seq = int(last[-1][0][len(_DIVERGENCE):]) + 1 if last else 1
         entry = Divergence(seq, op, tuple(keys), tuple(int(i) for i in ids),
                            f"{type(error).__name__}: {error}", behind, stage, tuple(relational))
-        doc = {"op": entry.op, "keys": list(entry.keys), "ids": list(entry.ids),
-               "relational": list(entry.relational), "error": entry.error,
-               "behind": entry.behind, "stage": entry.stage}
-        self._kv.put(f"{_DIVERGENCE}{seq:012d}", json.dumps(doc).encode())
+        self._kv.put(_divergence_key(seq), json.dumps(divergence_doc(entry)).encode())
         return entry
 
     def forget(self, entries: Iterable[Divergence]) -> None:
         """Drop repaired entries, in one transaction."""
-        keys = [f"{_DIVERGENCE}{d.seq:012d}" for d in entries]
+        keys = [_divergence_key(d.seq) for d in entries]
         if keys:
             self._kv.write_batch({}, keys)
 

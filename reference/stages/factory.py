@@ -15,6 +15,7 @@ from crashgate.backends import (
     Capability,
     DamagePromise,
     Declaration,
+    Durability,
     Env,
     Option,
     check_options,
@@ -44,7 +45,8 @@ def _declare(adapter: StageAdapter) -> Declaration:
     """What the adapter promises in the stage it is in now: the weaker durability of the stores
     it uses (the control file is SQLite, always), RVF's rollback on damage once RVF is read,
     the failpoints one write hits, in order, and RVF's writer lock where RVF is open (a second
-    writer's adapter gets ``LockHeld`` from it, and closes what it had opened)."""
+    writer's adapter gets ``LockHeld`` from it, and closes what it had opened); backup where
+    every store of the stage declares it and the control file's commits survive power loss."""
     r = roles(adapter.stage)
     sqlite_decl = sqlite_declaration(str(adapter.options["journal_mode"]),
                                      str(adapter.options["synchronous"]))
@@ -59,6 +61,10 @@ def _declare(adapter: StageAdapter) -> Declaration:
         failpoints = ([between, *rvf_writes] if r.kv == SQLITE else [*rvf_writes, between]) \
             if between else rvf_writes
     reads_rvf = RVF in (r.kv, r.vectors)
+    # backup.py's commit point is a control write: it must survive what the stores' restores
+    # survive (RVF's is fsynced and renamed), or power loss could undo it after them: a mix
+    backup = all(adapter.store(name).declaration.has(Capability.BACKUP) for name in r.stores) \
+        and sqlite_decl.durability.covers(Durability.POWER_LOSS)
     notes = {
         "stage": f"ADR-072 stage {adapter.stage}: key-value and relational records from "
                  f"{r.kv}, vectors from "
@@ -73,7 +79,8 @@ def _declare(adapter: StageAdapter) -> Declaration:
     return Declaration(
         durability=durability,
         capabilities=CAPABILITIES | ({Capability.FAILPOINTS} if failpoints else set())
-        | ({Capability.WRITER_LOCK} if RVF in r.stores else set()),
+        | ({Capability.WRITER_LOCK} if RVF in r.stores else set())
+        | ({Capability.BACKUP} if backup else set()),
         file_format=f"crashgate-stages/{SQLITE}+{RVF}",
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
         damage=DamagePromise.ROLLBACK if reads_rvf else DamagePromise.DETECTED,
