@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from json import encoder as _json_encoder
@@ -14,11 +15,19 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from crashgate.backends import BulkFetch, Capability, VectorBlock, VectorRecord
-from crashgate.harness.ops import Op, Remove, Upsert
+from crashgate.backends import (
+    BulkFetch,
+    Capability,
+    QValue,
+    Relational,
+    VectorBlock,
+    VectorRecord,
+    plan_json,
+)
+from crashgate.harness.ops import Op, Relations, Remove, Upsert
 
 __all__ = ["PrefixModel", "StoreState", "block_disagreement", "fingerprint", "prefix_states",
-           "read_state"]
+           "read_relational", "read_state", "relations"]
 
 
 _METADATA_JSON = json.JSONEncoder(sort_keys=True)   # json.dumps(..., sort_keys=True), built once
@@ -86,13 +95,18 @@ class StoreState:
     kv: tuple[tuple[str, bytes], ...] = ()
     vectors: tuple[tuple[int, str], ...] = ()
     """(id, fingerprint) of every live vector, sorted by id."""
+    relational: tuple[tuple[tuple[str, ...], QValue | str], ...] = ()
+    """ADR-072's relational records (``ops.Relations``) sorted by key: ``(("q", state,
+    action), QValue)`` and ``(("plan", plan_id), canonical JSON text)``. Empty for a store
+    without ``Capability.RELATIONAL``."""
 
     @staticmethod
     def of(kv: dict[str, bytes], vectors: dict[int, VectorRecord],
-           prints: dict[int, tuple[int, str]] | None = None) -> StoreState:
+           prints: dict[int, tuple[int, str]] | None = None,
+           relational: Relations | None = None) -> StoreState:
         """``prints`` caches ``(id, fingerprint)`` by ``id(record)`` across many states (the
         same pair object in each: a run's prefix states share them instead of each holding
-        thousands of its own)."""
+        thousands of its own). ``relational``: the model's relational records, if any."""
         if prints is None:
             prints = {}
         new = [r for r in vectors.values() if id(r) not in prints]
@@ -100,7 +114,7 @@ class StoreState:
             pairs = zip([r.id for r in new], _fingerprints(new), strict=True)
             prints.update(zip(map(id, new), pairs, strict=True))
         out = sorted(prints[id(r)] for r in vectors.values())
-        return StoreState(tuple(sorted(kv.items())), tuple(out))
+        return StoreState(tuple(sorted(kv.items())), tuple(out), relations(relational or {}))
 
     @property
     def digest(self) -> str:
@@ -115,6 +129,16 @@ class StoreState:
             h.update(len(k).to_bytes(8, "little") + k + len(value).to_bytes(8, "little"))
             h.update(value)
         h.update(b"|vectors|" + ";".join(f"{i}:{fp}" for i, fp in self.vectors).encode())
+        if self.relational:   # absent from the digest when empty: no state of a store without
+            h.update(b"|relational|")   # relational records changes its digest
+            for name, record in self.relational:
+                h.update(len(name).to_bytes(8, "little"))
+                for part in name:
+                    _length_prefixed(h, part.encode())
+                if isinstance(record, QValue):   # the exact float and count, not a rounding
+                    _length_prefixed(h, struct.pack("<dq", record.value, record.updates))
+                else:
+                    _length_prefixed(h, record.encode())
         out = h.hexdigest()
         object.__setattr__(self, "_digest", out)
         return out
@@ -138,6 +162,11 @@ class StoreState:
                 want = "absent" if i not in vt else "present"
                 out.append(f"vector {i}: seen {seen}, expected {want}"
                            + (" (contents differ)" if i in vm and i in vt else ""))
+        rm, rt = dict(self.relational), dict(other.relational)
+        for key in sorted(set(rm) | set(rt)):
+            if rm.get(key) != rt.get(key):
+                out.append(f"{_relational_name(key)}: seen {_record(rm.get(key))}, expected "
+                           f"{_record(rt.get(key))}")
         return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 
@@ -145,6 +174,29 @@ def _short(v: bytes | None) -> str:
     if v is None:
         return "absent"
     return repr(v if len(v) <= 16 else v[:16] + b"...") + f" ({len(v)} bytes)"
+
+
+def _length_prefixed(h: Any, data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little") + data)
+
+
+def relations(records: Relations) -> tuple[tuple[tuple[str, ...], QValue | str], ...]:
+    """``records`` in ``StoreState.relational``'s canonical form (sorted by key)."""
+    return tuple(sorted(records.items()))
+
+
+def _relational_name(key: tuple[str, ...]) -> str:
+    if key[0] == "q":
+        return f"Q-value ({key[1]!r}, {key[2]!r})"
+    return f"GOAP plan {key[1]!r}"
+
+
+def _record(record: QValue | str | None) -> str:
+    if record is None:
+        return "absent"
+    if isinstance(record, QValue):
+        return f"{record.value!r} after {record.updates} update{'s' * (record.updates != 1)}"
+    return repr(record if len(record) <= 40 else record[:40] + "...")
 
 
 def prefix_states(ops: Sequence[Op]) -> list[StoreState]:
@@ -163,6 +215,7 @@ class PrefixModel:
     def __init__(self) -> None:
         self.kv: dict[str, bytes] = {}
         self.vectors: dict[int, VectorRecord] = {}
+        self.relational: Relations = {}
         self.states = [StoreState()]
         self._prints: dict[int, tuple[int, str]] = {}   # id(record) -> pair, live records
 
@@ -170,18 +223,19 @@ class PrefixModel:
         if not isinstance(op, Upsert | Remove):
             # only upserts and removes change vectors: the others share the last state's pairs
             # (a kv op in a store of thousands of vectors costs its keys, not the vectors)
-            op.apply(self.kv, self.vectors)
-            state = StoreState(tuple(sorted(self.kv.items())), self.states[-1].vectors)
+            op.apply(self.kv, self.vectors, self.relational)
+            state = StoreState(tuple(sorted(self.kv.items())), self.states[-1].vectors,
+                               relations(self.relational))
             self.states.append(state)
             return state
         touched = {r.id for r in op.records} if isinstance(op, Upsert) else set(op.ids)
         before = {i: self.vectors[i] for i in touched if i in self.vectors}
-        op.apply(self.kv, self.vectors)
+        op.apply(self.kv, self.vectors, self.relational)
         # a record that left the model may be freed and its id() reused: forget it
         for i, r in before.items():
             if self.vectors.get(i) is not r:
                 self._prints.pop(id(r), None)
-        state = StoreState.of(self.kv, self.vectors, self._prints)
+        state = StoreState.of(self.kv, self.vectors, self._prints, self.relational)
         self.states.append(state)
         return state
 
@@ -189,7 +243,8 @@ class PrefixModel:
 def read_state(store: Any, ids: Iterable[int]) -> StoreState:
     """Read everything visible in ``store``: all keys by scan, the given vector ids by
     ``fetch_block`` when the store offers it (``BulkFetch``: no Python float per component),
-    else by ``fetch``. Both give the same state for the same records."""
+    else by ``fetch``. Both give the same state for the same records. A store declaring
+    ``Capability.RELATIONAL`` shows its relational records too (``read_relational``)."""
     decl = store.declaration
     kv = dict(store.scan("")) if decl.has(Capability.KV) else {}
     prints: dict[int, str] = {}
@@ -205,7 +260,31 @@ def read_state(store: Any, ids: Iterable[int]) -> StoreState:
             # a record we never wrote is visible: make it show up in the state
             prints[-1] = fingerprint(
                 VectorRecord.of(-1, [float(count)], {"unexpected_count": count}))
-    return StoreState(tuple(sorted(kv.items())), tuple(sorted(prints.items())))
+    # a view of a store that passes on its declaration but not these methods (a wrapper) shows
+    # none; a store declaring the capability without them is refused by ``machine_for``
+    relational = (read_relational(store)
+                  if decl.has(Capability.RELATIONAL) and isinstance(store, Relational) else {})
+    return StoreState(tuple(sorted(kv.items())), tuple(sorted(prints.items())),
+                      relations(relational))
+
+
+def read_relational(store: Relational) -> Relations:
+    """Every relational record ``store`` shows, through its listings: each state's Q-values
+    (``relational_states``, ``q_values``) and each plan (``goap_ids``, ``goap_retrieve``, as
+    canonical JSON). A plan listed but not retrievable, or a Q-value that is not a QValue of
+    a float and an int, shows as a text saying so, which differs from every model state."""
+    out: Relations = {}
+    for state in store.relational_states():
+        for action, q in store.q_values(state).items():
+            well_formed = (isinstance(q, QValue) and isinstance(q.value, float | int)
+                           and isinstance(q.updates, int) and -2**63 <= q.updates < 2**63)
+            out[("q", state, action)] = (QValue(float(q.value), q.updates) if well_formed
+                                         else f"<q_values returned {q!r}>")
+    for plan_id in store.goap_ids():
+        plan = store.goap_retrieve(plan_id)
+        out[("plan", plan_id)] = ("<listed by goap_ids, but goap_retrieve returned None>"
+                                  if plan is None else plan_json(plan))
+    return out
 
 
 def _block_prints(block: VectorBlock, store: Any) -> dict[int, str]:

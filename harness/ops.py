@@ -8,23 +8,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import VectorRecord
+from crashgate.backends import QValue, VectorRecord, check_q_value, plan_json
 
 __all__ = [
     "Batch",
     "Compact",
     "Delete",
+    "GoapDelete",
+    "GoapStore",
     "Op",
     "Promote",
     "Put",
+    "QUpdate",
+    "Relations",
     "Remove",
     "Reopen",
     "Rollback",
     "Upsert",
     "describe_op",
     "is_mutation",
+    "is_relational",
     "thin",
 ]
+
+Relations = dict[tuple[str, ...], QValue | str]
+"""The model's ADR-072 relational records (``backends.Relational``): ``("q", state, action)``
+-> its ``QValue`` (value and update count), ``("plan", plan_id)`` -> the plan's canonical JSON
+text (``plan_json``). Every op's ``apply`` takes it as an optional third argument; only the
+relational ops below change it."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,8 @@ class Put:
     def run(self, store: Any) -> Any:
         return store.put(self.key, self.value)
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         kv[self.key] = self.value
 
 
@@ -46,7 +58,8 @@ class Delete:
     def run(self, store: Any) -> Any:
         return store.delete(self.key)
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         kv.pop(self.key, None)
 
 
@@ -60,7 +73,8 @@ class Batch:
     def run(self, store: Any) -> Any:
         return store.write_batch(dict(self.puts), list(self.deletes))
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         for k in self.deletes:
             kv.pop(k, None)
         kv.update(dict(self.puts))
@@ -73,7 +87,8 @@ class Upsert:
     def run(self, store: Any) -> Any:
         return store.upsert(list(self.records))
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         for r in self.records:
             vectors[r.id] = r
 
@@ -85,7 +100,8 @@ class Remove:
     def run(self, store: Any) -> Any:
         return store.remove(list(self.ids))
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         for i in self.ids:
             vectors.pop(i, None)
 
@@ -97,7 +113,8 @@ class Compact:
     def run(self, store: Any) -> Any:
         return store.compact()
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         return None
 
 
@@ -112,7 +129,8 @@ class Reopen:
                         "and opens it again with its factory, path and env (as "
                         "crashgate.harness.powerloss.record_run does)")
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         return None
 
 
@@ -124,7 +142,8 @@ class Promote:
     def run(self, store: Any) -> Any:
         return store.promote()
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         return None
 
 
@@ -136,15 +155,80 @@ class Rollback:
     def run(self, store: Any) -> Any:
         return store.rollback()
 
-    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord]) -> None:
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
         return None
 
 
-Op = Put | Delete | Batch | Upsert | Remove | Compact | Reopen | Promote | Rollback
+def _relations(relational: Relations | None, op: object) -> Relations:
+    if relational is None:
+        raise TypeError(f"{type(op).__name__}.apply needs the model's relational records: pass "
+                        "them as its third argument (a dict, ops.Relations)")
+    return relational
+
+
+@dataclass(frozen=True)
+class QUpdate:
+    """ADR-072's Q-value update: the value becomes ``value`` (normalised as every store
+    normalises it, ``check_q_value``) and the update count goes up by one. The count is state:
+    a lost update shows as a count short of the acknowledged calls."""
+
+    state: str
+    action: str
+    value: float
+
+    def run(self, store: Any) -> Any:
+        return store.q_value_update(self.state, self.action, self.value)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
+        records = _relations(relational, self)
+        old = records.get(("q", self.state, self.action))
+        count = old.updates if isinstance(old, QValue) else 0
+        records[("q", self.state, self.action)] = QValue(check_q_value(self.value), count + 1)
+
+
+@dataclass(frozen=True)
+class GoapStore:
+    """Store (or replace) a GOAP plan; the model keeps its canonical JSON text."""
+
+    plan_id: str
+    plan: Mapping[str, Any]
+
+    def run(self, store: Any) -> Any:
+        return store.goap_store(self.plan_id, self.plan)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
+        _relations(relational, self)[("plan", self.plan_id)] = plan_json(self.plan)
+
+
+@dataclass(frozen=True)
+class GoapDelete:
+    """Delete a GOAP plan (a missing one is no error)."""
+
+    plan_id: str
+
+    def run(self, store: Any) -> Any:
+        return store.goap_delete(self.plan_id)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
+        _relations(relational, self).pop(("plan", self.plan_id), None)
+
+
+Op = (Put | Delete | Batch | Upsert | Remove | Compact | Reopen | Promote | Rollback | QUpdate
+      | GoapStore | GoapDelete)
 
 
 def is_mutation(op: object) -> bool:
-    return isinstance(op, Put | Delete | Batch | Upsert | Remove)
+    return isinstance(op, Put | Delete | Batch | Upsert | Remove | QUpdate | GoapStore
+                      | GoapDelete)
+
+
+def is_relational(op: object) -> bool:
+    """Whether ``op`` is one of ADR-072's relational writes (it changes only ``Relations``)."""
+    return isinstance(op, QUpdate | GoapStore | GoapDelete)
 
 
 def _short(value: bytes) -> str:
@@ -170,6 +254,12 @@ def describe_op(op: Op) -> str:
         return "promote to the next stage"
     if isinstance(op, Rollback):
         return "roll back to the previous stage"
+    if isinstance(op, QUpdate):
+        return f"Q-value update ({op.state!r}, {op.action!r}) = {op.value!r}"
+    if isinstance(op, GoapStore):
+        return f"store GOAP plan {op.plan_id!r}"
+    if isinstance(op, GoapDelete):
+        return f"delete GOAP plan {op.plan_id!r}"
     return f"remove ids {list(op.ids)}"
 
 

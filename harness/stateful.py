@@ -23,6 +23,11 @@ batches, vectors, compaction, derive, witness verification) and the fault rules:
   ``move_crash_inside``: promotion and rollback as ops of the history, with crashes at its
   transition failpoints and inside the move; the stage is checked as state
   (``stateful_stages``).
+- for a store declaring ``Capability.RELATIONAL``, ``q_update``, ``plan_write`` and
+  ``relational_read``: ADR-072's Q-value updates and GOAP plan stores and deletes as ops of the
+  history (the crash rules run them too), their records part of the state every recovery is
+  judged on (an update count short of the acknowledged calls is a lost write), and reads of
+  ``q_value_get``, ``q_values`` and ``goap_retrieve`` checked against the model.
 
 Rule choice is swarm testing (Groce et al.): Hypothesis's ``RuleBasedStateMachine`` already
 draws, per example, which rules are enabled (``FeatureFlags`` in its ``RuleStrategy``), so some
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import re
 import threading
@@ -76,6 +82,8 @@ from crashgate.backends import (
     Declaration,
     Derivable,
     LockHeld,
+    QValue,
+    Relational,
     SimulatedCrash,
     Staged,
     StoreClosed,
@@ -94,7 +102,20 @@ from crashgate.harness.crashstates import (
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
 from crashgate.harness.model import StoreState, block_disagreement, prefix_states, read_state
-from crashgate.harness.ops import Batch, Delete, Op, Promote, Put, Remove, Rollback, Upsert
+from crashgate.harness.ops import (
+    Batch,
+    Delete,
+    GoapDelete,
+    GoapStore,
+    Op,
+    Promote,
+    Put,
+    QUpdate,
+    Relations,
+    Remove,
+    Rollback,
+    Upsert,
+)
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.reproduce import (
     Target,
@@ -169,16 +190,39 @@ def _removes(draw: st.DrawFn) -> Remove:
 
 BATCHES = _batches(0)
 RECORDS = _records(1)
+# ADR-072's relational records: small pools, so that updates pile up on a few Q-values (their
+# counts are state) and plans are replaced and deleted; one non-ASCII id, as for keys
+Q_STATES = st.sampled_from(["s0", "ş/2"])
+Q_ACTIONS = st.sampled_from(["a", "b"])
+Q_VALUES = st.floats(-10, 10, allow_nan=False)   # -0.0 included: stores keep it as 0.0
+PLAN_IDS = st.sampled_from(["p0", "plän"])
+PLANS = st.fixed_dictionaries(
+    {"goal": st.sampled_from(["eat", "rest", "ünï"]),
+     "steps": st.lists(st.sampled_from(["go", "take", "use"]), max_size=3)},
+    optional={"cost": st.sampled_from([0, 1.5, -2]),
+              "pre": st.fixed_dictionaries({"have": st.booleans()})})
+
+
+@st.composite
+def _plan_writes(draw: st.DrawFn) -> GoapStore | GoapDelete:
+    """A plan store, or one time in four a delete: a stale read needs a plan replaced."""
+    plan_id = draw(PLAN_IDS)
+    if draw(st.integers(0, 3)) == 3:
+        return GoapDelete(plan_id)
+    return GoapStore(plan_id, draw(PLANS))
+
+
+PLAN_WRITES = _plan_writes()
 RECENT = 3   # how many of the last keys, ids and values a run re-uses
 T = TypeVar("T")
 
 
 @functools.cache
-def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bool = False
-                     ) -> st.SearchStrategy[Op | str]:
-    """What to run with a failpoint armed: a mutation, ``"compact"``, or a stage move
-    (``stateful_stages.MOVES``). Batches and upserts come with two parts or more: a crash
-    between the parts of an op needs an op with parts."""
+def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bool = False,
+                     relational: bool = False) -> st.SearchStrategy[Op | str]:
+    """What to run with a failpoint armed: a mutation, ``"compact"``, a stage move
+    (``stateful_stages.MOVES``) or a relational write. Batches and upserts come with two parts
+    or more: a crash between the parts of an op needs an op with parts."""
     parts: list[st.SearchStrategy[Op | str]] = []
     if batch:
         parts.append(_batches(2))
@@ -190,6 +234,8 @@ def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bo
         parts.append(st.just("compact"))
     if stages:
         parts.append(st.sampled_from(MOVES))
+    if relational:   # last: the strategies of stores without relational records are unchanged
+        parts += [st.builds(QUpdate, Q_STATES, Q_ACTIONS, Q_VALUES), PLAN_WRITES]
     return st.one_of(parts)
 
 
@@ -212,7 +258,8 @@ def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
 
 
 def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
-    return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact, m.has_stages)
+    return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact, m.has_stages,
+                            m.has_relational)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -275,6 +322,7 @@ class _Model:
     ops: list[Op] = field(default_factory=list)
     kv: dict[str, bytes] = field(default_factory=dict)
     vectors: dict[int, VectorRecord] = field(default_factory=dict)
+    relational: Relations = field(default_factory=dict)
     spans: list[tuple[int, int | None]] = field(default_factory=list)
     on_disk: int = 0
     floor: int = 0
@@ -286,7 +334,7 @@ class _Model:
     def acknowledge(self, position: int) -> None:
         start, _ = self.spans[-1]
         self.spans[-1] = (start, position)
-        self.ops[-1].apply(self.kv, self.vectors)
+        self.ops[-1].apply(self.kv, self.vectors, self.relational)
 
     def at(self, position: int) -> tuple[int, bool]:
         """(ops acknowledged, whether one was in flight) at trace ``position``."""
@@ -302,9 +350,9 @@ class _Model:
     def adopt(self, ops: list[Op], floor: int) -> None:
         """After recovery: the store shows the state after ``ops``; history restarts there."""
         self.ops = list(ops)
-        self.kv, self.vectors = {}, {}
+        self.kv, self.vectors, self.relational = {}, {}, {}
         for op in self.ops:
-            op.apply(self.kv, self.vectors)
+            op.apply(self.kv, self.vectors, self.relational)
         self.spans, self.on_disk, self.floor = [], len(self.ops), floor
 
 
@@ -335,6 +383,7 @@ class StoreMachine(RuleBasedStateMachine):
     has_verify: ClassVar[bool] = False
     has_failpoints: ClassVar[bool] = False
     has_stages: ClassVar[bool] = False
+    has_relational: ClassVar[bool] = False
     stats: ClassVar[Counter[str]]
     last: ClassVar[StoreMachine | None] = None
     first_failure: ClassVar[tuple[str, str] | None] = None
@@ -416,10 +465,14 @@ class StoreMachine(RuleBasedStateMachine):
         if isinstance(op, Put | Delete):
             self.last_key = op.key
         if isinstance(op, Promote | Rollback):   # it changed which store is read: read it all
-            problem = reads_problem(self.store, self.model.ops,
-                                    StoreState.of(self.model.kv, self.model.vectors))
+            problem = reads_problem(self.store, self.model.ops, self._model_state())
             assert problem is None, f"{name}: {problem}"
         return result
+
+    def _model_state(self) -> StoreState:
+        """The state after the acknowledged ops, as ``read_state`` reads a store."""
+        return StoreState.of(self.model.kv, self.model.vectors,
+                             relational=self.model.relational)
 
     def _op_for(self, op: Op | str) -> Op | str:
         """A drawn move (``"move up"``/``"move down"``) as the op from the model's stage."""
@@ -559,13 +612,17 @@ class StoreMachine(RuleBasedStateMachine):
         child = self.store.derive(path)
         try:
             seen = read_state(child, _vector_ids(self.model.ops))
-            want = StoreState.of(self.model.kv, self.model.vectors)
+            want = self._model_state()
             assert seen == want, ("a derived child does not show its parent's data: "
                                   + "; ".join(seen.describe_diff(want)))
             if self.has_kv:  # a child writes only to itself
                 child.put("derived-only", b"child")
                 assert self.store.get("derived-only") is None, (
                     "a write to a derived child reached the parent")
+            if self.has_relational:   # relational records too (ADR-072's stage 4 gate)
+                child.goap_store("derived-only", {"goal": "child"})
+                assert self.store.goap_retrieve("derived-only") is None, (
+                    "a GOAP plan stored in a derived child reached the parent")
         finally:
             child.close()
         self.history.record("derive", {"path": path}, "ok")
@@ -804,6 +861,82 @@ class _StagedMachine(StoreMachine):
         self._crash_inside(move, at, model, keep, probes=MOVE_PROBES)
 
 
+class _RelationalMachine(StoreMachine):
+    """The machine for a store declaring ``Capability.RELATIONAL``: ``StoreMachine`` and
+    ADR-072's relational records, driven and checked as key-value data is. Q-value updates and
+    plan stores and deletes are ops of the history (the crash rules run them too, see
+    ``_crash_mutations``), so a recovered store's records are judged with its other data; an
+    update's count is state, so a lost update shows as a count short of the acknowledged
+    calls. A class of its own, so that the machine of any other store draws its rules as
+    before."""
+
+    last_relational: tuple[str, ...] | None = None
+    """The relational record the last relational write touched (checked after every step)."""
+
+    def _mutate(self, name: str, op: Op, args: Mapping[str, Any]) -> Any:
+        result = super()._mutate(name, op, args)
+        if isinstance(op, QUpdate):
+            self.last_relational = ("q", op.state, op.action)
+        elif isinstance(op, GoapStore | GoapDelete):
+            self.last_relational = ("plan", op.plan_id)
+        return result
+
+    # Few rules, each drawing what it does: every rule a machine has takes a share of its
+    # steps, and the other rules' share is what finds their defects
+    @precondition(lambda self: self.has_relational and self.writable)
+    @rule(state=Q_STATES, action=Q_ACTIONS, value=Q_VALUES)
+    @_step
+    def q_update(self, state: str, action: str, value: float) -> None:
+        args = {"state": state, "action": action, "value": value}
+        got = self._mutate("q_value_update", QUpdate(state, action, value), args)
+        want = self.model.relational[("q", state, action)]
+        assert got == want, (f"q_value_update({_args(args)}) returned {got!r}; after "
+                             f"{want.updates if isinstance(want, QValue) else '?'} acknowledged "
+                             f"updates the model says {want!r}")
+
+    @precondition(lambda self: self.has_relational and self.writable)
+    @rule(op=PLAN_WRITES)
+    @_step
+    def plan_write(self, op: GoapStore | GoapDelete) -> None:
+        args: dict[str, Any] = {"plan_id": op.plan_id}
+        if isinstance(op, GoapStore):
+            args["plan"] = op.plan
+        self._mutate("goap_store" if isinstance(op, GoapStore) else "goap_delete", op, args)
+
+    @precondition(lambda self: self.has_relational and self.readable)
+    @rule(state=Q_STATES, action=Q_ACTIONS, plan_id=PLAN_IDS)
+    @_step
+    def relational_read(self, state: str, action: str, plan_id: str) -> None:
+        records = self.model.relational
+        self._read("q_value_get", {"state": state, "action": action},
+                   self.store.q_value_get(state, action), records.get(("q", state, action)))
+        want = {k[2]: q for k, q in sorted(records.items()) if k[0] == "q" and k[1] == state}
+        self._read("q_values", {"state": state}, self.store.q_values(state), want)
+        self._read("goap_retrieve", {"plan_id": plan_id}, self.store.goap_retrieve(plan_id),
+                   _plan(records, plan_id))
+
+    def _agrees_with_model(self) -> None:
+        super()._agrees_with_model()
+        key = self.last_relational
+        if key is None:
+            return
+        want: Any
+        if key[0] == "q":
+            got: Any = self.store.q_value_get(key[1], key[2])
+            want = self.model.relational.get(key)
+            call = f"q_value_get({key[1]!r}, {key[2]!r})"
+        else:
+            got, want = self.store.goap_retrieve(key[1]), _plan(self.model.relational, key[1])
+            call = f"goap_retrieve({key[1]!r})"
+        assert got == want, f"{call} returned {got!r}, the model says {want!r}"
+
+
+def _plan(relational: Relations, plan_id: str) -> dict[str, Any] | None:
+    """The plan the model holds under ``plan_id`` as ``goap_retrieve`` gives it back."""
+    text = relational.get(("plan", plan_id))
+    return None if text is None else dict(json.loads(str(text)))
+
+
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
@@ -833,14 +966,17 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
         "has_verify": _capable(target, decl, store_type, Capability.WITNESS, WitnessVerifiable),
         "has_failpoints": bool(decl.failpoints),
         "has_stages": _capable(target, decl, store_type, Capability.STAGES, Staged),
+        "has_relational": _capable(target, decl, store_type, Capability.RELATIONAL, Relational),
     }
     attrs: dict[str, Any] = dict(flags, target=target, declaration=decl, stats=Counter(),
                                  __module__=__name__)
     # Hypothesis keys its example database on the class source, the same for every backend;
     # this attribute (read by hypothesis.internal.reflection.function_digest) tells them apart.
     attrs["_hypothesis_internal_add_digest"] = target.label.encode()
-    base = _StagedMachine if flags["has_stages"] else StoreMachine
-    return type("StoreMachine", (base,), attrs)
+    # a subclass per extra set of rules: a store that lacks them draws its rules as before
+    bases = tuple(b for b, on in ((_RelationalMachine, flags["has_relational"]),
+                                  (_StagedMachine, flags["has_stages"])) if on)
+    return type("StoreMachine", bases or (StoreMachine,), attrs)
 
 
 def _probe(target: Target) -> tuple[Declaration, type]:
