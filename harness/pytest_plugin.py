@@ -34,7 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"run seed (default {DEFAULT_SEED}: fixed, so xdist workers agree)")
     group.addoption("--crashgate-scenario", action="append", default=[], metavar="KEY",
                     help="only these rows (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                    "model, io-errors")
+                    "model, io-errors, damage, adr072-reversible, adr072-escape, "
+                    "adr072-backup")
     group.addoption("--crashgate-migrator", default=None, metavar="SPEC",
                     help="the migration tool ADR-032 row 4 certifies, e.g. mypkg.mod:migrate "
                     "(default crashgate's own rvf migrator, for backends that store RVF)")

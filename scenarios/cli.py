@@ -116,16 +116,18 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "certify", help="certify backends against ADR-032's failure-mode tables",
-        description="Run every row of ADR-032's failure-mode table and key invariants (plus "
-        "crashgate's stateful model and I/O-error rows) against each BACKEND and write "
+        description="Run every row of ADR-032's failure-mode table and key invariants, "
+        "crashgate's stateful model, I/O-error and damage rows, and ADR-072's stage rows "
+        "(reversible moves, the escape hatch, backup and restore) against each BACKEND and write "
         "reports/<backend>/<run-id>/certificate.{json,md}. Exit 0 certified, 1 a verdict "
         "failed, 2 unknown, 3 usage error.")
     p.add_argument("backends", nargs="+", metavar="BACKEND",
-                   help="backend names with options: memory json sqlite rvf rvlite, "
-                   "'sqlite?synchronous=OFF', 'mypkg.mod:factory'")
+                   help="backend names with options: memory json sqlite rvf rvlite, stage0 .. "
+                   "stage4 (ADR-072's stage adapters), 'sqlite?synchronous=OFF', "
+                   "'mypkg.mod:factory'")
     p.add_argument("--scenario", action="append", metavar="KEY",
                    help="run only this row (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                   "model, io-errors")
+                   "model, io-errors, damage, adr072-reversible, adr072-escape, adr072-backup")
     p.add_argument("--migrator", metavar="SPEC", default=None,
                    help="the migration tool ADR-032 row 4 certifies: 'mypkg.mod:migrate' (a "
                    "callable migrate(source, dest, env, *, batch_size) -> MigrationResult) or a "
