@@ -31,6 +31,7 @@ from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.powerloss import POWER_MODELS
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.reference.sqlite_store import open_sqlite
 from crashgate.reference.stages import (
     CATCH_UP,
     ESCAPE_FAILPOINTS,
@@ -43,7 +44,7 @@ from crashgate.reference.stages import (
     roles,
     write_failpoint,
 )
-from crashgate.reference.stages.control import plan_ref, q_value_ref
+from crashgate.reference.stages.control import StageControl, plan_ref, q_value_ref
 from crashgate.reference.stages.sync import BATCH, sync_relational
 
 TestStage0Conformance = conformance_test("stage0", max_examples=8)
@@ -64,6 +65,22 @@ class World:
     def crash(self) -> None:
         self.disk.crash()
         self.failpoints.disarm()
+
+    def read_file(self, path: str) -> bytes:
+        f = sim_env(self.disk).fs.open(path, "r")
+        try:
+            return f.read(0, f.size())
+        finally:
+            f.close()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        fs = sim_env(self.disk).fs
+        fs.remove(path)
+        f = fs.open(path, "w")
+        try:
+            f.write(0, data)
+        finally:
+            f.close()
 
 
 @pytest.fixture
@@ -562,3 +579,29 @@ def test_after_a_crash_between_the_two_writes_the_next_update_gives_the_mirror_t
     assert new == QValue(3.0, got.updates + 1)
     assert mirror.q_value_get("s", "a") == new   # the truth's record, not a replayed update
     store.close()
+
+
+def test_stage1_refuses_an_rvf_file_older_than_its_last_vector_write(world: World) -> None:
+    """Stage 1 keeps key-value data in SQLite and vectors in RVF: RVF rolled back to an earlier
+    commit (damage to its last commit reads as a torn one) beside SQLite's newer data would be
+    a state that never was. It is refused; an RVF newer than the record (a crash between RVF's
+    commit and the record) is accepted."""
+    store = world.open(1)
+    store.upsert(recs(0, 2, "first"))
+    old_rvf = world.read_file(f"{PATH}/store.rvf")
+    store.upsert(recs(2, 2, "second"))
+    store.put("k", b"after the second upsert")
+    store.close()
+    newer_rvf = world.read_file(f"{PATH}/store.rvf")
+    world.write_file(f"{PATH}/store.rvf", old_rvf)     # RVF back at its first commit
+    with pytest.raises(CorruptStore, match="RVF lost committed writes"):
+        world.open(1)
+    # the other way round: the record behind RVF, as a crash before it was written leaves it
+    world.write_file(f"{PATH}/store.rvf", newer_rvf)
+    control = StageControl(open_sqlite(f"{PATH}/control.db", sim_env(world.disk)), "control")
+    control.set_rvf_epoch(1)
+    control.close()
+    again = world.open(1)
+    assert [r.id for r in again.fetch(range(10))] == [0, 1, 2, 3]
+    assert again.get("k") == b"after the second upsert"
+    again.close()

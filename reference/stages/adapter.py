@@ -127,6 +127,7 @@ class StageAdapter(StageRelational, StageBackup):
             self.stage = record.stage
             self._finish_restore(record)   # a committed restore first (backup.py)
             self._open_stores(roles(self.stage).stores)
+            self._check_rvf_epoch()
         except Exception:   # not on a SimulatedCrash: a dead process cleans nothing up
             with contextlib.suppress(Exception):   # the open's own error is the one to see
                 self._close_all()
@@ -190,6 +191,8 @@ class StageAdapter(StageRelational, StageBackup):
         truth = r.truth(data)
         with self._write_lock:
             result = call(self._stores[truth])
+            if truth == RVF and r.kv != r.vectors:
+                self._record_rvf_epoch()
             if r.mirror is not None:
                 self._env.failpoints.hit(f"stage{self.stage}.after-{truth}-write")
                 try:
@@ -356,6 +359,7 @@ class StageAdapter(StageRelational, StageBackup):
         self._env.failpoints.hit(TRANSITION_FAILPOINTS[1])
         self._control.set_stage(StageRecord(to, sqlite=self._sqlite_file))
         self.stage = to
+        self._check_rvf_epoch()   # a split stage records the epoch the catch-up left
         self._control.forget(d for d in self._control.divergences() if d.behind in caught_up)
         self._close_stores(roles(to).stores)
         self.declaration = self._declare(self)
@@ -399,6 +403,26 @@ class StageAdapter(StageRelational, StageBackup):
             return hatch.scan(""), hatch.fetch(hatch.ids()), relational_data(hatch)
         finally:
             hatch.close()
+
+    def _record_rvf_epoch(self) -> None:
+        self._control.set_rvf_epoch(self._stores[RVF].epoch)
+
+    def _check_rvf_epoch(self) -> None:
+        """In a stage that reads key-value data from SQLite and vectors from RVF, refuse an RVF
+        file older than the last vector write this adapter recorded: damage rolled RVF back to
+        an earlier commit while SQLite kept newer data, and the two together are a state that
+        never was. (Newer is a crash between RVF's commit and the record: it is recorded.)"""
+        r = roles(self.stage)
+        if r.kv == r.vectors or RVF not in self._stores:
+            return
+        seen, recorded = self._stores[RVF].epoch, self._control.rvf_epoch()
+        if recorded is not None and seen < recorded:
+            raise CorruptStore(self._file("store.rvf"), f"RVF opened at epoch {seen}, but this "
+                               f"stage {self.stage} adapter recorded epoch {recorded} after its "
+                               "last vector write: RVF lost committed writes, while SQLite's "
+                               "key-value data is newer. Restore from a backup")
+        if recorded != seen:
+            self._record_rvf_epoch()
 
     def _batch_done(self) -> None:
         self._env.failpoints.hit(TRANSITION_FAILPOINTS[0])

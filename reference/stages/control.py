@@ -14,6 +14,10 @@ Keys::
                           ``restoring`` names a restore past its commit point: the stage of
                           the backup whose parts wait in ``restore.pending/`` (``backup.py``);
                           a record without it has none
+    rvf-epoch             {"epoch": e}: in a stage whose key-value data is in SQLite and whose
+                          vectors are in RVF (1), RVF's epoch after the last vector write. An
+                          RVF that opens at an older epoch lost commits to damage, while SQLite
+                          kept its newer key-value data: a mix, refused (``CorruptStore``)
     divergence/<seq>      one write that reached the source of truth and not the other store:
                           {"op", "keys", "ids", "relational", "error", "behind", "stage"};
                           ``<seq>`` is 12 digits, so the queue scans in the order the writes
@@ -46,6 +50,7 @@ __all__ = ["PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord",
 
 _STAGE = "stage"
 _DIVERGENCE = "divergence/"
+_RVF_EPOCH = "rvf-epoch"
 Q_VALUES = '["q",'
 """The start of every Q-value's name."""
 PLANS = '["goap",'
@@ -181,12 +186,28 @@ class StageControl:
 
     def replace(self, record: StageRecord, queue: Iterable[Divergence]) -> None:
         """One transaction: the stage record, and the whole divergence queue replaced by
-        ``queue`` (the last step of a restore, ``backup.py``)."""
+        ``queue`` (the last step of a restore, ``backup.py``); the RVF epoch recorded for the
+        old RVF file is dropped with them (the restored file has its own)."""
         puts = {_STAGE: _stage_doc(record),
                 **{_divergence_key(d.seq): json.dumps(divergence_doc(d)).encode()
                    for d in queue}}
         old = [key for key, _ in self._kv.scan(_DIVERGENCE) if key not in puts]
-        self._kv.write_batch(puts, old)
+        self._kv.write_batch(puts, [*old, _RVF_EPOCH])
+
+    def rvf_epoch(self) -> int | None:
+        """The RVF epoch recorded after the last vector write of a stage that keeps its
+        key-value data in SQLite and its vectors in RVF (stage 1); None when none was."""
+        raw = self._kv.get(_RVF_EPOCH)
+        if raw is None:
+            return None
+        doc = self._load(_RVF_EPOCH, raw)
+        epoch = doc.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise CorruptStore(self.path, f"control record {_RVF_EPOCH!r} holds {doc!r}")
+        return epoch
+
+    def set_rvf_epoch(self, epoch: int) -> None:
+        self._kv.put(_RVF_EPOCH, json.dumps({"epoch": int(epoch)}).encode())
 
     def divergences(self) -> list[Divergence]:
         """The queue, oldest first."""

@@ -60,7 +60,10 @@ def _declare(adapter: StageAdapter) -> Declaration:
         between = write_failpoint(adapter.stage)
         failpoints = ([between, *rvf_writes] if r.kv == SQLITE else [*rvf_writes, between]) \
             if between else rvf_writes
-    reads_rvf = RVF in (r.kv, r.vectors)
+    # RVF may show its last commit that verifies (FORMAT.md): a rollback, when everything is
+    # read from RVF; in stage 1 the adapter refuses an RVF older than its last vector write
+    # (``_check_rvf_epoch``), since SQLite's newer key-value data beside it would be a mix
+    rolls_back = r.kv == RVF and r.vectors == RVF
     # backup.py's commit point is a control write: it must survive what the stores' restores
     # survive (RVF's is fsynced and renamed), or power loss could undo it after them: a mix
     backup = all(adapter.store(name).declaration.has(Capability.BACKUP) for name in r.stores) \
@@ -71,9 +74,14 @@ def _declare(adapter: StageAdapter) -> Declaration:
                  f"{r.vectors}" + (f", every write also to {r.mirror} as the {r.mirror_as}"
                                    if r.mirror else ""),
         "damage": "the stage and divergences live in a SQLite file (control.db), checked as "
-                  "the SQLite store checks its own" + (
-                      "; RVF, which this stage reads, may show its last commit that verifies"
-                      if reads_rvf else ""),
+                  "the SQLite store checks its own; beside the SQLite data file, a sector "
+                  "misdirected from one SQLite file to the other is a well-formed page whose "
+                  "records carry valid sums (nothing in either ties a page to its file), so "
+                  "it is not detected" + (
+                      "; RVF, from which this stage reads everything, may show its last "
+                      "commit that verifies" if rolls_back else
+                      "; an RVF file older than the last vector write is refused"
+                      if RVF in (r.kv, r.vectors) else ""),
         **{f"sqlite.{k}": v for k, v in sqlite_decl.notes.items() if k != "damage"},
     }
     return Declaration(
@@ -83,8 +91,8 @@ def _declare(adapter: StageAdapter) -> Declaration:
         | ({Capability.BACKUP} if backup else set()),
         file_format=f"crashgate-stages/{SQLITE}+{RVF}",
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
-        damage=DamagePromise.ROLLBACK if reads_rvf else DamagePromise.DETECTED,
-        undetected_damage=sqlite_decl.undetected_damage)
+        damage=DamagePromise.ROLLBACK if rolls_back else DamagePromise.DETECTED,
+        undetected_damage=sqlite_decl.undetected_damage | {"misdirected-sector"})
 
 
 def open_stage(path: str, env: Env, stage: int, *, cls: type[StageAdapter] = StageAdapter,
