@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Ratio", "Summary", "interleaved", "median_ratio", "summarise"]
+from crashgate.harness.verdict import Verdict
+
+__all__ = ["Ratio", "Summary", "interleaved", "median_ratio", "ratio_verdict", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,11 @@ class Ratio:
                 f"n={self.n[0]}/{self.n[1]})")
 
 
-def interleaved(calls: Mapping[str, Callable[[int], object]], n: int, warmup: int = 20
-                ) -> dict[str, np.ndarray]:
+def interleaved(calls: Mapping[str, Callable[[int], object]], n: int, warmup: int = 20,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
     """Run each named call ``warmup`` times untimed, then ``n`` times timed, round by round,
-    in an order that alternates each round; the latencies in seconds, by name."""
+    in an order that alternates each round; the latencies in seconds, by name. ``clock`` is
+    what times them (a test's fake clock, which the calls advance)."""
     if n < 1:
         raise ValueError(f"n must be at least 1 sample per call, got {n}")
     names = list(calls)
@@ -58,9 +61,9 @@ def interleaved(calls: Mapping[str, Callable[[int], object]], n: int, warmup: in
     out: dict[str, list[float]] = {name: [] for name in names}
     for i in range(n):
         for name in (names if i % 2 == 0 else names[::-1]):
-            t = time.perf_counter()
+            t = clock()
             calls[name](i)
-            out[name].append(time.perf_counter() - t)
+            out[name].append(clock() - t)
     return {name: np.asarray(v) for name, v in out.items()}
 
 
@@ -90,3 +93,20 @@ def median_ratio(candidate: Sequence[float] | np.ndarray, baseline: Sequence[flo
     ci = res.confidence_interval
     return Ratio(float(_median_ratio(c, b)), float(ci.low), float(ci.high), confidence,
                  (int(c.size), int(b.size)))
+
+
+def ratio_verdict(ratio: Ratio | None, threshold: float, what: str = "latency"
+                  ) -> tuple[Verdict, str]:
+    """A "within ``threshold``x" gate (ADR-072: reads within 2x, writes within 1.5x): pass
+    only when the interval's upper end is within it, fail when its lower end is beyond it,
+    unknown in between, and unknown with no ratio (nothing measured)."""
+    if threshold <= 0:
+        raise ValueError(f"threshold {threshold} must be a positive ratio, e.g. 2.0")
+    if ratio is None:
+        return Verdict.UNKNOWN, f"no {what} samples: nothing to compare with {threshold}x"
+    if ratio.high <= threshold:
+        return Verdict.PASS, f"{what} ratio {ratio.describe()}: within {threshold}x"
+    if ratio.low > threshold:
+        return Verdict.FAIL, f"{what} ratio {ratio.describe()}: beyond {threshold}x"
+    return Verdict.UNKNOWN, (f"{what} ratio {ratio.describe()}: the interval straddles "
+                             f"{threshold}x; more samples (or less noise) would settle it")
