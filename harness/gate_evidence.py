@@ -1,0 +1,222 @@
+"""Gathering gate evidence from a migration stage adapter, in one bounded run on real files: a
+seeded workload through the adapter, every key, vector and relational record compared between
+its two stores (the shadow reads), fallbacks and corruption counted, RVF's witness chain
+verified, one backup/restore cycle, one copy-on-write check on RVF, and both stores' read and
+write latencies interleaved (with an A/A run of SQLite against itself). The result is the
+evidence document ``scenarios.gates`` judges (its docstring has the format).
+
+The run covers seconds: criteria over days come out ``unknown`` from it, as they must; a soak
+writes evidence over longer spans in the same format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from crashgate.backends import (
+    BackendSpec,
+    Capability,
+    CorruptStore,
+    Staged,
+    VectorRecord,
+    os_env,
+)
+from crashgate.harness.divergence import DivergenceLedger
+from crashgate.harness.latency import interleaved, median_ratio, summarise
+from crashgate.harness.model import read_state
+from crashgate.harness.ops import Upsert
+from crashgate.harness.workload import PROFILES, random_workload
+
+__all__ = ["FORMAT", "gather"]
+
+FORMAT = "crashgate-evidence/1"
+DUAL_WRITE = (2, 3)
+"""ADR-072's stages whose two stores both hold everything: only there are they compared."""
+
+
+def _ratio(cand: Any, base: Any, aa: Any) -> dict[str, Any]:
+    r, a = median_ratio(cand, base), median_ratio(aa, base)
+    return {"point": r.point, "low": r.low, "high": r.high, "n": list(r.n),
+            "aa": {"point": a.point, "low": a.low, "high": a.high}}
+
+
+def _move_to(store: Any, stage: int) -> None:
+    while store.stage < stage:
+        store.promote()
+    while store.stage > stage:
+        store.rollback()
+
+
+def _compare(ledger: DivergenceLedger, corruption: dict[str, int], sqlite: Any, rvf: Any,
+             ids: set[int]) -> None:
+    """Every key and vector id, read from both stores and compared (the shadow reads)."""
+    def read(call: Callable[[Any], Any]) -> tuple[Any, Any] | None:
+        ledger.call()
+        corruption["checks"] += 1
+        try:
+            return call(sqlite), call(rvf)
+        except CorruptStore:
+            corruption["incidents"] += 1
+            return None
+
+    keys = sorted({k for k, _ in sqlite.scan("")} | {k for k, _ in rvf.scan("")})
+    for key in keys:
+        got = read(functools.partial(_get, key))
+        if got is not None:
+            ledger.compare("get", key, *got)
+    for vid in sorted(ids):
+        got = read(functools.partial(_fetch, vid))
+        if got is not None:
+            ledger.compare("fetch", str(vid), *got)
+
+
+def _get(key: str, store: Any) -> Any:
+    return store.get(key)
+
+
+def _fetch(vid: int, store: Any) -> Any:
+    return store.fetch([vid])
+
+
+def _backup_cycle(spec: BackendSpec, store: Any, directory: str, env: Any) -> dict[str, int]:
+    if not store.declaration.has(Capability.BACKUP):
+        return {"cycles": 0, "failures": 0}
+    dest = os.path.join(directory, "backup.cgb")
+    ids = set(store.ids())
+    want = read_state(store, ids)
+    store.backup(dest)
+    other = spec.open(os.path.join(directory, "restored"), env)
+    try:
+        _move_to(other, store.stage)
+        other.restore(dest)
+        ok = read_state(other, ids) == want
+    finally:
+        other.close()
+    return {"cycles": 1, "failures": 0 if ok else 1}
+
+
+def _cow(rvf: Any, directory: str) -> dict[str, int]:
+    """A derived child sees the parent's key-value data and relational records, and a write to
+    the child never shows in the parent (ADR-072: COW branching for non-vector data)."""
+    child = rvf.derive(os.path.join(directory, "child.rvf"))
+    failures = 0
+    try:
+        if child.scan("") != rvf.scan(""):
+            failures += 1
+        if rvf.declaration.has(Capability.RELATIONAL):
+            if {s: child.q_values(s) for s in child.relational_states()} != \
+                    {s: rvf.q_values(s) for s in rvf.relational_states()}:
+                failures += 1
+            child.goap_store("cow-probe", {"steps": ["child only"]})
+            child.q_value_update("cow-probe", "a", 1.0)
+            if rvf.goap_retrieve("cow-probe") is not None or \
+                    rvf.q_value_get("cow-probe", "a") is not None:
+                failures += 1
+        child.put("cow-probe", b"child only")
+        if rvf.get("cow-probe") is not None:
+            failures += 1
+    finally:
+        child.close()
+    return {"checks": 1, "failures": failures}
+
+
+def _latency(sqlite: Any, rvf: Any, n: int) -> dict[str, Any]:
+    keys = [k for k, _ in sqlite.scan("")] or ["missing"]
+    reads = interleaved({
+        "rvf": lambda i: rvf.get(keys[i % len(keys)]),
+        "sqlite": lambda i: sqlite.get(keys[i % len(keys)]),
+        "sqlite-aa": lambda i: sqlite.get(keys[(i * 7) % len(keys)])}, n)
+    writes = interleaved({
+        "rvf": lambda i: rvf.put(f"gate-latency/{i % 64}", b"x" * 64),
+        "sqlite": lambda i: sqlite.put(f"gate-latency/{i % 64}", b"x" * 64),
+        "sqlite-aa": lambda i: sqlite.put(f"gate-latency-aa/{i % 64}", b"x" * 64)}, n)
+    for store in (sqlite, rvf):   # leave the stores as the workload left them
+        store.write_batch({}, [k for k, _ in store.scan("gate-latency")])
+    return {"read": _ratio(reads["rvf"], reads["sqlite"], reads["sqlite-aa"]),
+            "write": _ratio(writes["rvf"], writes["sqlite"], writes["sqlite-aa"])}
+
+
+def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, seed: int = 1,
+           samples: int = 200) -> dict[str, Any]:
+    """The evidence of one run of ``spec`` (a stage adapter) moved to ``stage``, in
+    ``directory`` (real files); see the module docstring."""
+    env = os_env()
+    started = time.time()
+    store: Any = spec.open(os.path.join(directory, "adapter"), env)
+    staged = isinstance(store, Staged)   # (a name of its own: store stays Any to mypy)
+    if not staged:
+        store.close()
+        raise TypeError(f"{spec.label!r} is not a migration stage adapter (no promote/"
+                        "rollback): gates judge stage adapters, e.g. stage2")
+    try:
+        _move_to(store, stage)
+        work = random_workload(store.declaration, ops, seed, PROFILES["small"])
+        reads = 0
+        for op in work:
+            op.run(store)
+            with contextlib.suppress(Exception):
+                store.scan("")
+                reads += 1
+        ids = {r.id for op in work if isinstance(op, Upsert) for r in op.records}
+        evidence: dict[str, Any] = {"format": FORMAT, "adapter": spec.label, "stage": stage,
+                                    "seed": seed, "ops": ops}
+        stores: Mapping[str, Any] = {n: store.store(n) for n in ("sqlite", "rvf")
+                                     if _has(store, n)}
+        if len(stores) == 2 and stage in DUAL_WRITE:
+            ledger = DivergenceLedger(same=_same)
+            corruption = {"checks": 0, "incidents": 0}
+            _compare(ledger, corruption, stores["sqlite"], stores["rvf"], ids)
+            evidence["divergence"] = {"compared": ledger.compared,
+                                      "mismatches": ledger.mismatches,
+                                      "examples": [f"{m.key}" for t in ledger.tallies.values()
+                                                   for m in t.examples]}
+            evidence["corruption"] = corruption
+        if len(stores) == 2:
+            evidence["latency"] = _latency(stores["sqlite"], stores["rvf"], samples)
+        evidence["fallbacks"] = {"reads": reads,
+                                 "fallbacks": sum(getattr(store, "fallbacks", {}).values())}
+        if "rvf" in stores:
+            problems = stores["rvf"].verify()
+            entries = int(stores["rvf"].status().get("witness_entries", 0))
+            evidence["witness"] = {"verified": entries, "invalid": len(problems)}
+            evidence["cow"] = _cow(stores["rvf"], directory)
+        timed = []
+        for _ in range(50):
+            t = time.perf_counter()
+            store.query([0.5] * _dimension(work), 10)
+            timed.append(time.perf_counter() - t)
+        evidence.setdefault("latency", {})["query_p99_ms"] = summarise(timed).p99 * 1e3
+        evidence["latency"]["query_n"] = len(timed)
+        evidence["backup"] = _backup_cycle(spec, store, directory, env)
+    finally:
+        store.close()
+    evidence["started"], evidence["ended"] = started, time.time()
+    return evidence
+
+
+def _has(store: Any, name: str) -> bool:
+    try:
+        store.store(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list) and all(
+            isinstance(r, VectorRecord) for r in (*a, *b)):
+        return [(r.id, r.vector, dict(r.metadata)) for r in a] == \
+            [(r.id, r.vector, dict(r.metadata)) for r in b]
+    return bool(a == b)
+
+
+def _dimension(work: list[Any]) -> int:
+    for op in work:
+        if isinstance(op, Upsert) and op.records:
+            return len(op.records[0].vector)
+    return 8
