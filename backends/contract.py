@@ -113,6 +113,13 @@ class Declaration:
     (``bit-flip``, ``overwritten-sector``, ``stale-sector``, ``misdirected-sector``,
     ``truncation``), with the reason in ``notes["damage"]``: e.g. a format whose checksums
     cannot tell a lost write (an older, self-consistent sector) from the current one."""
+    baseline: str | None = None
+    """A backend name (options allowed: ``sqlite?synchronous=FULL``) whose latency this one is
+    held to, per operation type, e.g. ADR-072's RVF against SQLite; None: no latency rows."""
+    candidate: str | None = None
+    """With ``baseline``: the backend (a name, options allowed) measured against it in this
+    one's place, e.g. a stage adapter's RVF store (ADR-072's criteria are about RVF, not the
+    adapter's dual write); None: this backend itself."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities

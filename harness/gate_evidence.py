@@ -1,8 +1,9 @@
 """Gathering gate evidence from a migration stage adapter, in one bounded run on real files: a
 seeded workload through the adapter, every key, vector and relational record compared between
 its two stores (the shadow reads), fallbacks and corruption counted, RVF's witness chain
-verified, one backup/restore cycle, one copy-on-write check on RVF, and both stores' read and
-write latencies interleaved (with an A/A run of SQLite against itself). The result is the
+verified, one backup/restore cycle, one copy-on-write check on RVF, and the read and write
+latency of the candidate it declares against its baseline (``store_latency.compare``, with an
+A/A ratio), as the certificate's latency rows measure it. The result is the
 evidence document ``scenarios.gates`` judges (its docstring has the format).
 
 The run covers seconds: criteria over days come out ``unknown`` from it, as they must; a soak
@@ -25,11 +26,13 @@ from crashgate.backends import (
     Staged,
     VectorRecord,
     os_env,
+    resolve,
 )
 from crashgate.harness.divergence import DivergenceLedger
-from crashgate.harness.latency import interleaved, median_ratio, summarise
+from crashgate.harness.latency import summarise
 from crashgate.harness.model import read_state
 from crashgate.harness.ops import Upsert
+from crashgate.harness.store_latency import READ, WRITE, compare
 from crashgate.harness.workload import PROFILES, random_workload
 
 __all__ = ["FORMAT", "gather"]
@@ -37,12 +40,6 @@ __all__ = ["FORMAT", "gather"]
 FORMAT = "crashgate-evidence/1"
 DUAL_WRITE = (2, 3)
 """ADR-072's stages whose two stores both hold everything: only there are they compared."""
-
-
-def _ratio(cand: Any, base: Any, aa: Any) -> dict[str, Any]:
-    r, a = median_ratio(cand, base), median_ratio(aa, base)
-    return {"point": r.point, "low": r.low, "high": r.high, "n": list(r.n),
-            "aa": {"point": a.point, "low": a.low, "high": a.high}}
 
 
 def _move_to(store: Any, stage: int) -> None:
@@ -125,20 +122,21 @@ def _cow(rvf: Any, directory: str) -> dict[str, int]:
     return {"checks": 1, "failures": failures}
 
 
-def _latency(sqlite: Any, rvf: Any, n: int) -> dict[str, Any]:
-    keys = [k for k, _ in sqlite.scan("")] or ["missing"]
-    reads = interleaved({
-        "rvf": lambda i: rvf.get(keys[i % len(keys)]),
-        "sqlite": lambda i: sqlite.get(keys[i % len(keys)]),
-        "sqlite-aa": lambda i: sqlite.get(keys[(i * 7) % len(keys)])}, n)
-    writes = interleaved({
-        "rvf": lambda i: rvf.put(f"gate-latency/{i % 64}", b"x" * 64),
-        "sqlite": lambda i: sqlite.put(f"gate-latency/{i % 64}", b"x" * 64),
-        "sqlite-aa": lambda i: sqlite.put(f"gate-latency-aa/{i % 64}", b"x" * 64)}, n)
-    for store in (sqlite, rvf):   # leave the stores as the workload left them
-        store.write_batch({}, [k for k, _ in store.scan("gate-latency")])
-    return {"read": _ratio(reads["rvf"], reads["sqlite"], reads["sqlite-aa"]),
-            "write": _ratio(writes["rvf"], writes["sqlite"], writes["sqlite-aa"])}
+def _latency(store: Any, directory: str, samples: int, seed: int) -> dict[str, Any]:
+    """Read and write latency of the candidate the adapter declares against its baseline
+    (``store_latency.compare``, as the certificate's latency rows measure): per operation type,
+    the ratio, its interval, the samples and the A/A ratio."""
+    decl = store.declaration
+    if not decl.baseline:
+        return {}
+    candidate, baseline = resolve(decl.candidate or decl.label), resolve(decl.baseline)
+    out: dict[str, Any] = {}
+    for gate in (READ, WRITE):
+        ev = compare(candidate, baseline, gate, samples, seed=seed, directory=directory)
+        out[gate.kind] = {op: {k: fig[k] for k in ("point", "low", "high", "n", "aa")}
+                          for op, fig in ev.measured.items()
+                          if isinstance(fig, Mapping) and "point" in fig}
+    return out
 
 
 def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, seed: int = 1,
@@ -176,8 +174,7 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
                                       "examples": [f"{m.key}" for t in ledger.tallies.values()
                                                    for m in t.examples]}
             evidence["corruption"] = corruption
-        if len(stores) == 2:
-            evidence["latency"] = _latency(stores["sqlite"], stores["rvf"], samples)
+        evidence["latency"] = _latency(store, directory, samples, seed)
         evidence["fallbacks"] = {"reads": reads,
                                  "fallbacks": sum(getattr(store, "fallbacks", {}).values())}
         if "rvf" in stores:

@@ -15,8 +15,9 @@ Evidence is one JSON document (``crashgate gate`` gathers it, a soak writes it):
      "cow":        {"checks": n, "failures": k},
      "dual_write": {"writes": n, "errors": k},
      "peak_load":  {"agents": n, "violations": k},
-     "latency":    {"read": ratio, "write": ratio, "query_p99_ms": x}}
+     "latency":    {"read": {op: ratio}, "write": {op: ratio}, "query_p99_ms": x}}
      # ratio: {"point", "low", "high", "n": [c, b], "aa": {"point", "low", "high"}}
+     # ("read"/"write" may also be one ratio for all types)
 
 Times are seconds since the epoch (UTC). A section that is missing is evidence not gathered.
 """
@@ -106,20 +107,35 @@ def _divergence(threshold: float) -> Callable[[Mapping[str, Any]], Judged]:
 
 
 def _ratio(kind: str, threshold: float) -> Callable[[Mapping[str, Any]], Judged]:
-    def judge(ev: Mapping[str, Any]) -> Judged:
-        data = (ev.get("latency") or {}).get(kind)
-        if not isinstance(data, Mapping):
-            verdict, why = ratio_verdict(None, threshold, f"{kind} latency")
-            return Judged(verdict, "no evidence", 0, why)
+    """"Within ``threshold``x for all operation types": each type's ratio judged by its
+    interval (``ratio_verdict``); the worst decides, and a type whose A/A ratio is not within
+    the threshold is unknown (noise alone moves it that far)."""
+    def one(op: str, data: Mapping[str, Any]) -> tuple[Verdict, str, int, str]:
         n = tuple(int(x) for x in data.get("n", (0, 0)))
         ratio = Ratio(float(data["point"]), float(data["low"]), float(data["high"]), 0.95,
                       (n[0], n[1]))
-        verdict, why = ratio_verdict(ratio if min(n) > 0 else None, threshold, f"{kind} latency")
+        verdict, why = ratio_verdict(ratio if min(n) > 0 else None, threshold, f"{op} latency")
         aa = data.get("aa")
-        figure = ratio.describe() + (f"; A/A {float(aa['point']):.2f} ({float(aa['low']):.2f}-"
-                                     f"{float(aa['high']):.2f})" if isinstance(aa, Mapping)
-                                     else "")
-        return Judged(verdict, figure, min(n), why if verdict is Verdict.UNKNOWN else "")
+        figure = f"{op} {ratio.describe()}"
+        if isinstance(aa, Mapping):
+            figure += f" (A/A {float(aa['point']):.2f}, {float(aa['low']):.2f}-" \
+                      f"{float(aa['high']):.2f})"
+            if verdict is not Verdict.UNKNOWN and float(aa["high"]) > threshold:
+                verdict, why = Verdict.UNKNOWN, f"{op}: the A/A ratio is not within {threshold}x"
+        return verdict, figure, min(n), why if verdict is Verdict.UNKNOWN else ""
+
+    def judge(ev: Mapping[str, Any]) -> Judged:
+        data = (ev.get("latency") or {}).get(kind)
+        if not isinstance(data, Mapping) or not data:
+            verdict, why = ratio_verdict(None, threshold, f"{kind} latency")
+            return Judged(verdict, "no evidence", 0, why)
+        per_op = {"all": data} if "point" in data else data   # one ratio, or one per type
+        got = [one(op, d) for op, d in sorted(per_op.items()) if isinstance(d, Mapping)]
+        verdicts = {v for v, *_ in got}
+        verdict = (Verdict.FAIL if Verdict.FAIL in verdicts else
+                   Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts or not got else Verdict.PASS)
+        return Judged(verdict, "; ".join(f for _, f, _, _ in got), min(n for *_, n, _ in got),
+                      "; ".join(m for *_, m in got if m))
     return judge
 
 

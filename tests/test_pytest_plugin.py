@@ -33,18 +33,26 @@ def _run(tmp: Path, *extra: str) -> tuple[int, dict[str, str], str]:
     return proc.returncode, outcomes, proc.stdout + proc.stderr
 
 
+LATENCY_ROWS = ("adr072-read-latency", "adr072-write-latency")
+
+
 def test_rows_as_tests_serial_and_under_xdist_agree(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(USER_TEST)
     code, serial, out = _run(tmp_path)
-    assert code == 0, out
     rows = {n: k for n, k in serial.items() if n.startswith("crashgate[rvf]")}
     assert len(rows) == len(all_rows()), serial
+    # the latency rows measure this machine (RVF's writes against SQLite's): their verdict is a
+    # figure of the run, not of the code, so only the others are held to an outcome here
+    steady = {n: k for n, k in serial.items() if not any(r in n for r in LATENCY_ROWS)}
+    assert all(k in ("passed", "skipped") for k in steady.values()), steady
+    assert code == (1 if "failure" in serial.values() else 0), out
     assert rows["crashgate[rvf][adr032-6]"] == "skipped"   # n/a: no heartbeat lease
     assert rows["crashgate[rvf][adr032-1]"] == "passed"
     assert serial["test_my_store"] == "passed"
     code, parallel, out = _run(tmp_path, "-n", "2")
-    assert code == 0, out
-    assert parallel == serial
+    assert code == (1 if "failure" in parallel.values() else 0), out
+    assert {n: k for n, k in parallel.items() if not any(r in n for r in LATENCY_ROWS)} \
+        == steady
 
 
 def test_a_bad_backend_name_is_a_usage_error(tmp_path: Path) -> None:

@@ -247,6 +247,8 @@ class RvfStore(RvfRelational, RvfBackup):
             wire_version=self._version, metric=self.metric,
             failpoints=ONE_SYNC_FAILPOINTS if self._one_sync else FAILPOINTS,
             damage=DamagePromise.ROLLBACK,
+            # ADR-072 holds RVF's latency to SQLite's; queried with the same distance
+            baseline="sqlite" if self.metric == "l2" else f"sqlite?metric={self.metric}",
             notes={"vectors": "float64", "queries": "exact (NumPy)",
                    "derive": "copies the live data into the child",
                    "damage": "content hashes on every segment and a check on every header: "

@@ -20,6 +20,7 @@ from crashgate.backends import (
     Option,
     check_options,
 )
+from crashgate.backends.registry import label_of
 from crashgate.reference.rvf.store import OPTIONS as RVF_OPTIONS
 from crashgate.reference.sqlite_store import OPTIONS as SQLITE_OPTIONS
 from crashgate.reference.sqlite_store import declaration_for as sqlite_declaration
@@ -92,7 +93,20 @@ def _declare(adapter: StageAdapter) -> Declaration:
         file_format=f"crashgate-stages/{SQLITE}+{RVF}",
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
         damage=DamagePromise.ROLLBACK if rolls_back else DamagePromise.DETECTED,
-        undetected_damage=sqlite_decl.undetected_damage | {"misdirected-sector"})
+        undetected_damage=sqlite_decl.undetected_damage | {"misdirected-sector"},
+        # ADR-072's latency criteria are RVF's against SQLite's, as this adapter opens each
+        **_latency_pair(adapter.options, {SQLITE, RVF} <= r.stores))
+
+
+def _latency_pair(options: dict[str, Any], both: bool) -> dict[str, Any]:
+    """``candidate`` and ``baseline`` for a stage that uses ``both`` stores: RVF and SQLite as
+    names with the options this adapter gives each (``open_stage``); else none."""
+    if not both:
+        return {"candidate": None, "baseline": None}
+    pick = {RVF: ("sync", "metric"), SQLITE: ("journal_mode", "synchronous", "metric")}
+    label = {name: label_of(name, tuple((k, str(options[k])) for k in keys))
+             for name, keys in pick.items()}
+    return {"candidate": label[RVF], "baseline": label[SQLITE]}
 
 
 def open_stage(path: str, env: Env, stage: int, *, cls: type[StageAdapter] = StageAdapter,
