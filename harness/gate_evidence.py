@@ -6,13 +6,18 @@ latency of the candidate it declares against its baseline (``store_latency.compa
 A/A ratio), as the certificate's latency rows measure it. The result is the
 evidence document ``scenarios.gates`` judges (its docstring has the format).
 
-The run covers seconds: criteria over days come out ``unknown`` from it, as they must; a soak
-writes evidence over longer spans in the same format.
+In stage 2, one shadow write in ten fails with an injected I/O error (a fault through the
+adapter): each must be recorded as a divergence and mended by ``repair()`` before the shadow
+reads are compared, so a queue that loses entries shows as mismatches. The run covers seconds:
+criteria over days come out ``unknown`` from it, as they must; a soak writes evidence over
+longer spans in the same format.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import functools
 import os
 import time
@@ -29,6 +34,7 @@ from crashgate.backends import (
     resolve,
 )
 from crashgate.harness.divergence import DivergenceLedger
+from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.latency import summarise
 from crashgate.harness.model import read_state
 from crashgate.harness.ops import Upsert
@@ -139,11 +145,31 @@ def _latency(store: Any, directory: str, samples: int, seed: int) -> dict[str, A
     return out
 
 
+def _shadow_faults(failpoints: ArmedFailpoints, stage: int, every: int) -> list[int]:
+    """In stage 2, an I/O error in every ``every``-th RVF shadow write (at RVF's own first
+    failpoint, inside its commit): the adapter must record each as a divergence and ``repair``
+    must mend it before the shadow reads are compared. The count, as a one-item list."""
+    count = [0]
+    if stage != 2 or every <= 0:
+        return count
+    hits = [0]
+
+    def fail(name: str) -> None:
+        hits[0] += 1
+        if hits[0] % every == 0:
+            count[0] += 1
+            raise OSError(errno.EIO, f"crashgate gate: injected I/O error at {name}")
+    failpoints.arm("rvf.after-data-write", action=fail, times=None)
+    return count
+
+
 def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, seed: int = 1,
-           samples: int = 200) -> dict[str, Any]:
+           samples: int = 200, fault_every: int = 10) -> dict[str, Any]:
     """The evidence of one run of ``spec`` (a stage adapter) moved to ``stage``, in
-    ``directory`` (real files); see the module docstring."""
-    env = os_env()
+    ``directory`` (real files); see the module docstring. ``fault_every``: in stage 2, one
+    shadow write in that many fails with an I/O error (0: none)."""
+    failpoints = ArmedFailpoints()
+    env = dataclasses.replace(os_env(), failpoints=failpoints)
     started = time.time()
     store: Any = spec.open(os.path.join(directory, "adapter"), env)
     staged = isinstance(store, Staged)   # (a name of its own: store stays Any to mypy)
@@ -154,15 +180,22 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
     try:
         _move_to(store, stage)
         work = random_workload(store.declaration, ops, seed, PROFILES["small"])
+        injected = _shadow_faults(failpoints, store.stage, fault_every)
         reads = 0
         for op in work:
             op.run(store)
             with contextlib.suppress(Exception):
                 store.scan("")
                 reads += 1
+        failpoints.disarm()
+        queued = len(store.divergences()) if hasattr(store, "divergences") else 0
+        repaired = store.repair() if queued else 0
         ids = {r.id for op in work if isinstance(op, Upsert) for r in op.records}
         evidence: dict[str, Any] = {"format": FORMAT, "adapter": spec.label, "stage": stage,
-                                    "seed": seed, "ops": ops}
+                                    "seed": seed, "ops": ops,
+                                    "faults": {"shadow_write_errors": injected[0],
+                                               "divergences_queued": queued,
+                                               "divergences_repaired": repaired}}
         stores: Mapping[str, Any] = {n: store.store(n) for n in ("sqlite", "rvf")
                                      if _has(store, n)}
         if len(stores) == 2 and stage in DUAL_WRITE:

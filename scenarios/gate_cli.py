@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else random.randrange(1 << 32)
         with tempfile.TemporaryDirectory(prefix="crashgate-gate-") as tmp:
             evidence = gather(spec, args.frm, tmp, ops=args.ops, seed=seed,
-                              samples=args.samples)
+                              samples=args.samples, fault_every=args.fault_every)
     verdict, judged = judge_gate(document, args.frm, args.to, evidence)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder = Path(args.out) / spec.slug / f"gate-{args.frm}-{args.to}-{run_id}"
@@ -114,6 +114,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--ops", type=int, default=200, help="workload ops when gathering (200)")
     p.add_argument("--samples", type=int, default=200,
                    help="timed calls per store and operation when gathering (200)")
+    p.add_argument("--fault-every", type=int, default=10, metavar="N",
+                   help="when gathering in stage 2, one shadow write in N fails with an I/O "
+                   "error, to be queued and repaired (0: none; default 10)")
     p.add_argument("--seed", type=int, default=None, help="workload seed (default random)")
     p.add_argument("--out", default="reports", help="where gate reports go (default reports/)")
     p.set_defaults(func=_run)

@@ -89,4 +89,8 @@ def test_the_gate_command_gathers_evidence_and_writes_its_reports(tmp_path: Path
     assert shadow["verdict"] == "unknown" and "of the 7 days" in shadow["missing"]
     assert shadow["n"] > 0 and "Shadow divergence rate below 0.01%" in out
     assert (path.parent / "gate.md").exists() and (path.parent / "evidence.json").exists()
+    faults = json.loads((path.parent / "evidence.json").read_text())["faults"]
+    # the injected shadow-write errors were queued, and repaired before the shadow reads
+    assert faults["divergences_queued"] > 0
+    assert faults["divergences_repaired"] == faults["divergences_queued"]
     assert main(["gate", "stage2", "--from", "1", "--to", "3"]) == 3
