@@ -29,7 +29,6 @@ from crashgate.backends import (
     Capability,
     CorruptStore,
     Staged,
-    VectorRecord,
     os_env,
     resolve,
 )
@@ -199,7 +198,7 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
         stores: Mapping[str, Any] = {n: store.store(n) for n in ("sqlite", "rvf")
                                      if _has(store, n)}
         if len(stores) == 2 and stage in DUAL_WRITE:
-            ledger = DivergenceLedger(same=_same)
+            ledger = DivergenceLedger()   # records compare as values
             corruption = {"checks": 0, "incidents": 0}
             _compare(ledger, corruption, stores["sqlite"], stores["rvf"], ids)
             evidence["divergence"] = {"compared": ledger.compared,
@@ -235,14 +234,6 @@ def _has(store: Any, name: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list) and isinstance(b, list) and all(
-            isinstance(r, VectorRecord) for r in (*a, *b)):
-        return [(r.id, r.vector, dict(r.metadata)) for r in a] == \
-            [(r.id, r.vector, dict(r.metadata)) for r in b]
-    return bool(a == b)
 
 
 def _dimension(work: list[Any]) -> int:

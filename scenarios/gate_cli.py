@@ -39,15 +39,25 @@ def merge(documents: list[dict[str, Any]]) -> dict[str, Any]:
         for key, pick in (("started", min), ("ended", max)):
             if key in doc:
                 out[key] = pick(out.get(key, doc[key]), doc[key])
-        if isinstance(doc.get("latency"), dict):
-            def size(d: dict[str, Any]) -> int:
-                return int(min((d.get("read") or {}).get("n", [0, 0]) or [0]))
-            if "latency" not in out or size(doc["latency"]) > size(out["latency"]):
-                out["latency"] = doc["latency"]
+        if isinstance(doc.get("latency"), dict) and (
+                "latency" not in out or _samples(doc["latency"]) > _samples(out["latency"])):
+            out["latency"] = doc["latency"]
         if isinstance(doc.get("peak_load"), dict) and int(doc["peak_load"].get("agents", 0)) \
                 > int(out.get("peak_load", {}).get("agents", 0)):
             out["peak_load"] = doc["peak_load"]
     return out
+
+
+def _samples(latency: dict[str, Any]) -> int:
+    """The fewest samples behind any latency ratio of an evidence file (a ratio per operation
+    type, or one for all: ``scenarios.gates``); 0 when there is none."""
+    ratios = []
+    for kind in ("read", "write"):
+        data = latency.get(kind)
+        if isinstance(data, dict):
+            ratios += [data] if "point" in data else [r for r in data.values()
+                                                      if isinstance(r, dict)]
+    return min((min(int(x) for x in r.get("n", [0])) for r in ratios), default=0)
 
 
 def _run(args: argparse.Namespace) -> int:

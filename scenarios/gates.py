@@ -30,6 +30,7 @@ from typing import Any
 
 from crashgate.harness.divergence import rate_verdict
 from crashgate.harness.latency import Ratio, ratio_verdict
+from crashgate.harness.store_latency import READ, WRITE
 from crashgate.harness.verdict import Verdict
 
 __all__ = ["GATES", "Criterion", "Judged", "judge_gate"]
@@ -172,7 +173,7 @@ GATES: dict[tuple[str, int, int], tuple[Criterion, ...]] = {
         Criterion(ADR072, "Shadow divergence rate below 0.01% over 7 consecutive days",
                   _over(7, _divergence(1e-4))),
         Criterion(ADR072, "RVF read latency within 2x of SQLite for all query types",
-                  _ratio("read", 2.0)),
+                  _ratio(READ.kind, READ.threshold)),
         Criterion(ADR072, "Zero data corruption incidents in shadow copy",
                   _zero("corruption", "checks", "incidents", "shadow-copy checks")),
         Criterion(ADR072, "Witness chain verification passes with zero invalid entries",
@@ -184,7 +185,7 @@ GATES: dict[tuple[str, int, int], tuple[Criterion, ...]] = {
         Criterion(ADR072, "RVF serving 100% of reads with zero fallbacks over 14 consecutive "
                   "days", _over(14, _zero("fallbacks", "reads", "fallbacks", "reads"))),
         Criterion(ADR072, "RVF write latency within 1.5x of SQLite for all operation types",
-                  _ratio("write", 1.5)),
+                  _ratio(WRITE.kind, WRITE.threshold)),
         Criterion(ADR072, "Full backup/restore cycle validated",
                   _zero("backup", "cycles", "failures", "backup/restore cycle")),
         Criterion(ADR072, "COW branching validated for non-vector data (Q-values, GOAP plans)",

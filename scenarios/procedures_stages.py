@@ -108,12 +108,8 @@ def _judge(spec: BackendSpec, moved: _Moved, image: DiskImage) -> str | None:
     finally:
         store.close()
     if got.digest != moved.want.digest:
-        lost = sorted(dict(moved.want.kv).keys() - dict(got.kv).keys())[:3]
-        extra = sorted(dict(got.kv).keys() - dict(moved.want.kv).keys())[:3]
-        vec = sorted(set(dict(moved.want.vectors)) ^ set(dict(got.vectors)))[:3]
         return (f"reopened in stage {stage} with other data than was acknowledged before the "
-                f"move (keys lost {lost}, keys never written {extra}, vector ids differing "
-                f"{vec})")
+                f"move: {'; '.join(got.describe_diff(moved.want, limit=3))}")
     if hatch is not None and hatch != moved.hatch:
         return ("reopened in stage 4 with its escape hatch changed by the export a crash "
                 "interrupted: the previous SQLite must stay as it was until the switch")

@@ -22,7 +22,7 @@ from typing import Any
 
 from crashgate.backends import Env
 from crashgate.reference.stages import StageAdapter, StageRecord, open_stage
-from crashgate.reference.stages.roles import RVF
+from crashgate.reference.stages.roles import RVF, Data
 
 __all__ = ["DropsStage3Writes", "ReadsShadow", "SwitchThenSync", "open_drops_stage3_writes",
            "open_reads_shadow", "open_switch_then_sync"]
@@ -31,7 +31,7 @@ __all__ = ["DropsStage3Writes", "ReadsShadow", "SwitchThenSync", "open_drops_sta
 class ReadsShadow(StageAdapter):
     """Stage 2 answers every read from the shadow."""
 
-    def _read(self, what: str, kind: str, keys: Sequence[str], ids: Sequence[int],
+    def _read(self, what: str, kind: Data, keys: Sequence[str], ids: Sequence[int],
               call: Callable[[Any], Any]) -> Any:
         if self.stage == 2:
             return call(self.store(RVF))   # the defect: SQLite is the source of truth

@@ -74,6 +74,10 @@ def test_evidence_files_merge_counts_and_span() -> None:
     got = merge([a, b])
     assert got["divergence"] == {"compared": 40_010, "mismatches": 1}
     assert (got["started"], got["ended"]) == (0.0, 9 * DAY)
+    # latency from the file with the most samples, a ratio per operation type or one for all
+    per_op = {"read": {"get": {**RATIO, "n": [900, 900]}, "scan": {**RATIO, "n": [800, 800]}}}
+    assert merge([a, _evidence(1, latency=per_op)])["latency"] == per_op
+    assert merge([_evidence(1, latency=per_op), a])["latency"] == per_op
 
 
 def test_the_gate_command_gathers_evidence_and_writes_its_reports(tmp_path: Path,

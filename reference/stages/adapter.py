@@ -228,10 +228,10 @@ class StageAdapter(StageRelational, StageBackup):
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _read(self, what: str, kind: str, keys: Sequence[str], ids: Sequence[int],
+    def _read(self, what: str, kind: Data, keys: Sequence[str], ids: Sequence[int],
               call: Callable[[Any], Any]) -> Any:
         """A key-value read (``kind`` "kv") or a vector read ("vectors"): ``_truth_read``."""
-        return self._truth_read(what, "kv" if kind == "kv" else "vectors", keys, ids, (), call)
+        return self._truth_read(what, kind, keys, ids, (), call)
 
     def _read_relational(self, what: str, refs: Sequence[str],
                          call: Callable[[Any], Any]) -> Any:

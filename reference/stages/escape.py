@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from crashgate.backends import CorruptStore, Env
+from crashgate.backends import CorruptStore, Env, remove_if_present
 from crashgate.reference.sqlite_store import open_sqlite
 from crashgate.reference.stages.sync import sync_kv, sync_relational, sync_vectors
 
@@ -35,9 +35,7 @@ def next_sqlite_name(current: str) -> str:
 
 def remove_sqlite(env: Env, path: str) -> None:
     """Remove a SQLite file and its side files (a WAL, a journal), where there are any."""
-    for name in (path, *(path + s for s in _SIDE_FILES)):
-        if env.fs.exists(name):
-            env.fs.remove(name)
+    remove_if_present(env.fs, path, *(path + s for s in _SIDE_FILES))
 
 
 def export_into_sqlite(rvf: Any, path: str, env: Env, options: Mapping[str, str],
