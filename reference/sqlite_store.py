@@ -44,6 +44,7 @@ without a sum, nor miss the relational tables.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import posixpath
@@ -56,6 +57,7 @@ import apsw
 import numpy as np
 
 from crashgate.backends import (
+    BadOption,
     Capability,
     CorruptStore,
     DamagePromise,
@@ -78,8 +80,8 @@ from crashgate.reference.sqlite_relational import (
 from crashgate.reference.sqlite_vfs import RoutedVFS
 from crashgate.reference.vector_search import METRICS, exact_search
 
-__all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "declaration_for", "durability_for",
-           "open_sqlite", "record_sum"]
+__all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "checked_busy_timeout",
+           "declaration_for", "durability_for", "open_sqlite", "record_sum"]
 
 SCHEMA_VERSION = 3
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF")
@@ -88,6 +90,10 @@ OPTIONS = {
     "journal_mode": Option("WAL", JOURNAL_MODES, help="SQLite PRAGMA journal_mode"),
     "synchronous": Option("FULL", SYNCHRONOUS, help="SQLite PRAGMA synchronous"),
     "metric": Option("l2", METRICS, help="distance for vector queries"),
+    "readonly": Option("false", ("true", "false"), help="open an existing file as a reader: "
+                       "nothing created, migrated or written; every write refused"),
+    "busy_timeout": Option("5000", convert=int, help="milliseconds a statement waits for "
+                           "another connection's lock before SQLITE_BUSY"),
 }
 _SCHEMA = f"""
 BEGIN IMMEDIATE;
@@ -272,16 +278,34 @@ def _is_wal_file(env: Env, path: str) -> bool:
 
 class SqliteStore(SqliteRelational, SqliteBackup):
     """Key-value and vector store in one SQLite database file at ``path``, with ADR-072's
-    relational records (``SqliteRelational``)."""
+    relational records (``SqliteRelational``).
+
+    ``readonly``: a reader of a file a writer made. It opens the connection with
+    ``SQLITE_OPEN_READONLY`` (a missing file is ``FileNotFoundError``, never created), keeps
+    the file's journal mode (``journal_mode`` and ``synchronous`` are not set: setting them
+    is a write), refuses a file it would have to create the schema in or migrate, and
+    refuses every write with ``PermissionError`` naming the option. Each statement outside a
+    transaction reads the newest commit, so a reader sees what writers commit after it
+    opened. On the OS's file system a reader of a WAL file uses its ``-shm``/``-wal``
+    (SQLite creates them, empty, when no writer has them open: sqlite.org/wal.html,
+    "Read-Only Databases"); on the routed VFS it reads a WAL file in EXCLUSIVE locking mode
+    (heap wal-index), so it waits for, and then keeps out, a writer on the same disk.
+
+    ``busy_timeout`` (ms): how long a statement waits for another connection's lock
+    (``Connection.set_busy_timeout``, SQLite's ``sqlite3_busy_timeout``) before it fails
+    with ``SQLITE_BUSY``: a reader opening while a writer in another process commits or
+    checkpoints, or a writer committing while a rollback-journal reader holds SHARED."""
 
     _record_sum = staticmethod(record_sum)   # the sum the relational rows carry too
 
     def __init__(self, path: str, env: Env, journal_mode: str, synchronous: str,
-                 metric: str) -> None:
+                 metric: str, *, readonly: bool = False, busy_timeout: int = 5000) -> None:
         self.path = path
         self._env = env
         self._metric = metric
         self._modes = (journal_mode, synchronous)
+        self.readonly = readonly
+        self._busy_timeout = busy_timeout
         self._closed = False
         self._in_doubt = False
         # one connection: a thread's write must not run inside another thread's transaction
@@ -295,25 +319,36 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         path, env = self.path, self._env
         journal_mode, synchronous = self._modes
         parent = posixpath.dirname(path) or "."
-        if not env.fs.exists(parent):
+        self._vfs: RoutedVFS | None = None
+        if self.readonly:
+            if not env.fs.exists(path):
+                raise FileNotFoundError(errno.ENOENT, "no SQLite store to read here (readonly="
+                                        "true never creates one); open it once without "
+                                        "readonly=true, or give the path of one", path)
+        elif not env.fs.exists(parent):
             env.fs.makedirs(parent)
             env.fs.sync_dir(posixpath.dirname(parent.rstrip("/")) or "/")
         native = env.fs.native_path(path)
-        self._vfs: RoutedVFS | None = None
-        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        flags = (apsw.SQLITE_OPEN_READONLY if self.readonly
+                 else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         if native is not None:
             self._db = apsw.Connection(native, flags=flags)
             exclusive = False
         else:
             # Decide before the first read: a WAL database needs EXCLUSIVE from the start here.
-            exclusive = journal_mode == "WAL" or _is_wal_file(env, path)
+            # A reader goes by the file alone: it sets no journal mode.
+            exclusive = (journal_mode == "WAL" and not self.readonly) or _is_wal_file(env, path)
             self._vfs = RoutedVFS(env.fs)
             self._db = apsw.Connection(path, flags=flags, vfs=self._vfs.name)
         try:
+            self._db.set_busy_timeout(self._busy_timeout)
             with self._errors():
                 if exclusive:
                     self._pragma("locking_mode", "EXCLUSIVE")
                 version = self._check_file()
+                if self.readonly:
+                    self._check_readable(version)
+                    return
                 self._set_modes(journal_mode, synchronous, exclusive)
                 if version == 0:  # a new file: tables and version in one transaction
                     self._db.execute(_SCHEMA).fetchall()
@@ -328,6 +363,26 @@ class SqliteStore(SqliteRelational, SqliteBackup):
             raise
 
     # -- opening ---------------------------------------------------------------------------
+
+    def _check_readable(self, version: int) -> None:
+        """A reader reads a file at this store's schema version only: making the schema or
+        migrating an older one is a writer's job (module docstring)."""
+        if version == 0:   # a writer that died before its schema's commit made nothing
+            raise FileNotFoundError(errno.ENOENT, "no SQLite store to read here: the file "
+                                    "holds no crashgate schema yet (version 0), and "
+                                    "readonly=true never creates one; open it once without "
+                                    "readonly=true", self.path)
+        if version < SCHEMA_VERSION:
+            raise PermissionError(f"{self.path} is at schema version {version}, older than "
+                                  f"{SCHEMA_VERSION}, and readonly=true cannot migrate it; "
+                                  "open it once without readonly=true (a writer migrates "
+                                  "it), then read")
+
+    def _check_writable(self, what: str) -> None:
+        """``PermissionError`` naming the option, before a write starts, for a reader."""
+        if self.readonly:
+            raise PermissionError(f"{what}: {self.path} was opened with readonly=true; open "
+                                  "it with readonly=false to change it")
 
     def _pragma(self, name: str, value: str | None = None) -> Any:
         sql = f"PRAGMA {name}" if value is None else f"PRAGMA {name}={value}"
@@ -454,10 +509,11 @@ class SqliteStore(SqliteRelational, SqliteBackup):
             raise self._vfs.crashed from None
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, what: str = "a write transaction") -> Iterator[None]:
         """One write transaction: all of it commits or none of it does."""
         with self._write_lock:
             self._check_open()
+            self._check_writable(what)
             with self._errors():
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -503,6 +559,7 @@ class SqliteStore(SqliteRelational, SqliteBackup):
     def put(self, key: str, value: bytes) -> None:
         with self._write_lock:   # not inside another thread's open transaction
             self._check_open()
+            self._check_writable("put")
             with self._errors():
                 self._db.execute("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
                                  _kv_row(key, value))
@@ -522,6 +579,7 @@ class SqliteStore(SqliteRelational, SqliteBackup):
     def delete(self, key: str) -> None:
         with self._write_lock:
             self._check_open()
+            self._check_writable("delete")
             with self._errors():
                 self._db.execute("DELETE FROM kv WHERE key = ?", (_check_key(key),))
 
@@ -547,7 +605,7 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         """Deletes then puts, in one transaction."""
         dels = [(_check_key(k),) for k in deletes]
         rows = [_kv_row(k, v) for k, v in puts.items()]
-        with self._transaction():
+        with self._transaction("write_batch"):
             self._db.executemany("DELETE FROM kv WHERE key = ?", dels)
             self._db.executemany("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
                                  rows)
@@ -564,7 +622,7 @@ class SqliteStore(SqliteRelational, SqliteBackup):
             rows.append((row_id, vec, meta,
                          record_sum(_row_id_bytes(row_id), vec, meta.encode("utf-8"))))
         dims = {len(blob) // 8 for _, blob, _, _ in rows}
-        with self._transaction():
+        with self._transaction("upsert"):
             first = self._db.execute("SELECT length(vector) FROM vectors LIMIT 1").fetchall()
             dims |= {int(first[0][0]) // 8} if first else set()  # type: ignore[arg-type]
             if len(dims) > 1:
@@ -612,7 +670,7 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         """Delete by id in one transaction; how many of them were live."""
         row_ids = _row_ids(ids)
         removed = 0
-        with self._transaction():
+        with self._transaction("remove"):
             for row_id in row_ids:
                 self._db.execute("DELETE FROM vectors WHERE id = ?", (row_id,))
                 removed += self._db.changes()
@@ -642,6 +700,11 @@ class SqliteStore(SqliteRelational, SqliteBackup):
                 out += self._records(f"WHERE id IN ({marks})", chunk)
         return sorted(out, key=lambda r: r.id)
 
+    def restore(self, src: str) -> None:
+        """``SqliteBackup.restore``; refused for a reader."""
+        self._check_writable("restore")
+        super().restore(src)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -667,8 +730,22 @@ def open_sqlite(path: str, env: Env, **options: str) -> SqliteStore:
     """Open (or create) the SQLite database file at ``path``.
 
     Options: ``journal_mode`` (WAL, DELETE, TRUNCATE, PERSIST, MEMORY, OFF; default WAL),
-    ``synchronous`` (OFF, NORMAL, FULL, EXTRA; default FULL), ``metric`` (l2, cosine).
+    ``synchronous`` (OFF, NORMAL, FULL, EXTRA; default FULL), ``metric`` (l2, cosine),
+    ``readonly`` (true, false; default false: ``SqliteStore``), ``busy_timeout``
+    (milliseconds >= 0, default 5000).
     """
     opts = check_options("sqlite", options, OPTIONS)
     return SqliteStore(path, env, str(opts["journal_mode"]), str(opts["synchronous"]),
-                       str(opts["metric"]))
+                       str(opts["metric"]), readonly=opts["readonly"] == "true",
+                       busy_timeout=checked_busy_timeout("sqlite", opts["busy_timeout"]))
+
+
+def checked_busy_timeout(backend: str, value: object) -> int:
+    """``busy_timeout`` as ``check_options`` converted it (an int), refused below 0 with
+    ``BadOption`` naming ``backend`` (a negative timeout would mean no wait at all)."""
+    busy = int(value)  # type: ignore[call-overload]
+    if busy < 0:
+        raise BadOption(backend, "busy_timeout", str(busy),   # as given, as check_options
+                        ["0 (fail at once with SQLITE_BUSY)", "a positive number of "
+                         "milliseconds to wait for another connection's lock"])
+    return busy

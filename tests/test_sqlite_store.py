@@ -4,7 +4,9 @@ real SQLite on the simulated disk."""
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -343,3 +345,133 @@ def test_wal_normal_stays_consistent_but_may_lose_commits_on_power_loss() -> Non
     seen = _scan(_run_puts(spec).durable_image(), spec)
     prefixes = [[(f"k{i}", b"v%d" % i) for i in range(j)] for j in range(7)] + [ALL_ACKED]
     assert seen in prefixes
+
+
+# -- readers (readonly=true) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("routed", [False, True])
+@pytest.mark.parametrize("journal_mode", ["WAL", "DELETE"])
+def test_a_reader_reads_live_refuses_writes_and_changes_no_byte(
+        tmp_path: Path, routed: bool, journal_mode: str) -> None:
+    path = tmp_path / "db"
+    env = Env(fs=NonNativeFS()) if routed else os_env()
+    w = open_sqlite(str(path), env, journal_mode=journal_mode)
+    w.put("k", b"v")
+    w.upsert([VectorRecord.of(1, [1.0, 2.0], {})])
+    w.q_value_update("s", "a", 1.0)
+    if not routed:   # the routed VFS's WAL is EXCLUSIVE: one connection on the disk at a time
+        r = open_sqlite(str(path), os_env(), readonly="true")
+        w.put("k2", b"v2")
+        assert r.get("k2") == b"v2"   # each statement reads the newest commit
+        r.close()
+    w.close()
+    before = path.read_bytes()
+    r = open_sqlite(str(path), env, readonly="true", journal_mode="DELETE")   # not set: a write
+    try:
+        assert r.readonly and r.get("k") == b"v" and r.count() == 1
+        assert r.q_values("s")["a"].updates == 1
+        for what, call in {"put": lambda: r.put("x", b"1"), "delete": lambda: r.delete("k"),
+                           "write_batch": lambda: r.write_batch({"x": b"1"}),
+                           "upsert": lambda: r.upsert([VectorRecord.of(2, [0.0, 1.0], {})]),
+                           "remove": lambda: r.remove([1]),
+                           "a write transaction": lambda: r.q_value_update("s", "a", 2.0),
+                           "restore": lambda: r.restore(str(tmp_path / "none"))}.items():
+            with pytest.raises(PermissionError, match=f"^{what}: .*readonly=true"):
+                call()
+        assert r.get("k") == b"v"
+    finally:
+        r.close()
+    assert path.read_bytes() == before
+    assert all(p.stat().st_size == 0 for p in tmp_path.glob("db-wal"))
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_a_reader_never_creates_nor_migrates(tmp_path: Path, routed: bool) -> None:
+    env = Env(fs=NonNativeFS()) if routed else os_env()
+    missing = tmp_path / "sub" / "db"
+    with pytest.raises(FileNotFoundError, match="readonly=true never creates one"):
+        open_sqlite(str(missing), env, readonly="true")
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")   # a writer that died before its schema's commit
+    with pytest.raises(FileNotFoundError, match="no crashgate schema yet"):
+        open_sqlite(str(empty), env, readonly="true")
+    assert empty.read_bytes() == b""
+    old = tmp_path / "old"
+    db = apsw.Connection(str(old))
+    db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+               "CREATE TABLE vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL, "
+               "metadata TEXT NOT NULL); PRAGMA user_version = 1")
+    db.close()
+    before = old.read_bytes()
+    with pytest.raises(PermissionError, match="schema version 1, older than 3.*cannot migrate"):
+        open_sqlite(str(old), env, readonly="true")
+    assert old.read_bytes() == before
+
+
+# -- busy_timeout ----------------------------------------------------------------------------
+
+def test_busy_timeout_is_set_on_the_connection(tmp_path: Path) -> None:
+    for given, want in (({}, 5000), ({"busy_timeout": "250"}, 250), ({"busy_timeout": "0"}, 0)):
+        store = open_sqlite(str(tmp_path / "db"), os_env(), **given)
+        try:
+            assert store._pragma("busy_timeout") == want
+        finally:
+            store.close()
+    assert OPTIONS["busy_timeout"].default == "5000"
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "1.5"])
+def test_a_bad_busy_timeout_is_refused_naming_it(tmp_path: Path, value: str) -> None:
+    with pytest.raises(BadOption, match=f"option busy_timeout={value!r} is not accepted"):
+        open_sqlite(str(tmp_path / "db"), os_env(), busy_timeout=value)
+    with pytest.raises(BadOption, match="'stage3': option busy_timeout"):
+        resolve(f"stage3?busy_timeout={value}").open(str(tmp_path / "stage"), os_env())
+    assert not (tmp_path / "db").exists() and not (tmp_path / "stage").exists()
+
+
+def test_a_reader_waits_out_a_writers_lock_within_busy_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On the routed VFS, whose lock table lives in this process: the reader is seen refused
+    # by the lock at least once (so it did wait) before the writer lets go. No timing.
+    from crashgate.reference import sqlite_vfs
+
+    fs = NonNativeFS()
+    path = str(tmp_path / "db")
+    holder = open_sqlite(path, Env(fs=fs), journal_mode="DELETE")
+    holder.put("k", b"v")
+    refused = threading.Event()
+    lock = sqlite_vfs._LockTable.lock
+
+    def spying(self: Any, *args: Any) -> None:
+        try:
+            lock(self, *args)
+        except apsw.BusyError:
+            refused.set()
+            raise
+
+    monkeypatch.setattr(sqlite_vfs._LockTable, "lock", spying)
+    holder._db.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(apsw.BusyError):   # no timeout: SQLITE_BUSY at once
+            open_sqlite(path, Env(fs=fs), readonly="true", busy_timeout="0")
+        refused.clear()
+        got: list[object] = []
+
+        def read() -> None:
+            try:
+                r = open_sqlite(path, Env(fs=fs), readonly="true", busy_timeout="600000")
+                got.append(r.get("k"))
+                r.close()
+            except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+                got.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert refused.wait(60), "the reader never met the writer's lock"
+        assert not got   # still waiting
+    finally:
+        holder._db.execute("COMMIT")
+    reader.join(60)
+    holder.close()
+    assert got == [b"v"]

@@ -22,11 +22,31 @@ Promotion and rollback (``_move``): record ``moving_to``, catch up what the next
 hit ``stage.before-switch``, then write the new stage: one SQLite transaction, so after any
 crash the adapter opens in exactly one of the two stages. The catch-up writes only what
 differs, so a crash half-way is resumed, not redone, by the next call.
+
+**Readers** (``readonly=true``, ``factory.OPTIONS``): an adapter opened to read an existing
+directory beside its writer, in another process. Nothing is created or written: the
+directory, ``control.db`` and its stage record must exist (else ``FileNotFoundError``); the
+control file and the stores are opened with their own ``readonly=true`` (SQLite read-only,
+RVF without its writer lock); a committed restore not yet finished is refused (only a writer
+finishes it); every write, ``repair``, ``promote``, ``rollback``, the escape hatch's
+activation, ``backup`` (a reader cannot keep the writer's dual writes out from between the
+parts) and ``restore`` raise ``PermissionError`` naming the option. Reads follow the stage's
+roles as the writer's do (stage 3: RVF, with SQLite as the fallback). What a reader sees:
+
+- the stage record is read once, at open: a reader opened before a promotion, rollback or
+  escape hatch (or during one: ``moving_to`` set) keeps reading as the stage it opened in,
+  from stores the new stage may no longer write (after 3 -> 4, the SQLite a stage-3 reader
+  falls back to gets nothing more); open a new reader to follow the writer to its new stage;
+- SQLite (data and control) is read live: each read sees the writer's last commit;
+- the RVF store loads its newest manifest at open and never re-reads it (``rvf/store.py``),
+  so what a reader reads from RVF is the state at its open: commits after it are not seen
+  until the reader is opened again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections import Counter
@@ -102,6 +122,8 @@ class StageAdapter(StageRelational, StageBackup):
         self._declare = declare
         self._stores: dict[str, Any] = {}
         self._closed = False
+        self.readonly = self.options.get("readonly") == "true"
+        """Opened with ``readonly=true``: a reader (module docstring)."""
         # a dual write's two writes, as one: threads must reach the mirror in the order they
         # reached the truth (else a Q-value's older record, or a key's older value, lands last)
         self._write_lock = threading.RLock()
@@ -112,22 +134,38 @@ class StageAdapter(StageRelational, StageBackup):
         self.fallback_examples: list[tuple[str, str]] = []
         """(what was read, the error RVF gave), the first few."""
         fs = env.fs
-        fs.makedirs(path)
-        fs.sync_dir(os.path.dirname(os.path.normpath(path)) or ".")
+        if self.readonly:
+            self._check_exists(self._file("control.db"))
+        else:
+            fs.makedirs(path)
+            fs.sync_dir(os.path.dirname(os.path.normpath(path)) or ".")
         self._control = StageControl(open_sqlite(self._file("control.db"), env,
                                                  **store_options[SQLITE]),
                                      self._file("control.db"))
         try:
             record = self._control.stage()
             if record is None:
+                if self.readonly:
+                    raise FileNotFoundError(errno.ENOENT, "no stage adapter here: its control "
+                                            "file holds no stage record (readonly=true never "
+                                            "writes one); open it once without readonly=true",
+                                            self._file("control.db"))
                 roles(initial)   # a bad stage is refused before anything is written
                 record = StageRecord(initial)
                 self._control.set_stage(record)
             self._sqlite_file = record.sqlite
             self.stage = record.stage
-            self._finish_restore(record)   # a committed restore first (backup.py)
+            if self.readonly and record.restoring is not None:
+                raise PermissionError(f"the stage adapter at {path} has a committed restore "
+                                      "not yet finished, which readonly=true cannot finish; "
+                                      "open it once without readonly=true, then read")
+            if not self.readonly:
+                self._finish_restore(record)   # a committed restore first (backup.py)
+            # read before RVF loads: a writer records the epoch after RVF's commit, so the
+            # RVF a reader then loads is at least this new unless RVF lost commits
+            recorded = self._control.rvf_epoch()
             self._open_stores(roles(self.stage).stores)
-            self._check_rvf_epoch()
+            self._check_rvf_epoch(recorded)
         except Exception:   # not on a SimulatedCrash: a dead process cleans nothing up
             with contextlib.suppress(Exception):   # the open's own error is the one to see
                 self._close_all()
@@ -138,6 +176,25 @@ class StageAdapter(StageRelational, StageBackup):
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    def _check_exists(self, control: str) -> None:
+        """A reader's open: the directory and its control file exist, else
+        ``FileNotFoundError`` naming what is missing (nothing is created)."""
+        fs = self._env.fs
+        for what, where in (("directory", self.path), ("control file", control)):
+            if not fs.exists(where):
+                raise FileNotFoundError(errno.ENOENT, f"no stage adapter here: its {what} is "
+                                        "missing (readonly=true never creates one); give the "
+                                        "directory of an existing adapter, or open it without "
+                                        "readonly=true to create it", where)
+
+    def _check_writable(self, what: str) -> None:
+        """``PermissionError`` naming the option, before anything is done, for a reader."""
+        self._check_open()
+        if self.readonly:
+            raise PermissionError(f"{what}: the stage adapter at {self.path} was opened with "
+                                  "readonly=true; open it with readonly=false (a writer, which "
+                                  "takes the writer lock where the stage has RVF) to change it")
 
     def _open(self, name: str) -> Any:
         if name not in self._stores:
@@ -186,7 +243,7 @@ class StageAdapter(StageRelational, StageBackup):
         """``call`` on the source of truth of ``data``, then (dual-write stages) on the other
         store, where a failure is recorded instead of raised; ``mirror(store, result)``, when
         given, is what the other store gets instead (``result``: what the truth returned)."""
-        self._check_open()
+        self._check_writable(op)
         r = roles(self.stage)
         truth = r.truth(data)
         with self._write_lock:
@@ -211,17 +268,20 @@ class StageAdapter(StageRelational, StageBackup):
         self._write("delete", [key], [], lambda s: s.delete(key))
 
     def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
+        self._check_writable("write_batch")   # an empty batch too, as the stores refuse it
         deletes = list(deletes)
         keys = sorted(set(puts) | set(deletes))
         if keys:
             self._write("batch", keys, [], lambda s: s.write_batch(puts, deletes))
 
     def upsert(self, records: Sequence[VectorRecord]) -> None:
+        self._check_writable("upsert")
         records = list(records)
         if records:
             self._write("upsert", [], [r.id for r in records], lambda s: s.upsert(records))
 
     def remove(self, ids: Iterable[int]) -> int:
+        self._check_writable("remove")
         ids = list(ids)
         result: int = self._write("remove", [], ids, lambda s: s.remove(ids))
         return result
@@ -317,7 +377,7 @@ class StageAdapter(StageRelational, StageBackup):
         drop the entry. Entries for a store this stage
         does not write (an escape hatch) wait for the rollback that catches it up. Returns how
         many entries were repaired."""
-        self._check_open()
+        self._check_writable("repair")
         r = roles(self.stage)
         done = []
         for d in self._control.divergences():
@@ -344,7 +404,7 @@ class StageAdapter(StageRelational, StageBackup):
         return self._move(self.stage - 1)
 
     def _move(self, to: int) -> int:
-        self._check_open()
+        self._check_writable("promote" if to > self.stage else "rollback")
         here = self.stage
         if (here, to) not in CATCH_UP:
             raise ValueError(f"stage {here} has no {'next' if to > here else 'previous'} "
@@ -359,7 +419,8 @@ class StageAdapter(StageRelational, StageBackup):
         self._env.failpoints.hit(TRANSITION_FAILPOINTS[1])
         self._control.set_stage(StageRecord(to, sqlite=self._sqlite_file))
         self.stage = to
-        self._check_rvf_epoch()   # a split stage records the epoch the catch-up left
+        # a split stage records the epoch the catch-up left
+        self._check_rvf_epoch(self._control.rvf_epoch())
         self._control.forget(d for d in self._control.divergences() if d.behind in caught_up)
         self._close_stores(roles(to).stores)
         self.declaration = self._declare(self)
@@ -369,7 +430,7 @@ class StageAdapter(StageRelational, StageBackup):
         """Stage 4 only: export RVF into a new SQLite file, then switch to stage 0 (SQLite the
         primary again) and to that file in one write; returns 0. A crash before the switch
         reopens in stage 4 with the previous SQLite file untouched (``escape.py``)."""
-        self._check_open()
+        self._check_writable("activate_escape_hatch")
         if self.stage != 4:
             raise ValueError(f"the escape hatch is stage 4's; this adapter is in stage "
                              f"{self.stage}: use rollback() to leave it")
@@ -407,21 +468,23 @@ class StageAdapter(StageRelational, StageBackup):
     def _record_rvf_epoch(self) -> None:
         self._control.set_rvf_epoch(self._stores[RVF].epoch)
 
-    def _check_rvf_epoch(self) -> None:
+    def _check_rvf_epoch(self, recorded: int | None) -> None:
         """In a stage that reads key-value data from SQLite and vectors from RVF, refuse an RVF
-        file older than the last vector write this adapter recorded: damage rolled RVF back to
-        an earlier commit while SQLite kept newer data, and the two together are a state that
-        never was. (Newer is a crash between RVF's commit and the record: it is recorded.)"""
+        file older than ``recorded``, the epoch of the last vector write this adapter recorded
+        (read before RVF was loaded): damage rolled RVF back to an earlier commit while SQLite
+        kept newer data, and the two together are a state that never was. (Newer is a crash
+        between RVF's commit and the record, or, for a reader, a commit since: a writer
+        records it.)"""
         r = roles(self.stage)
         if r.kv == r.vectors or RVF not in self._stores:
             return
-        seen, recorded = self._stores[RVF].epoch, self._control.rvf_epoch()
+        seen = self._stores[RVF].epoch
         if recorded is not None and seen < recorded:
             raise CorruptStore(self._file("store.rvf"), f"RVF opened at epoch {seen}, but this "
                                f"stage {self.stage} adapter recorded epoch {recorded} after its "
                                "last vector write: RVF lost committed writes, while SQLite's "
                                "key-value data is newer. Restore from a backup")
-        if recorded != seen:
+        if recorded != seen and not self.readonly:
             self._record_rvf_epoch()
 
     def _batch_done(self) -> None:

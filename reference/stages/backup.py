@@ -246,9 +246,15 @@ class StageBackup:
     def _check_open(self) -> None:
         raise NotImplementedError
 
+    def _check_writable(self, what: str) -> None:
+        raise NotImplementedError
+
     def backup(self, dest: str) -> None:
         """Write the stage, its stores' backups and its queue to ``dest`` as one checked file
-        (module docstring); the stores are not changed."""
+        (module docstring); the stores are not changed. Refused for a reader
+        (``readonly=true``): it cannot keep the writer's dual writes from landing between two
+        parts, so its parts could be a state that never was."""
+        self._check_writable("backup")
         fs = self._env.fs
         tmp = backup_temp_path(dest)
         with self._write_lock:
@@ -278,6 +284,7 @@ class StageBackup:
         """Replace the stage, every store it uses and the queue with the backup at ``src``,
         atomically (module docstring); a missing, partial or damaged backup is
         ``CorruptStore`` naming ``src``, the adapter unchanged."""
+        self._check_writable("restore")
         with self._write_lock:
             self._check_open()
             stage, parts = _header(self._env.fs, src)

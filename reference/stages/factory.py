@@ -23,6 +23,7 @@ from crashgate.backends import (
 from crashgate.backends.registry import label_of
 from crashgate.reference.rvf.store import OPTIONS as RVF_OPTIONS
 from crashgate.reference.sqlite_store import OPTIONS as SQLITE_OPTIONS
+from crashgate.reference.sqlite_store import checked_busy_timeout
 from crashgate.reference.sqlite_store import declaration_for as sqlite_declaration
 from crashgate.reference.stages.adapter import StageAdapter, write_failpoint
 from crashgate.reference.stages.roles import RVF, SQLITE, roles
@@ -35,9 +36,14 @@ OPTIONS: dict[str, Option] = {
     "synchronous": SQLITE_OPTIONS["synchronous"],
     "sync": RVF_OPTIONS["sync"],
     "metric": SQLITE_OPTIONS["metric"],
+    "busy_timeout": SQLITE_OPTIONS["busy_timeout"],
+    "readonly": Option("false", ("true", "false"), help="open an existing adapter as a reader: "
+                       "nothing created or written; writes, promotion, rollback, repair, the "
+                       "escape hatch, backup and restore refused"),
 }
-"""``journal_mode`` and ``synchronous`` go to every SQLite file (data and control), ``sync`` to
-the RVF file, ``metric`` to both."""
+"""``journal_mode``, ``synchronous`` and ``busy_timeout`` go to every SQLite file (data and
+control), ``sync`` to the RVF file, ``metric`` and ``readonly`` to both (``adapter.py``,
+"Readers")."""
 CAPABILITIES = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
                           Capability.METADATA_FILTER, Capability.STAGES, Capability.RELATIONAL})
 
@@ -114,8 +120,10 @@ def open_stage(path: str, env: Env, stage: int, *, cls: type[StageAdapter] = Sta
     """Open (or create, in ``stage``) the stage adapter whose directory is ``path``; ``cls``
     is the adapter class (a test's variant of it)."""
     opts = check_options(f"stage{stage}", options, OPTIONS)
-    sqlite = {k: str(opts[k]) for k in ("journal_mode", "synchronous", "metric")}
-    rvf = {"sync": str(opts["sync"]), "metric": str(opts["metric"])}
+    checked_busy_timeout(f"stage{stage}", opts["busy_timeout"])
+    sqlite = {k: str(opts[k]) for k in ("journal_mode", "synchronous", "metric", "busy_timeout",
+                                        "readonly")}
+    rvf = {k: str(opts[k]) for k in ("sync", "metric", "readonly")}
     return cls(path, env, stage, {SQLITE: sqlite, RVF: rvf}, _declare, opts)
 
 
