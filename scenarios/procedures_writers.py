@@ -218,7 +218,7 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
                      for i in range(readers if can_read else 0)]
             for r in procs:
                 o = r.opened()
-                if o.kind != "READY" or r.wait_for(("READ",), ACK_TIMEOUT) is None:
+                if o.kind != "READY" or r.wait_for(("READ ",), ACK_TIMEOUT) is None:
                     run.problems.append(f"reader {r.label} could not read while the writer "
                                         f"held the store: {_describe(o)}")
             if procs:
