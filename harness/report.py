@@ -1,6 +1,6 @@
 """Writing a certificate: ``certificate.json`` for machines, ``certificate.md`` for people (the
-document's tables with a verdict column, readable as a CI summary), and the attachments
-(histories, reproductions) beside them."""
+document's tables with a verdict column, readable as a CI summary), ``report.html`` with plots
+(``html_report``), and the attachments (histories, reproductions) beside them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from crashgate.harness.certify import Certificate, RowResult
+from crashgate.harness.html_report import certificate_html
 from crashgate.harness.verdict import Verdict
 
 __all__ = ["certificate_dir", "render_markdown", "verdict_table", "write_certificate"]
@@ -154,9 +155,11 @@ def write_certificate(cert: Certificate, out: Path, slug: str) -> Path:
     folder = certificate_dir(out, slug, cert.run_id).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     _relocate(cert, folder)
-    (folder / "certificate.json").write_text(json.dumps(_finite(cert.to_json()), indent=2,
-                                                            allow_nan=False) + "\n")
+    doc = _finite(cert.to_json())
+    assert isinstance(doc, Mapping)   # _finite keeps a mapping a mapping
+    (folder / "certificate.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     (folder / "certificate.md").write_text(render_markdown(cert) + "\n")
+    (folder / "report.html").write_text(certificate_html(doc))
     for r in cert.results:
         for name, text in r.evidence.attachments.items():
             (folder / name).write_text(text)
