@@ -512,7 +512,7 @@ class RvfStore(RvfRelational, RvfBackup):
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         """The user's records only: never the relational namespace's."""
         self._check_open()
-        return sorted((k, v) for k, v in self._kv.items()
+        return sorted((k, v) for k, v in list(self._kv.items())
                       if k.startswith(prefix) and not is_reserved(k))
 
     def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
@@ -551,13 +551,19 @@ class RvfStore(RvfRelational, RvfBackup):
         session (or anything past the committed end) left, and fsync. Before every commit, and
         before acknowledging a call that changes nothing: the failed attempt may have left a
         whole manifest in the page cache, which would surface at the next open, after the call
-        said the ids or keys were gone."""
-        if self._tail_dirty or self._size != self._end:
-            f = self._check_open()
-            f.truncate(self._end)
-            f.sync()
-            self._size = self._end
-            self._tail_dirty = False
+        said the ids or keys were gone.
+
+        Under the write lock: a call that changes nothing comes here from outside ``commit``,
+        and without the lock it would truncate another thread's commit half-way through its
+        ``_append`` (``_tail_dirty`` is set while it writes), leaving zeros where that commit's
+        data was and its manifest after them: real damage, which every later open reports."""
+        with self._write_lock:
+            if self._tail_dirty or self._size != self._end:
+                f = self._check_open()
+                f.truncate(self._end)
+                f.sync()
+                self._size = self._end
+                self._tail_dirty = False
 
     def count(self) -> int:
         self._check_open()
@@ -603,12 +609,17 @@ class RvfStore(RvfRelational, RvfBackup):
         """Rewrite the file with only live data (plus carried segments and the witness chain);
         the epoch is unchanged. The old file stays valid until the rename."""
         self._check_writable("compact")
-        spec = self._fresh("compact", WitnessType.COMPACT, self._lineage)
-        self._publish(self.path, spec, "rvf.compact.after-new-file", "rvf.compact.after-rename")
-        old = self._check_open()
-        self._file = self._env.fs.open(self.path, "r+")
-        old.close()
-        self._adopt(load(self._file, self.path, self._version))
+        # Under the write lock, like backup and restore: a commit from another thread between
+        # reading the live state and adopting the new file would be appended to the old file
+        # (lost at the rename) or at the old file's end in the new one (a hole of zeros).
+        with self._write_lock:
+            spec = self._fresh("compact", WitnessType.COMPACT, self._lineage)
+            self._publish(self.path, spec, "rvf.compact.after-new-file",
+                          "rvf.compact.after-rename")
+            old = self._check_open()
+            self._file = self._env.fs.open(self.path, "r+")
+            old.close()
+            self._adopt(load(self._file, self.path, self._version))
 
     def derive(self, child_path: str) -> RvfStore:
         """A child file holding a copy of this store's live data, with lineage (new file id,
@@ -623,9 +634,12 @@ class RvfStore(RvfRelational, RvfBackup):
                               stale_after=float(opts["stale_after"]))  # type: ignore[arg-type]
             lock.acquire()
         try:
-            lineage = Lineage(os.urandom(16), self.file_id, self._manifest_digest,
-                              self.lineage_depth + 1, self.path)
-            self._publish(child_path, self._fresh("derive", WitnessType.DERIVE, lineage))
+            # under the write lock: the spec holds the live dict and table themselves, so no
+            # other thread's commit may change them until the child is written
+            with self._write_lock:
+                lineage = Lineage(os.urandom(16), self.file_id, self._manifest_digest,
+                                  self.lineage_depth + 1, self.path)
+                self._publish(child_path, self._fresh("derive", WitnessType.DERIVE, lineage))
             return RvfStore(child_path, self._env, opts, {}, lock=lock)
         except BaseException:
             if lock is not None:
