@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crashgate.harness.cli_powerloss",
     "crashgate.scenarios.cli",
     "crashgate.scenarios.gate_cli",
+    "crashgate.scenarios.soak_cli",
     "crashgate.reference.rvf.cli",
     "crashgate.reference.rvlite_cli",
 )

@@ -40,7 +40,7 @@ from crashgate.harness.ops import Upsert
 from crashgate.harness.store_latency import READ, WRITE, compare
 from crashgate.harness.workload import PROFILES, random_workload
 
-__all__ = ["FORMAT", "gather"]
+__all__ = ["DUAL_WRITE", "FORMAT", "compare_shadow", "gather", "has_store"]
 
 FORMAT = "crashgate-evidence/1"
 DUAL_WRITE = (2, 3)
@@ -54,7 +54,7 @@ def _move_to(store: Any, stage: int) -> None:
         store.rollback()
 
 
-def _compare(ledger: DivergenceLedger, corruption: dict[str, int], sqlite: Any, rvf: Any,
+def compare_shadow(ledger: DivergenceLedger, corruption: dict[str, int], sqlite: Any, rvf: Any,
              ids: set[int]) -> None:
     """Every key and vector id, read from both stores and compared (the shadow reads)."""
     def read(call: Callable[[Any], Any]) -> tuple[Any, Any] | None:
@@ -196,11 +196,11 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
                                                "divergences_queued": queued,
                                                "divergences_repaired": repaired}}
         stores: Mapping[str, Any] = {n: store.store(n) for n in ("sqlite", "rvf")
-                                     if _has(store, n)}
+                                     if has_store(store, n)}
         if len(stores) == 2 and stage in DUAL_WRITE:
             ledger = DivergenceLedger()   # records compare as values
             corruption = {"checks": 0, "incidents": 0}
-            _compare(ledger, corruption, stores["sqlite"], stores["rvf"], ids)
+            compare_shadow(ledger, corruption, stores["sqlite"], stores["rvf"], ids)
             evidence["divergence"] = {"compared": ledger.compared,
                                       "mismatches": ledger.mismatches,
                                       "examples": [f"{m.key}" for t in ledger.tallies.values()
@@ -228,7 +228,7 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
     return evidence
 
 
-def _has(store: Any, name: str) -> bool:
+def has_store(store: Any, name: str) -> bool:
     try:
         store.store(name)
     except KeyError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 from crashgate.backends import resolve
 from crashgate.harness.cli import UsageError
 from crashgate.harness.gate_evidence import FORMAT, gather
+from crashgate.harness.histogram import LatencyHistogram
+from crashgate.harness.html_report import gate_html
+from crashgate.harness.soak.summary import merge_histograms, union
 from crashgate.harness.verdict import Verdict
 from crashgate.scenarios.gates import ADR072, ARCH001, GATES, judge_gate
 
@@ -23,9 +27,12 @@ _SUMS = ("divergence", "fallbacks", "corruption", "witness", "backup", "cow", "d
 
 
 def merge(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    """Evidence files as one: counts summed, the span from the first start to the last end,
-    latency from the file with the most samples, peak load from the largest."""
+    """Evidence files as one: counts summed; the span from the first start to the last end,
+    and the covered ``spans`` unioned; latency ratios from the file with the most samples;
+    soaks' latency histograms added bucket by bucket, the query p99 taken from them; peak load
+    with the most agents any file had, its violations and ops summed."""
     out: dict[str, Any] = {"format": FORMAT}
+    histograms: list[dict[str, Any]] = []
     for doc in documents:
         if doc.get("format") != FORMAT:
             raise UsageError(f"an evidence file has format {doc.get('format')!r}; crashgate "
@@ -39,12 +46,28 @@ def merge(documents: list[dict[str, Any]]) -> dict[str, Any]:
         for key, pick in (("started", min), ("ended", max)):
             if key in doc:
                 out[key] = pick(out.get(key, doc[key]), doc[key])
+        spans = doc.get("spans") or ([[doc["started"], doc["ended"]]]
+                                     if "started" in doc and "ended" in doc else [])
+        out["spans"] = union([*out.get("spans", []), *spans])
         if isinstance(doc.get("latency"), dict) and (
                 "latency" not in out or _samples(doc["latency"]) > _samples(out["latency"])):
-            out["latency"] = doc["latency"]
-        if isinstance(doc.get("peak_load"), dict) and int(doc["peak_load"].get("agents", 0)) \
-                > int(out.get("peak_load", {}).get("agents", 0)):
-            out["peak_load"] = doc["peak_load"]
+            out["latency"] = dict(doc["latency"])
+        if isinstance(doc.get("histograms"), dict):
+            histograms.append(doc)
+        if isinstance(doc.get("peak_load"), dict):
+            got, have = doc["peak_load"], out.get("peak_load", {})
+            out["peak_load"] = {"agents": max(int(got.get("agents", 0)),
+                                              int(have.get("agents", 0))),
+                                "violations": int(got.get("violations", 0))
+                                + int(have.get("violations", 0)),
+                                "ops": int(got.get("ops", 0)) + int(have.get("ops", 0))}
+    if histograms:
+        out["histograms"] = merge_histograms(histograms)
+        query = out["histograms"].get("query")
+        p99 = LatencyHistogram.from_json(query).quantile(0.99) if query else None
+        if p99 is not None:
+            out.setdefault("latency", {}).update(
+                query_p99_ms=p99 * 1e3, query_n=LatencyHistogram.from_json(query).count)
     return out
 
 
@@ -86,9 +109,13 @@ def _run(args: argparse.Namespace) -> int:
     rows = [{"criterion": c.words, "document": c.document, "verdict": j.verdict.value,
              "figure": j.figure, "n": j.n, "missing": j.missing} for c, j in judged]
     (folder / "evidence.json").write_text(json.dumps(evidence, indent=2, sort_keys=True))
-    (folder / "gate.json").write_text(json.dumps(
-        {"gate": f"{document} {args.frm} -> {args.to}", "adapter": spec.label,
-         "verdict": verdict.value, "criteria": rows}, indent=2))
+    gate = {"gate": f"{document} {args.frm} -> {args.to}", "adapter": spec.label,
+            "verdict": verdict.value, "criteria": rows}
+    (folder / "gate.json").write_text(json.dumps(gate, indent=2))
+    again = shlex.join(["crashgate", "gate", args.adapter, "--from", str(args.frm), "--to",
+                        str(args.to), "--document", document, "--evidence",
+                        str((folder / "evidence.json").resolve())])
+    (folder / "report.html").write_text(gate_html(gate, evidence, reproduce=again))
     lines = [f"# {document} gate {args.frm} -> {args.to}: {spec.label}", "",
              f"**Verdict: {verdict.value.upper()}**", "",
              "| criterion | verdict | figure | n | missing |", "|---|---|---|---|---|"]
@@ -111,7 +138,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "from stage --from to --to: each criterion in the document's words, with its figure, "
         "bound and sample size; unknown, with what is missing, when the evidence is too thin "
         "(criteria over days need evidence that covers them). Without --evidence, gathers it "
-        "in one bounded run on real files. Writes gate.json, gate.md and evidence.json. Exit 0 "
+        "in one bounded run on real files. Writes gate.json, gate.md, evidence.json and "
+        "report.html. Exit 0 "
         "pass, 1 fail, 2 unknown, 3 usage error.")
     p.add_argument("adapter", help="the stage adapter, e.g. stage2 or 'stage2?sync=one'")
     p.add_argument("--from", dest="frm", type=int, required=True, help="the stage it is in")

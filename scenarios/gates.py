@@ -14,8 +14,11 @@ Evidence is one JSON document (``crashgate gate`` gathers it, a soak writes it):
      "backup":     {"cycles": n, "failures": k},
      "cow":        {"checks": n, "failures": k},
      "dual_write": {"writes": n, "errors": k},
-     "peak_load":  {"agents": n, "violations": k},
-     "latency":    {"read": {op: ratio}, "write": {op: ratio}, "query_p99_ms": x}}
+     "peak_load":  {"agents": n, "violations": k, "ops": n},
+     "latency":    {"read": {op: ratio}, "write": {op: ratio}, "query_p99_ms": x,
+                    "query_n": n},
+     "spans":      [[start, end], ...],        # a soak's: the times it covered, unioned
+     "histograms": {op: LatencyHistogram JSON}}  # a soak's latencies, mergeable
      # ratio: {"point", "low", "high", "n": [c, b], "aa": {"point", "low", "high"}}
      # ("read"/"write" may also be one ratio for all types)
 
@@ -56,7 +59,13 @@ class Criterion:
 
 
 def _span(ev: Mapping[str, Any]) -> float:
+    """The longest time the evidence covers without a gap: the longest of its ``spans`` when
+    it has them (merged soaks: a gap between two soaks is time nobody watched), else from
+    ``started`` to ``ended``."""
     try:
+        spans = ev.get("spans")
+        if spans:
+            return max(max(0.0, float(e) - float(s)) for s, e in spans)
         return max(0.0, float(ev["ended"]) - float(ev["started"]))
     except (KeyError, TypeError, ValueError):
         return 0.0

@@ -40,20 +40,26 @@ Trigger = Callable[[FsOp], BaseException | None]
 
 
 class FaultyFS:
-    """A ``FileSystem`` over ``inner``. ``ops`` lists every mutating op seen, in order."""
+    """A ``FileSystem`` over ``inner``. ``ops`` lists every mutating op seen, in order, unless
+    ``keep_ops`` is false (a soak's hours of operations would grow it without end): then only
+    ``count`` is kept."""
 
-    def __init__(self, inner: FileSystem, trigger: Trigger) -> None:
+    def __init__(self, inner: FileSystem, trigger: Trigger, *, keep_ops: bool = True) -> None:
         self.inner = inner
         self.trigger = trigger
         self.ops: list[FsOp] = []
+        self._keep = keep_ops
+        self._count = 0
 
     @property
     def count(self) -> int:
-        return len(self.ops)
+        return self._count
 
     def gate(self, kind: str, path: str, detail: str = "") -> None:
-        op = FsOp(len(self.ops) + 1, kind, path, detail)
-        self.ops.append(op)
+        self._count += 1
+        op = FsOp(self._count, kind, path, detail)
+        if self._keep:
+            self.ops.append(op)
         exc = self.trigger(op)
         if exc is not None:
             raise exc
