@@ -21,6 +21,7 @@ from crashgate.backends import (
     Relational,
     SimulatedCrash,
     VectorRecord,
+    VersionTooNew,
     os_env,
     plan_json,
     resolve,
@@ -569,7 +570,13 @@ def test_after_a_crash_between_the_two_writes_the_next_update_gives_the_mirror_t
     with pytest.raises(SimulatedCrash):
         store.q_value_update("s", "a", 2.0)
     world.crash()
+    # the reopen would reconcile the mirror (test_stage_reconcile.py); recorded clean, it does
+    # not, so the lag outlives the reopen and the next update alone must mend it
+    control = StageControl(open_sqlite(f"{PATH}/control.db", sim_env(world.disk)), "control")
+    control.set_clean_shutdown(True)
+    control.close()
     store = world.open(0)
+    assert store.reconciled == 0
     r = roles(stage)
     truth, mirror = store.store(r.kv), store.store(str(r.mirror))
     assert mirror.q_value_get("s", "a") == QValue(1.0, 1)   # not a recorded divergence
@@ -605,3 +612,29 @@ def test_stage1_refuses_an_rvf_file_older_than_its_last_vector_write(world: Worl
     assert [r.id for r in again.fetch(range(10))] == [0, 1, 2, 3]
     assert again.get("k") == b"after the second upsert"
     again.close()
+
+
+# -- wire version ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", range(5))
+def test_a_stage_that_opens_rvf_declares_its_wire_version_and_gates_on_it(world: World,
+                                                                           stage: int) -> None:
+    env = sim_env(world.disk, failpoints=world.failpoints)
+    store = open_stage(PATH, env, stage, wire_version="2")
+    opens_rvf = "rvf" in roles(stage).stores
+    assert store.declaration.has(Capability.WIRE_VERSION) is opens_rvf
+    assert store.declaration.wire_version == (2 if opens_rvf else None)
+    store.put("k", b"v2")
+    store.upsert(recs(0, 1, "v2"))
+    store.close()
+    if not opens_rvf:
+        return
+    before = world.disk.cache_image()
+    for extra in ({}, {"readonly": "true"}):   # an older writer or reader: refused, untouched
+        with pytest.raises(VersionTooNew, match="requires RVF wire version 2"):
+            open_stage(PATH, sim_env(world.disk), stage, wire_version="1", **extra)
+        assert before.diff(world.disk.cache_image()) == []
+    newer = open_stage(PATH, sim_env(world.disk), stage, wire_version="3")
+    assert newer.declaration.wire_version == 3
+    assert newer.get("k") == b"v2" and [r.id for r in newer.fetch([0])] == [0]
+    newer.close()

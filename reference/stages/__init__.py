@@ -21,10 +21,12 @@ from crashgate.reference.stages.factory import (
     open_stage3,
     open_stage4,
 )
+from crashgate.reference.stages.reconcile import RECONCILE_FAILPOINT, InDoubt, StageStatus
 from crashgate.reference.stages.roles import CARRIES, CATCH_UP, STAGES, Roles, catch_up, roles
 from crashgate.reference.stages.sync import RelationalData, relational_data
 
-__all__ = ["CARRIES", "CATCH_UP", "ESCAPE_FAILPOINTS", "FALLBACK_ERRORS", "OPTIONS", "STAGES",
-           "TRANSITION_FAILPOINTS", "Divergence", "RelationalData", "Roles", "StageAdapter",
-           "StageRecord", "catch_up", "open_stage", "open_stage0", "open_stage1", "open_stage2",
-           "open_stage3", "open_stage4", "relational_data", "roles", "write_failpoint"]
+__all__ = ["CARRIES", "CATCH_UP", "ESCAPE_FAILPOINTS", "FALLBACK_ERRORS", "OPTIONS",
+           "RECONCILE_FAILPOINT", "STAGES", "TRANSITION_FAILPOINTS", "Divergence", "InDoubt",
+           "RelationalData", "Roles", "StageAdapter", "StageRecord", "StageStatus", "catch_up",
+           "open_stage", "open_stage0", "open_stage1", "open_stage2", "open_stage3",
+           "open_stage4", "relational_data", "roles", "write_failpoint"]

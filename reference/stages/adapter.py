@@ -11,8 +11,11 @@ Files, in the directory ``path``::
 A write reaches the source of truth first; in a dual-write stage it then hits the failpoint
 ``stage<n>.after-<truth>-write`` and reaches the other store. A failure there does not fail the
 call (the truth has it): it is recorded as a divergence, which ``repair()`` replays. A crash
-there is not recorded (the process is gone): the next promotion or rollback catches the whole
-store up (``roles.CATCH_UP``), so no stage ever relies on the two having stayed in step.
+there is not recorded (the process is gone): the writer's next open finds the adapter was not
+closed cleanly and reconciles the other store from the truth; a failure nothing could record
+puts the adapter in doubt until it is reopened (``reconcile.py``). The next promotion or
+rollback also catches the whole store up (``roles.CATCH_UP``), so no stage ever relies on the
+two having stayed in step.
 
 Relational records (Q-values, GOAP plans) go where key-value data goes (``roles.CARRIES``). The
 other store gets a Q-value as the truth's update left it (``q_value_put``), never the update
@@ -76,9 +79,11 @@ from crashgate.reference.stages.escape import (
     next_sqlite_name,
     remove_sqlite,
 )
+from crashgate.reference.stages.reconcile import REFUSALS, StageReconcile
 from crashgate.reference.stages.relational import StageRelational
 from crashgate.reference.stages.roles import CATCH_UP, RVF, SQLITE, Data, catch_up, roles
 from crashgate.reference.stages.sync import (
+    SYNCS,
     RelationalData,
     relational_data,
     sync_kv,
@@ -95,8 +100,6 @@ FALLBACK_ERRORS = (CorruptStore, OSError)
 """What a failed read on RVF in stage 3 may be: damage or an I/O error. Bad input, a closed
 store, a file too new: those are answers, not failures, and are not served from SQLite."""
 _EXAMPLES = 20
-_SYNCS: dict[Data, Callable[[Any, Any, Callable[[], None]], int]] = {
-    "kv": sync_kv, "relational": sync_relational, "vectors": sync_vectors}
 
 
 def write_failpoint(stage: int) -> str | None:
@@ -105,7 +108,7 @@ def write_failpoint(stage: int) -> str | None:
     return f"stage{stage}.after-{r.kv}-write" if r.mirror else None
 
 
-class StageAdapter(StageRelational, StageBackup):
+class StageAdapter(StageRelational, StageBackup, StageReconcile):
     """An open stage adapter; build it with ``factory.open_stage``. ``store_options`` are
     passed to the stores: ``sqlite`` to every SQLite file (data and control), ``rvf`` to the RVF
     file. ``declare`` makes the declaration of the stage the adapter is in."""
@@ -166,6 +169,8 @@ class StageAdapter(StageRelational, StageBackup):
             recorded = self._control.rvf_epoch()
             self._open_stores(roles(self.stage).stores)
             self._check_rvf_epoch(recorded)
+            if not self.readonly:
+                self._start_writing()   # after the stores open: a refused open writes nothing
         except Exception:   # not on a SimulatedCrash: a dead process cleans nothing up
             with contextlib.suppress(Exception):   # the open's own error is the one to see
                 self._close_all()
@@ -188,13 +193,16 @@ class StageAdapter(StageRelational, StageBackup):
                                         "directory of an existing adapter, or open it without "
                                         "readonly=true to create it", where)
 
-    def _check_writable(self, what: str) -> None:
-        """``PermissionError`` naming the option, before anything is done, for a reader."""
+    def _check_writable(self, what: str, *, doubt: bool = True) -> None:
+        """``PermissionError`` naming the option, before anything is done, for a reader;
+        ``InDoubt`` for a writer in doubt (``reconcile.py``), unless not ``doubt``."""
         self._check_open()
         if self.readonly:
             raise PermissionError(f"{what}: the stage adapter at {self.path} was opened with "
                                   "readonly=true; open it with readonly=false (a writer, which "
                                   "takes the writer lock where the stage has RVF) to change it")
+        if doubt:
+            self._check_doubt(what)
 
     def _open(self, name: str) -> Any:
         if name not in self._stores:
@@ -242,12 +250,22 @@ class StageAdapter(StageRelational, StageBackup):
                     mirror: Callable[[Any, Any], Any] | None = None) -> Any:
         """``call`` on the source of truth of ``data``, then (dual-write stages) on the other
         store, where a failure is recorded instead of raised; ``mirror(store, result)``, when
-        given, is what the other store gets instead (``result``: what the truth returned)."""
+        given, is what the other store gets instead (``result``: what the truth returned).
+        What nothing could record puts the adapter in doubt (``reconcile.py``)."""
         self._check_writable(op)
         r = roles(self.stage)
         truth = r.truth(data)
         with self._write_lock:
-            result = call(self._stores[truth])
+            self._check_doubt(op)   # another thread's write may have put it in doubt
+            try:
+                result = call(self._stores[truth])
+            except REFUSALS:
+                raise
+            except Exception as exc:
+                if r.mirror is not None:   # the truth may hold it (its file), the mirror not
+                    self._enter_doubt(f"{op} failed on {truth}, the source of truth, and may "
+                                      f"be in its file ({type(exc).__name__}: {exc})")
+                raise
             if truth == RVF and r.kv != r.vectors:
                 self._record_rvf_epoch()
             if r.mirror is not None:
@@ -258,8 +276,24 @@ class StageAdapter(StageRelational, StageBackup):
                     else:
                         mirror(self._stores[r.mirror], result)
                 except Exception as exc:  # noqa: BLE001 - any failure of the mirror diverges
-                    self._control.record(op, keys, ids, exc, r.mirror, self.stage, refs)
+                    self._queue_divergence(op, keys, ids, refs, r.mirror, exc)
         return result
+
+    def _queue_divergence(self, op: str, keys: Sequence[str], ids: Sequence[int],
+                          refs: Sequence[str], behind: str, exc: Exception) -> None:
+        """Record the failed mirror write; if that fails too, the adapter is in doubt and the
+        call raises ``OSError`` (indeterminate: the truth took the write)."""
+        try:
+            self._control.record(op, keys, ids, exc, behind, self.stage, refs)
+        except Exception as lost:
+            why = (f"{op} reached the source of truth, failed on {behind} "
+                   f"({type(exc).__name__}: {exc}) and could not be queued "
+                   f"({type(lost).__name__}: {lost})")
+            self._enter_doubt(why)
+            code = lost.errno if isinstance(lost, OSError) and lost.errno else errno.EIO
+            raise OSError(code, f"{why}: the write is indeterminate; the adapter at "
+                          f"{self.path} refuses writes until it is reopened, which reconciles "
+                          f"{behind}") from lost
 
     def put(self, key: str, value: bytes) -> None:
         self._write("put", [key], [], lambda s: s.put(key, value))
@@ -310,6 +344,11 @@ class StageAdapter(StageRelational, StageBackup):
         except FALLBACK_ERRORS as exc:
             if r.mirror_as != "fallback" or r.mirror is None:
                 raise
+            if self.in_doubt is not None:
+                raise CorruptStore(self.path, f"{what} failed on RVF ({exc}) and SQLite may be "
+                                   f"behind on anything: the adapter is in doubt since "
+                                   f"{self.in_doubt}; reopen it (the open reconciles SQLite)"
+                                   ) from exc
             behind = self._behind(r.mirror, keys, ids,
                                   whole=not keys and not ids and not refs, refs=refs)
             if behind:
@@ -376,8 +415,9 @@ class StageAdapter(StageRelational, StageBackup):
         and relational records (a Q-value's whole state) into the store that is behind, then
         drop the entry. Entries for a store this stage
         does not write (an escape hatch) wait for the rollback that catches it up. Returns how
-        many entries were repaired."""
-        self._check_writable("repair")
+        many entries were repaired. Runs in doubt too (it only copies the truth into the
+        other store), though only the reopen's reconcile mends what was never queued."""
+        self._check_writable("repair", doubt=False)
         r = roles(self.stage)
         done = []
         for d in self._control.divergences():
@@ -414,7 +454,7 @@ class StageAdapter(StageRelational, StageBackup):
         self._open_stores(roles(here).stores | roles(to).stores)
         caught_up = set()
         for data, src, dst in catch_up(here, to):
-            _SYNCS[data](self._stores[src], self._stores[dst], self._batch_done)
+            SYNCS[data](self._stores[src], self._stores[dst], self._batch_done)
             caught_up.add(dst)
         self._env.failpoints.hit(TRANSITION_FAILPOINTS[1])
         self._control.set_stage(StageRecord(to, sqlite=self._sqlite_file))
@@ -492,15 +532,21 @@ class StageAdapter(StageRelational, StageBackup):
 
     # -- closing ------------------------------------------------------------------------------
 
-    def _close_all(self) -> None:
-        """Close every store, then raise the first error any close raised."""
+    def _close_all(self, clean: bool = False) -> None:
+        """Close every store, then (``clean``, and every store closed) record the clean
+        shutdown, then close the control file; raise the first error any step raised."""
         errors: list[Exception] = []
-        for close in [*(self._stores.pop(n).close for n in sorted(self._stores)),
-                      self._control.close]:
+
+        def attempt(step: Callable[[], None]) -> None:
             try:
-                close()
+                step()
             except Exception as exc:  # noqa: BLE001 - the others must still be closed
                 errors.append(exc)
+        for name in sorted(self._stores):
+            attempt(self._stores.pop(name).close)
+        if clean and not errors:   # a store that failed to close may hold less than it said
+            attempt(self._end_writing)
+        attempt(self._control.close)
         if errors:
             raise errors[0]
 
@@ -508,7 +554,7 @@ class StageAdapter(StageRelational, StageBackup):
         if self._closed:
             return
         self._closed = True
-        self._close_all()
+        self._close_all(clean=True)
 
 
 def _nothing() -> None:

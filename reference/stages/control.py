@@ -18,6 +18,10 @@ Keys::
                           vectors are in RVF (1), RVF's epoch after the last vector write. An
                           RVF that opens at an older epoch lost commits to damage, while SQLite
                           kept its newer key-value data: a mix, refused (``CorruptStore``)
+    shutdown              {"clean": bool}: false from a writer's open (before its first write)
+                          until its clean ``close``; an open that finds false (the writer died,
+                          or ended in doubt) or no record (a control file from before it)
+                          reconciles the mirror of a dual-write stage (``reconcile.py``)
     divergence/<seq>      one write that reached the source of truth and not the other store:
                           {"op", "keys", "ids", "relational", "error", "behind", "stage"};
                           ``<seq>`` is 12 digits, so the queue scans in the order the writes
@@ -51,6 +55,7 @@ __all__ = ["PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord",
 _STAGE = "stage"
 _DIVERGENCE = "divergence/"
 _RVF_EPOCH = "rvf-epoch"
+_SHUTDOWN = "shutdown"
 Q_VALUES = '["q",'
 """The start of every Q-value's name."""
 PLANS = '["goap",'
@@ -208,6 +213,22 @@ class StageControl:
 
     def set_rvf_epoch(self, epoch: int) -> None:
         self._kv.put(_RVF_EPOCH, json.dumps({"epoch": int(epoch)}).encode())
+
+    def clean_shutdown(self) -> bool | None:
+        """Whether the last writer closed cleanly: False while one is open or after one died
+        or ended in doubt; None when no writer ever recorded it."""
+        raw = self._kv.get(_SHUTDOWN)
+        if raw is None:
+            return None
+        doc = self._load(_SHUTDOWN, raw)
+        clean = doc.get("clean")
+        if not isinstance(clean, bool):
+            raise CorruptStore(self.path, f"control record {_SHUTDOWN!r} holds {doc!r}")
+        return clean
+
+    def set_clean_shutdown(self, clean: bool) -> None:
+        """One control write (a writer's open: False; its clean close: True)."""
+        self._kv.put(_SHUTDOWN, json.dumps({"clean": bool(clean)}).encode())
 
     def divergences(self) -> list[Divergence]:
         """The queue, oldest first."""

@@ -37,13 +37,15 @@ OPTIONS: dict[str, Option] = {
     "sync": RVF_OPTIONS["sync"],
     "metric": SQLITE_OPTIONS["metric"],
     "busy_timeout": SQLITE_OPTIONS["busy_timeout"],
+    "wire_version": RVF_OPTIONS["wire_version"],
     "readonly": Option("false", ("true", "false"), help="open an existing adapter as a reader: "
                        "nothing created or written; writes, promotion, rollback, repair, the "
                        "escape hatch, backup and restore refused"),
 }
 """``journal_mode``, ``synchronous`` and ``busy_timeout`` go to every SQLite file (data and
-control), ``sync`` to the RVF file, ``metric`` and ``readonly`` to both (``adapter.py``,
-"Readers")."""
+control), ``sync`` and ``wire_version`` to the RVF file (an older wire version refuses a newer
+file with ``VersionTooNew``; a newer one reads older files), ``metric`` and ``readonly`` to both
+(``adapter.py``, "Readers")."""
 CAPABILITIES = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
                           Capability.METADATA_FILTER, Capability.STAGES, Capability.RELATIONAL})
 
@@ -52,15 +54,18 @@ def _declare(adapter: StageAdapter) -> Declaration:
     """What the adapter promises in the stage it is in now: the weaker durability of the stores
     it uses (the control file is SQLite, always), RVF's rollback on damage once RVF is read,
     the failpoints one write hits, in order, and RVF's writer lock where RVF is open (a second
-    writer's adapter gets ``LockHeld`` from it, and closes what it had opened); backup where
+    writer's adapter gets ``LockHeld`` from it, and closes what it had opened) and its wire
+    version (``wire_version``: the adapter opens, or refuses, what its RVF does); backup where
     every store of the stage declares it and the control file's commits survive power loss."""
     r = roles(adapter.stage)
     sqlite_decl = sqlite_declaration(str(adapter.options["journal_mode"]),
                                      str(adapter.options["synchronous"]))
     durability = sqlite_decl.durability
     failpoints: list[str] = []
+    wire_version = None
     if RVF in r.stores:
         rvf_decl = adapter.store(RVF).declaration
+        wire_version = rvf_decl.wire_version   # the RVF file's version gate is the adapter's
         if not rvf_decl.durability.covers(durability):
             durability = rvf_decl.durability
         rvf_writes = [f for f in rvf_decl.failpoints if not f.startswith("rvf.compact.")]
@@ -94,9 +99,9 @@ def _declare(adapter: StageAdapter) -> Declaration:
     return Declaration(
         durability=durability,
         capabilities=CAPABILITIES | ({Capability.FAILPOINTS} if failpoints else set())
-        | ({Capability.WRITER_LOCK} if RVF in r.stores else set())
+        | ({Capability.WRITER_LOCK, Capability.WIRE_VERSION} if RVF in r.stores else set())
         | ({Capability.BACKUP} if backup else set()),
-        file_format=f"crashgate-stages/{SQLITE}+{RVF}",
+        file_format=f"crashgate-stages/{SQLITE}+{RVF}", wire_version=wire_version,
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
         damage=DamagePromise.ROLLBACK if rolls_back else DamagePromise.DETECTED,
         undetected_damage=sqlite_decl.undetected_damage | {"misdirected-sector"},
@@ -123,7 +128,7 @@ def open_stage(path: str, env: Env, stage: int, *, cls: type[StageAdapter] = Sta
     checked_busy_timeout(f"stage{stage}", opts["busy_timeout"])
     sqlite = {k: str(opts[k]) for k in ("journal_mode", "synchronous", "metric", "busy_timeout",
                                         "readonly")}
-    rvf = {k: str(opts[k]) for k in ("sync", "metric", "readonly")}
+    rvf = {k: str(opts[k]) for k in ("sync", "metric", "readonly", "wire_version")}
     return cls(path, env, stage, {SQLITE: sqlite, RVF: rvf}, _declare, opts)
 
 

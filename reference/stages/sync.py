@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from crashgate.backends import QValue, VectorRecord, plan_json
+from crashgate.reference.stages.roles import Data
 
-__all__ = ["BATCH", "RelationalData", "relational_data", "sync_kv", "sync_relational",
+__all__ = ["BATCH", "SYNCS", "RelationalData", "relational_data", "sync_kv", "sync_relational",
            "sync_vectors"]
 
 BATCH = 256
@@ -109,6 +110,11 @@ def sync_relational(src: Any, dst: Any, checkpoint: Callable[[], None],
             write()
         checkpoint()
     return len(work)
+
+
+SYNCS: dict[Data, Callable[[Any, Any, Callable[[], None]], int]] = {
+    "kv": sync_kv, "relational": sync_relational, "vectors": sync_vectors}
+"""The whole sync of each kind of data: ``SYNCS[data](src, dst, checkpoint)``."""
 
 
 # one closure per write, built apart so that each binds its own arguments
