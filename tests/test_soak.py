@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import find_chromium, render
 
 from crashgate.harness.cli import main
 from crashgate.harness.faults.writers import child_pythonpath
@@ -31,9 +32,16 @@ def _soak(out: Path, *args: str) -> tuple[int, dict[str, Any], Path]:
     return code, json.loads((folder / "soak.json").read_text()), folder
 
 
-def test_a_stage3_soak_with_every_fault_finds_no_violation(tmp_path: Path) -> None:
-    code, doc, folder = _soak(tmp_path, "stage3", "--agents", "4", "--duration", "26",
-                              "--fault-interval", "3.5", "--seed", "11")
+@pytest.fixture(scope="module")
+def stage3_soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], Path]:
+    """One short soak of the reference stage 3 adapter with every fault of the schedule."""
+    return _soak(tmp_path_factory.mktemp("soak"), "stage3", "--agents", "4", "--duration",
+                 "26", "--fault-interval", "3.5", "--seed", "11")
+
+
+def test_a_stage3_soak_with_every_fault_finds_no_violation(
+        tmp_path: Path, stage3_soak: tuple[int, dict[str, Any], Path]) -> None:
+    code, doc, folder = stage3_soak
     assert doc["skipped"] == {}, doc["skipped"]
     assert {f["name"] for f in doc["faults"]} == set(FAULTS)
     assert doc["counts"] == {"violations": 0, "problems": 0, "leaks": 0}, \
@@ -53,6 +61,17 @@ def test_a_stage3_soak_with_every_fault_finds_no_violation(tmp_path: Path) -> No
     peak = next(c for c in gate["criteria"] if "peak load" in c["criterion"])
     assert peak["verdict"] == "unknown" and "4 agents" in peak["figure"]   # 15 are asked for
     assert (folder / "report.html").stat().st_size > 100_000
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium on PATH: install Debian's "
+                    "`chromium` (apt-get install chromium; .ci/run does where it can)")
+def test_the_soak_report_renders_in_a_real_browser(
+        stage3_soak: tuple[int, dict[str, Any], Path]) -> None:
+    got = render(stage3_soak[2] / "report.html")
+    assert got.data.get("checked") == "1", "the page's own check never finished"
+    assert got.plots_expected is not None and got.plots_expected >= 4
+    assert got.plots_rendered == got.plots_expected, got.data
+    assert got.page_errors == [] and got.console == () and got.network == []
 
 
 def test_a_q_value_update_without_the_lock_is_caught_and_named(tmp_path: Path,

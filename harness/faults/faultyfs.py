@@ -42,13 +42,17 @@ Trigger = Callable[[FsOp], BaseException | None]
 class FaultyFS:
     """A ``FileSystem`` over ``inner``. ``ops`` lists every mutating op seen, in order, unless
     ``keep_ops`` is false (a soak's hours of operations would grow it without end): then only
-    ``count`` is kept."""
+    ``count`` is kept. With ``native``, a library that does its own I/O (SQLite's default VFS)
+    gets the inner file system's real paths, and its I/O never meets the faults: for stores in
+    several real processes, which need SQLite's real locks and shared WAL index."""
 
-    def __init__(self, inner: FileSystem, trigger: Trigger, *, keep_ops: bool = True) -> None:
+    def __init__(self, inner: FileSystem, trigger: Trigger, *, keep_ops: bool = True,
+                 native: bool = False) -> None:
         self.inner = inner
         self.trigger = trigger
         self.ops: list[FsOp] = []
         self._keep = keep_ops
+        self._native = native
         self._count = 0
 
     @property
@@ -91,8 +95,9 @@ class FaultyFS:
         self.inner.sync_dir(path)
 
     def native_path(self, path: str) -> str | None:
-        # Never hand out a real path: a store that did its own I/O would dodge the faults.
-        return None
+        # A real path lets a store do its own I/O, dodging the faults: only when asked for
+        # (``native=True``: real processes sharing SQLite's real locks, as a soak's do)
+        return self.inner.native_path(path) if self._native else None
 
     def __repr__(self) -> str:
         return f"FaultyFS({self.inner!r}, ops={self.count})"

@@ -43,6 +43,8 @@ class ServerProcess:
         self._lock = threading.Lock()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.last_begun: dict[str, int] = {}
+        self.injected = 0
+        """I/O errors the process reported injecting (``ioerror`` commands)."""
         self.ok_write_ends: deque[float] = deque(maxlen=100_000)
         """When its latest acknowledged writes ended (a fenced writer must have none late)."""
         env = dict(os.environ, PYTHONPATH=child_pythonpath(), PYTHONUNBUFFERED="1")
@@ -78,6 +80,8 @@ class ServerProcess:
                     begin = self._pending.pop((ev["a"], ev["s"]), None)
                 if begin is not None:
                     self._finish(begin, ev["o"], ev["t"], ev.get("r"), ev.get("err"))
+            elif kind == "injected":
+                self.injected += 1
             else:
                 self.events.put(ev)
         self.eof.set()

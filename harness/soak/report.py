@@ -58,7 +58,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
               f"{ch.get('sweeps', 0)}",
               f"- shadow comparisons: {doc['divergence'].get('compared', 0):,}, mismatches "
               f"{doc['divergence'].get('mismatches', 0)}; divergences repaired "
-              f"{ch.get('repaired', 0)}",
+              f"{ch.get('repaired', 0)}; records reconciled at a reopen "
+              f"{ch.get('reconciled', 0)}",
               f"- corruption: {doc['corruption'].get('incidents', 0)} incidents in "
               f"{doc['corruption'].get('checks', 0):,} checks",
               f"- fallbacks: {doc['fallbacks'].get('fallbacks', 0)} in "

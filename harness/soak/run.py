@@ -60,6 +60,7 @@ class RunResult:
     divergence: dict[str, int] = field(default_factory=lambda: {"compared": 0, "mismatches": 0})
     corruption: dict[str, int] = field(default_factory=lambda: {"checks": 0, "incidents": 0})
     repaired: int = 0
+    reconciled: int = 0            # records a reopened stage adapter mended (not closed cleanly)
     fallbacks: int | None = None                              # None: the store counts none
     io_errors: int = 0
     reader_open_failures: list[str] = field(default_factory=list)
@@ -110,6 +111,7 @@ class SoakRun:
             why = opened["error"] if opened else "it said nothing in time"
             raise RuntimeError(f"{label} could not open {self.s.spec.label} at {self.path}: "
                                f"{why}; stderr: {' | '.join(proc.stderr[-5:])}")
+        self.result.reconciled += int(opened.get("reconciled", 0))
         if sweep_first:
             self._take_sweep(proc, proc.wait_event(("verified",), 300.0))
         self.sampler.watch(f"run {self.run} {label}", proc.pid)
@@ -153,13 +155,13 @@ class SoakRun:
                 why = f"{why}; it did not close cleanly"
         proc.abandon(why)
         proc.close_pipes()
+        self.result.io_errors += proc.injected
         for agent, seq in proc.last_begun.items():
             self.resume[agent] = max(self.resume.get(agent, 0), seq + 1)
         if stats is not None:
             st = stats.get("stats", {})
             if st.get("fallbacks") is not None:
                 self.result.fallbacks = (self.result.fallbacks or 0) + int(st["fallbacks"])
-            self.result.io_errors += int(st.get("io_errors_injected", 0))
         self.sampler.unwatch(f"run {self.run} {proc.label}")
         self.writer = None
 
@@ -210,6 +212,10 @@ class SoakRun:
             self.result.interrupted = True
         finally:
             for r in self.readers:
+                if not r.alive:   # readers are unlimited: one that died is a broken promise
+                    self.result.problems.append(
+                        f"{r.label} died during the run (exit {r.proc.returncode}): "
+                        f"{' | '.join(r.stderr[-6:]) or 'it said nothing on stderr'}")
                 r.stop(10.0)
                 r.abandon("reader stopped")
                 self.sampler.unwatch(f"run {self.run} {r.label}")

@@ -56,6 +56,8 @@ __all__ = ["main"]
 READ_SESSION = 5
 """Reads a reader makes per open: it reads a snapshot, so each read's interval starts at the
 open before it (a read never claims to be fresher than its snapshot)."""
+BACKOFF = 0.05
+"""Seconds an agent waits after an op that did not succeed."""
 REFUSALS = (VersionTooNew, BadOption, LockHeld)
 """A reader's first open failing with one of these is refused: it never reads."""
 _OUT = threading.Lock()
@@ -118,11 +120,12 @@ class _IoErrors:
                 return None
             self._left -= 1
             self.injected += 1
+            _emit({"ev": "injected", "op": op.kind})
             return OSError(self._errno, f"crashgate soak: injected {errno.errorcode[self._errno]}"
                            f" at {op.kind} {op.path}")
 
 
-def _run_op(store: Any, agent: Any, aop: w.AgentOp, stats: Counter[str]) -> None:
+def _run_op(store: Any, agent: Any, aop: w.AgentOp, stats: Counter[str]) -> str:
     _emit({"ev": "b", "a": agent, "s": aop.seq, "op": aop.op, "args": dict(aop.args),
            "v": aop.value, "t": time.monotonic()})
     outcome, result, error = execute(store, aop)
@@ -130,6 +133,7 @@ def _run_op(store: Any, agent: Any, aop: w.AgentOp, stats: Counter[str]) -> None
         stats["corrupt"] += 1
     _emit({"ev": "e", "a": agent, "s": aop.seq, "o": outcome, "r": result, "err": error,
            "t": time.monotonic()})
+    return outcome
 
 
 def _agent(store: Any, cfg: dict[str, Any], agent: str, start: int, pause: _Pause,
@@ -142,9 +146,11 @@ def _agent(store: Any, cfg: dict[str, Any], agent: str, start: int, pause: _Paus
             return
         pause.enter()
         try:
-            _run_op(store, agent, aop, stats)
+            outcome = _run_op(store, agent, aop, stats)
         finally:
             pause.leave()
+        if outcome != "ok":
+            time.sleep(BACKOFF)   # as a client backs off a failing store, not spinning on it
 
 
 def _sweep(store: Any, n: list[int], stats: Counter[str]) -> dict[str, Any]:
@@ -283,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads((argv or sys.argv[1:])[0])
     spec = resolve(cfg["spec"])
     errors = _IoErrors()
-    fs: Any = FaultyFS(OsFS(), errors, keep_ops=False)
+    # native: SQLite does its own I/O with its real locks and shared WAL index, as it must with
+    # readers in other processes; I/O errors then reach what goes through the env (RVF, JSON)
+    fs: Any = FaultyFS(OsFS(), errors, keep_ops=False, native=True)
     env = Env(fs=fs, clock=OffsetClock(float(cfg.get("clock_offset", 0.0))))
     try:
         if cfg["role"] == "reader":
@@ -293,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         _emit({"ev": "refused", "error": str(exc),
                "type": [c.__name__ for c in type(exc).__mro__][:-2]})
         return 3
-    _emit({"ev": "ready", "pid": os.getpid()})
+    _emit({"ev": "ready", "pid": os.getpid(),
+           "reconciled": int(getattr(store, "reconciled", 0) or 0)})
     sweeps = [0]   # the sweep's op numbers, one sequence per process
     if cfg.get("sweep_first"):
         _emit(_sweep(store, sweeps, Counter()))

@@ -137,6 +137,7 @@ def _document(settings: SoakSettings, decl: Any, runs: list[int], shard: Shard,
                    "recoveries": sum(res.recoveries for res in results),
                    "sweeps": sum(res.sweeps for res in results),
                    "repaired": sum(res.repaired for res in results),
+                   "reconciled": sum(res.reconciled for res in results),
                    "io_errors_injected": sum(res.io_errors for res in results)},
         "divergence": {k: sum(res.divergence[k] for res in results)
                        for k in ("compared", "mismatches")},
