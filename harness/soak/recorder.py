@@ -39,12 +39,24 @@ class Recorder:
         self.buckets: dict[int, Counter[str]] = defaultdict(Counter)
         self.bucket_latency: dict[tuple[int, str], LatencyHistogram] = {}
         self.violations: list[Violation] = []
+        self.reads_checked = 0      # by the checkers of finished runs
+        self.q_reads_checked = 0
         self.corrupt_reads = 0
         self.reads = 0
 
-    def checker(self, run: int) -> Checker:
+    def finish_run(self, run: int) -> list[Violation]:
+        """Check everything left of run ``run`` and let its checker go: a run's history is
+        held in memory only while the run goes (the file keeps all of it), so a long soak
+        split into ``--runs`` holds one run's ops at a time."""
         with self._lock:
-            return self.checkers.setdefault(run, Checker())
+            checker = self.checkers.pop(run, None)
+            if checker is None:
+                return []
+            found = checker.finish()
+            self.violations += found
+            self.reads_checked += checker.reads_checked
+            self.q_reads_checked += checker.q_reads_checked
+            return found
 
     def add(self, fields: dict[str, Any]) -> SoakOp:
         with self._lock:
@@ -83,10 +95,10 @@ class Recorder:
             return found
 
     def finish(self) -> list[Violation]:
+        """``finish_run`` for every run still held."""
         with self._lock:
-            found = [v for c in self.checkers.values() for v in c.finish()]
-            self.violations += found
-            return found
+            runs = list(self.checkers)
+        return [v for run in runs for v in self.finish_run(run)]
 
     def close(self) -> None:
         with self._lock:

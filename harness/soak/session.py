@@ -80,6 +80,7 @@ def run_soak(settings: SoakSettings, runs: list[int], shard: Shard, out: Path, c
             os.makedirs(directory)
             results.append(SoakRun(settings, r, directory, recorder, sampler, decl,
                                    progress).execute())
+            recorder.finish_run(r)
             if results[-1].interrupted:
                 break
     finally:
@@ -109,7 +110,6 @@ def _document(settings: SoakSettings, decl: Any, runs: list[int], shard: Shard,
               started: float, command: str, reproduce: str, t0: float) -> dict[str, Any]:
     series = sampler.series()
     found = leaks([s for s in series if s.label != PARENT])
-    checkers = recorder.checkers.values()
     problems = [p for res in results for p in res.problems]
     problems += [f"a reader could not open the store while the writer wrote: {f}"
                  for res in results for f in res.reader_open_failures]
@@ -132,8 +132,7 @@ def _document(settings: SoakSettings, decl: Any, runs: list[int], shard: Shard,
                 "by_op": {op: dict(c) for op, c in sorted(recorder.by_op.items())}},
         "faults": [f for res in results for f in res.faults],
         "skipped": {k: v for res in results for k, v in res.skipped.items()},
-        "checks": {"reads": sum(c.reads_checked for c in checkers),
-                   "q_reads": sum(c.q_reads_checked for c in checkers),
+        "checks": {"reads": recorder.reads_checked, "q_reads": recorder.q_reads_checked,
                    "recoveries": sum(res.recoveries for res in results),
                    "sweeps": sum(res.sweeps for res in results),
                    "repaired": sum(res.repaired for res in results),
