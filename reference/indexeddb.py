@@ -26,11 +26,23 @@ the frames' envelopes, and after each commit it compacts once the rest is a
 the value dies, not when the log next doubles, and opening costs O(live data), whatever the
 history.
 
-Several connections (tabs) may open one database in one process, used from one thread. Like the
-browser, the model serialises them: each transaction first reads what other connections
-appended, and a read-write transaction whose scope another connection wrote after it began is
-aborted with ``TransactionConflict`` rather than overwrite what it did not see. ``refresh()`` is
-a page reload: in-flight transactions are aborted, committed ones are kept.
+Several connections (tabs) may open one database in one process. Like the browser, the model
+serialises them: each transaction first reads what other connections appended, and a read-write
+transaction whose scope another connection wrote after it began is aborted with
+``TransactionConflict`` rather than overwrite what it did not see. ``refresh()`` is a page
+reload: in-flight transactions are aborted, committed ones are kept.
+
+Threads: every call that reads or changes a connection's state (its data, its frame count and
+offset, the file) holds one lock per database path in this process, so connections may be used
+from several threads. Without it two threads appended at the same offset, or one replayed the
+other's frame while it was still counting it (frames out of order, repeated or overwritten: real
+damage), two compactions shared one ``.tmp`` file, and a read iterated a table a commit was
+changing. A transaction stays one thread's; its reads see the data as of each call.
+
+Readers in other processes see appends as they happen: a frame is checked whole (its length and
+checksum) before it is replayed, so a tail still being written is read as the torn end of what
+is committed (never damage, never truncated by a reader), and a compaction replaces the file by a
+rename, so a reader sees the old file or the new one whole.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Literal
@@ -66,6 +79,8 @@ _COMPACT_MIN = 4 * 1024        # never compact a log smaller than this (a few do
 _COMPACT_RATIO = 2             # compact when the log is this many times its live data
 _ENVELOPE = _FRAME.size + 16   # length, checksum, {"seq":,"ops":[]} less a comma (ops have one)
 _DELETED = object()
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 class TransactionAborted(CrashgateError):
@@ -85,6 +100,14 @@ def key_order(key: Key) -> tuple[int, int | str]:
 def is_indexeddb_file(head: bytes) -> bool:
     """Whether ``head`` (the first bytes of a file) starts like a database of this model."""
     return head.startswith(MAGIC)
+
+
+def _lock_for(path: str) -> threading.RLock:
+    """The lock every connection of this process to the database at ``path`` holds while it
+    reads or changes its state (the module docstring, "Threads"); one per path, kept for the
+    process's life (a few hundred bytes per database ever opened)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path, threading.RLock())
 
 
 def _digest(payload: bytes) -> bytes:
@@ -153,25 +176,27 @@ class Transaction:
     def get_many(self, store: str, keys: Iterable[Key]) -> list[Any]:
         """The values under ``keys`` (copies), ``None`` where there is none: ``get`` for many
         keys at once (IndexedDB's ``getAll`` over a list of keys), copied in one pass."""
-        self._check(store)
-        over = self._overlay.get(store, {})
-        cleared = store in self._cleared
-        table = self.db._data[store]
-        values = []
-        for key in keys:
-            self._check_key(key)
-            default = _DELETED if cleared else table.get(key, _DELETED)
-            value = over.get(key, default)
-            values.append(None if value is _DELETED else value)
-        return [_clone(v) for v in values]
+        with self.db._lock:   # another thread's commit may be changing the table
+            self._check(store)
+            over = self._overlay.get(store, {})
+            cleared = store in self._cleared
+            table = self.db._data[store]
+            values = []
+            for key in keys:
+                self._check_key(key)
+                default = _DELETED if cleared else table.get(key, _DELETED)
+                value = over.get(key, default)
+                values.append(None if value is _DELETED else value)
+            return [_clone(v) for v in values]
 
     def items(self, store: str) -> list[tuple[Key, Any]]:
         """Every (key, value) of ``store`` in key order (values are copies)."""
-        self._check(store)
-        merged = {} if store in self._cleared else dict(self.db._data[store])
-        merged.update(self._overlay.get(store, {}))
-        keys = sorted((k for k, v in merged.items() if v is not _DELETED), key=key_order)
-        return [(k, _clone(merged[k])) for k in keys]
+        with self.db._lock:
+            self._check(store)
+            merged = {} if store in self._cleared else dict(self.db._data[store])
+            merged.update(self._overlay.get(store, {}))
+            keys = sorted((k for k, v in merged.items() if v is not _DELETED), key=key_order)
+            return [(k, _clone(merged[k])) for k in keys]
 
     def put(self, store: str, key: Key, value: Any) -> None:
         self.put_many(store, [(key, value)])
@@ -214,22 +239,24 @@ class Transaction:
 
     def commit(self) -> None:
         """Write everything, atomically (conflict -> ``TransactionConflict``, nothing written)."""
-        self._check(next(iter(self.scope)))
-        try:
-            self.db._finish(self, self._ops if self.mode == "readwrite" else None)
-        except BaseException:
-            self._end("aborted", "its commit failed")
-            raise
-        self._end("committed")
+        with self.db._lock:   # the conflict check, the append and the apply as one
+            self._check(next(iter(self.scope)))
+            try:
+                self.db._finish(self, self._ops if self.mode == "readwrite" else None)
+            except BaseException:
+                self._end("aborted", "its commit failed")
+                raise
+            self._end("committed")
 
     def abort(self) -> None:
         if self.state == "active":
             self._end("aborted", "it was aborted")
 
     def _end(self, state: Literal["committed", "aborted"], why: str = "") -> None:
-        self.state = state
-        self._why = f" ({why})" if why else ""
-        self.db._inflight.discard(self)
+        with self.db._lock:
+            self.state = state
+            self._why = f" ({why})" if why else ""
+            self.db._inflight.discard(self)
 
     def __enter__(self) -> Transaction:
         return self
@@ -259,25 +286,28 @@ class IndexedDB:
         """Bumped by ``refresh()``: whatever a page load held (its lease) dies with it."""
         self._closed = False
         self._inflight: set[Transaction] = set()
-        self._reset()
-        if not env.fs.exists(path):
-            if readonly:
-                raise FileNotFoundError(
-                    f"no IndexedDB database at {path}; a read-only connection does not create one")
-            self._write_new_file(0, None)
-        self._catch_up()
-        missing = [s for s in dict.fromkeys(stores) if s not in self._data]
-        if missing:
-            if readonly:
-                raise CorruptStore(path, f"object stores {missing} are missing")
-            self._append([["create", s] for s in missing], set(), None)
+        self._lock = _lock_for(path)
+        with self._lock:   # two threads opening a new database must not both create it
+            self._reset()
+            if not env.fs.exists(path):
+                if readonly:
+                    raise FileNotFoundError(f"no IndexedDB database at {path}; a read-only "
+                                            "connection does not create one")
+                self._write_new_file(0, None)
+            self._catch_up()
+            missing = [s for s in dict.fromkeys(stores) if s not in self._data]
+            if missing:
+                if readonly:
+                    raise CorruptStore(path, f"object stores {missing} are missing")
+                self._append([["create", s] for s in missing], set(), None)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def object_store_names(self) -> list[str]:
-        return sorted(self._data)
+        with self._lock:
+            return sorted(self._data)
 
     def transaction(self, scope: str | Iterable[str], mode: Mode = "readonly") -> Transaction:
         """A transaction over the object stores in ``scope``. Use it as a context manager
@@ -287,15 +317,17 @@ class IndexedDB:
             raise ValueError(f"mode {mode!r} is not 'readonly' or 'readwrite'")
         if mode == "readwrite" and self.readonly:
             raise PermissionError(f"{self.path} is open read-only; open it without readonly=True")
-        self._catch_up()
-        names = frozenset([scope] if isinstance(scope, str) else scope)
-        unknown = sorted(names - set(self._data))
-        if unknown or not names:
-            raise ValueError(f"object stores {unknown} do not exist in {self.path}; known: "
-                             f"{self.object_store_names()} (create them at open with stores=)")
-        txn = Transaction(self, names, mode, self.seq)
-        self._inflight.add(txn)
-        return txn
+        with self._lock:
+            self._catch_up()
+            names = frozenset([scope] if isinstance(scope, str) else scope)
+            unknown = sorted(names - set(self._data))
+            if unknown or not names:
+                raise ValueError(f"object stores {unknown} do not exist in {self.path}; known: "
+                                 f"{self.object_store_names()} (create them at open with "
+                                 "stores=)")
+            txn = Transaction(self, names, mode, self.seq)
+            self._inflight.add(txn)
+            return txn
 
     def get(self, store: str, key: Key) -> Any:
         """One value (``None`` when absent), in a readonly transaction of its own."""
@@ -309,31 +341,33 @@ class IndexedDB:
     def refresh(self) -> None:
         """A page reload: abort every in-flight transaction, let what the page held die with it
         (``incarnation`` changes, so its lease is gone) and reload the committed state."""
-        self._check_open()
-        for txn in list(self._inflight):
-            txn._end("aborted", "the page was refreshed")
-        self.incarnation += 1
-        self._reset()
-        self._catch_up()
+        with self._lock:
+            self._check_open()
+            for txn in list(self._inflight):
+                txn._end("aborted", "the page was refreshed")
+            self.incarnation += 1
+            self._reset()
+            self._catch_up()
 
     def compact(self) -> None:
         """Rewrite the log as one frame holding the live data, in a new generation."""
         self._check_open()
         if self.readonly:
             raise PermissionError(f"{self.path} is open read-only; it cannot be compacted")
-        self._catch_up()
-        ops: list[list[Any]] = []
-        for store in sorted(self._data):
-            ops.append(["create", store])
-            ops.extend(["put", store, k, v] for k, v in self._data[store].items())
-        payload = _encode({"seq": self.seq + 1, "ops": ops, "written": self._written})
-        self._write_new_file(self.generation + 1, payload)
-        self.generation += 1
-        self.seq += 1
-        self._offset = _HEADER.size + _FRAME.size + len(payload)
-        self._torn = False
-        self._dead = 0
-        self._dying.clear()
+        with self._lock:   # one .tmp file per database: one compaction at a time
+            self._catch_up()
+            ops: list[list[Any]] = []
+            for store in sorted(self._data):
+                ops.append(["create", store])
+                ops.extend(["put", store, k, v] for k, v in self._data[store].items())
+            payload = _encode({"seq": self.seq + 1, "ops": ops, "written": self._written})
+            self._write_new_file(self.generation + 1, payload)
+            self.generation += 1
+            self.seq += 1
+            self._offset = _HEADER.size + _FRAME.size + len(payload)
+            self._torn = False
+            self._dead = 0
+            self._dying.clear()
 
     def _count_dead(self) -> None:
         """Add the ops that died since the last count to ``_dead``, measured in one
@@ -351,10 +385,11 @@ class IndexedDB:
             self.compact()
 
     def close(self) -> None:
-        if not self._closed:
-            for txn in list(self._inflight):
-                txn._end("aborted", "the connection was closed")
-            self._closed = True
+        with self._lock:
+            if not self._closed:
+                for txn in list(self._inflight):
+                    txn._end("aborted", "the connection was closed")
+                self._closed = True
 
     # -- the log ----------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ Every mutation is one RVF commit and then two IndexedDB transactions, in the ADR
     1       RVF commit of the vectors, their metadata, the kv changes, epoch e+1 (one fsync'd
             manifest: RVF alone can rebuild everything)
             failpoint "rvlite.after-rvf-write"
-    2       IndexedDB: the metadata of the upserted / removed ids
+    2       IndexedDB: the metadata of the upserted / removed ids, and the new RVF commit's
+            digest beside the old epoch (so the cache never names a commit whose metadata it
+            does not hold: step 3, below)
             failpoint "rvlite.after-metadata-write"
     3       IndexedDB: state.epoch = e+1 (refused unless it was e)
             failpoint "rvlite.before-epoch-commit" (inside the transaction, before it commits)
@@ -27,7 +29,18 @@ different commits rebuild it too: an ``.rvf`` restored from a backup and then wr
 with other data. Every epoch commit and rebuild records the digest with the epoch, in the same
 transaction; compaction records the compacted file's (a crash before that costs one rebuild).
 A cache from before digests were recorded has none and is judged by epoch and file id alone.
-Queries take vectors from RVF and metadata from the cache, which after open always matches.
+Queries take vectors from RVF and metadata from the cache while the cache stands for the commit
+RVF holds (its epoch, file id and digest, read in the same transaction as the metadata), else
+from RVF. A writer's cache stands for its commit except after a mutation that failed half-way;
+a reader's RVF view is the commit it opened, while its cache connection sees what the writer
+appends, so its cache stands for its view until the writer's next mutation, and the reader then
+reads RVF's metadata. Between steps 2 and 3 the cache holds new metadata beside the old epoch:
+the digest written in step 2 is what keeps a reader of the old commit from taking it.
+
+Threads: every call holds one lock per open store. One call is one RVF commit and two or three
+cache transactions; without the lock a read took the vectors of one commit and the metadata of
+another (torn), and two mutations interleaved their steps (the cache then held the older one's
+metadata: stale, and reported as damage by the epoch check of step 3).
 
 The writer holds the RVF file lock and the IndexedDB lease. Every rvlite writer takes both, the
 file lock first, so once this writer holds the file lock no writer in another process holds the
@@ -42,10 +55,12 @@ on the env clock) until its heartbeat is older than 30 s.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -122,6 +137,20 @@ def _differing(cached: Mapping[Any, Any], records: Mapping[int, Any]) -> list[in
     return [i for i in records if i not in kept]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(method: Callable[Concatenate[RvliteStore, _P], _R]
+                ) -> Callable[Concatenate[RvliteStore, _P], _R]:
+    """``method`` run under the store's lock: one call at a time among its threads."""
+    @functools.wraps(method)
+    def run(self: RvliteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 def rvf_records(rvf: RvfStore) -> list[VectorRecord]:
     """Every live record of an RVF store, ordered by id: O(live records), read from memory (a
     query with k = count would compute and sort every distance first)."""
@@ -140,6 +169,7 @@ class RvliteStore:
         self._lease = lease
         self._metric = metric
         self._closed = False
+        self._lock = threading.RLock()   # one call at a time (module docstring, "Threads")
         self._unsettled = False   # a mutation got past its RVF commit but not its epoch commit
         self._overlay: dict[int, dict[str, Any]] | None = None   # reader's view of a stale cache
         self.declaration = Declaration(
@@ -163,10 +193,12 @@ class RvliteStore:
     # -- epochs -----------------------------------------------------------------------------
 
     @property
+    @_serialised
     def epoch(self) -> int:
         """The shared epoch: the RVF manifest's (the cache's equals it after every mutation)."""
         return self._rvf.epoch
 
+    @_serialised
     def metadata_epoch(self) -> int:
         """The epoch the metadata cache last committed (0 for a new or missing cache)."""
         return self._cache_state()[0]
@@ -181,6 +213,14 @@ class RvliteStore:
             epoch, file_id, commit = txn.get_many(STATE_STORE, [_EPOCH, _FILE_ID, _COMMIT])
         return int(epoch or 0), file_id, commit
 
+    def _stands_for_rvf(self, epoch: int, file_id: str | None, commit: str | None) -> bool:
+        """Whether a cache whose state is ``(epoch, file_id, commit)`` holds the metadata of
+        the commit RVF holds: the same epoch, file and commit (a cache from before file ids or
+        digests were recorded lacks them and is judged by what it has)."""
+        return (epoch == self._rvf.epoch and file_id in (None, self._rvf.file_id.hex())
+                and commit in (None, self._rvf.commit_digest.hex()))
+
+    @_serialised
     def reconcile(self) -> str:
         """Compare the epochs and bring the cache in line with RVF; returns what was done
         (``none``, ``rebuilt``, ``rebuilt-metadata-ahead``, ``rebuilt-other-file``,
@@ -190,17 +230,15 @@ class RvliteStore:
         details: dict[str, object] = {"path": self.path, "rvf_epoch": rvf_epoch,
                                       "metadata_epoch": meta_epoch}
         # a cache built from another RVF file (one copied over this one) is stale even at an
-        # equal epoch; a cache from before file ids were recorded has none
+        # equal epoch, and so is one built from another commit of this file at the same epoch
+        # number (_stands_for_rvf); a cache from before file ids were recorded has none
         other_file = cached_id not in (None, self._rvf.file_id.hex())
-        # ... and so is one built from another commit of this file at the same epoch number
-        other_commit = cached_commit not in (None, self._rvf.commit_digest.hex())
         if meta_epoch > rvf_epoch:
             log.warning("rvlite %s: metadata epoch %d is ahead of the RVF epoch %d; this should "
                         "not happen: trusting RVF and rebuilding the metadata from it",
                         self.path, meta_epoch, rvf_epoch)
             self._env.observe("epoch.metadata-ahead", dict(details))
-        if meta_epoch == rvf_epoch and self._db is not None and not other_file \
-                and not other_commit:
+        if self._db is not None and self._stands_for_rvf(meta_epoch, cached_id, cached_commit):
             action = "none"
         elif self._lease is None:   # a reader may not write the cache: serve RVF's metadata
             self._overlay = self._rvf.live_metadata()
@@ -213,6 +251,7 @@ class RvliteStore:
         self._env.observe("epoch.reconciled", {**details, "action": action})
         return action
 
+    @_serialised
     def rebuild(self) -> int:
         """Make the metadata cache RVF's live metadata and commit RVF's epoch with it, in one
         transaction; returns how many records it holds. Only what differs is written (the
@@ -232,6 +271,7 @@ class RvliteStore:
         self._unsettled = False
         return len(records)
 
+    @_serialised
     def heartbeat(self) -> None:
         """Renew the writer lease when due (an idle writer's timer); ``LeaseExpired`` if lost."""
         self._check_writer()
@@ -261,6 +301,7 @@ class RvliteStore:
             raise
         return txn
 
+    @_serialised
     def _commit(self, *, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = (),
                 upserts: Sequence[VectorRecord] = (), removes: Iterable[int] = ()) -> None:
         self._check_writer()
@@ -275,10 +316,13 @@ class RvliteStore:
                          removes=removes, epoch=new)
         self._env.failpoints.hit(FAILPOINTS[0])
         if upserts or removes:
-            with self._write([META_STORE]) as txn:
+            with self._write([META_STORE, STATE_STORE]) as txn:
                 for i in removes:
                     txn.delete(META_STORE, i)
                 txn.put_many(META_STORE, [(r.id, dict(r.metadata)) for r in upserts])
+                # the metadata is now the new commit's: so the state says, until step 3
+                # commits the epoch (a reader still at the old commit then reads RVF)
+                txn.put(STATE_STORE, _COMMIT, self._rvf.commit_digest.hex())
         self._env.failpoints.hit(FAILPOINTS[1])
         txn = self._write([STATE_STORE])
         found = int(txn.get(STATE_STORE, _EPOCH) or 0)
@@ -293,6 +337,7 @@ class RvliteStore:
         txn.commit()
         self._unsettled = False
 
+    @_serialised
     def compact(self) -> None:
         """Compact the RVF file (the epoch and the records are unchanged, so the metadata cache
         stays valid); fenced by the lease like any write."""
@@ -310,6 +355,7 @@ class RvliteStore:
     def put(self, key: str, value: bytes) -> None:
         self._commit(puts={key: bytes(value)})
 
+    @_serialised
     def get(self, key: str) -> bytes | None:
         self._check_open()
         return self._rvf.get(key)
@@ -317,6 +363,7 @@ class RvliteStore:
     def delete(self, key: str) -> None:
         self._commit(deletes=[key])
 
+    @_serialised
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         self._check_open()
         return self._rvf.scan(prefix)
@@ -333,6 +380,7 @@ class RvliteStore:
         if recs:
             self._commit(upserts=recs)
 
+    @_serialised
     def remove(self, ids: Iterable[int]) -> int:
         self._check_writer()
         live = [r.id for r in self._rvf.fetch({int(i) for i in ids})]
@@ -340,31 +388,56 @@ class RvliteStore:
             self._commit(removes=live)
         return len(live)
 
+    @_serialised
     def count(self) -> int:
         self._check_open()
         return self._rvf.count()
 
-    def _metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """The cached metadata of ``ids``; a live id the cache lacks is damage, not data."""
+    def _cache_view(self, ids: list[int] | None) -> dict[int, Any] | None:
+        """The cached metadata of ``ids`` (``None`` for an id it lacks), or of every id when
+        ``ids`` is None, read in one transaction with the cache's state; ``None`` when the cache
+        does not stand for the commit RVF holds (module docstring), or there is none."""
         if self._overlay is not None or self._db is None:
-            source = self._overlay or {}
-            got = {i: source.get(i) for i in ids}
-        else:
-            wanted = list(ids)
-            with self._db.transaction(META_STORE) as txn:
-                got = dict(zip(wanted, txn.get_many(META_STORE, wanted), strict=True))
+            return None
+        with self._db.transaction([META_STORE, STATE_STORE]) as txn:
+            epoch, file_id, commit = txn.get_many(STATE_STORE, [_EPOCH, _FILE_ID, _COMMIT])
+            if not self._stands_for_rvf(int(epoch or 0), file_id, commit):
+                return None
+            if ids is None:
+                return {int(i): m for i, m in txn.items(META_STORE)}
+            return dict(zip(ids, txn.get_many(META_STORE, ids), strict=True))
+
+    def _rvf_view(self) -> dict[int, dict[str, Any]]:
+        """RVF's metadata of every live id, for when the cache does not stand for RVF's commit:
+        a reader keeps it (its RVF view never changes, and its cache only moves further on); a
+        writer whose last mutation failed half-way reads it until the next one reconciles."""
+        if self._lease is None:
+            if self._overlay is None:
+                self._overlay = self._rvf.live_metadata()
+            return self._overlay
+        return self._rvf.live_metadata()
+
+    def _metadata(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of ``ids``, cached or RVF's; a live id it lacks is damage, not data."""
+        wanted = list(ids)
+        got = self._cache_view(wanted)
+        if got is None:
+            source = self._rvf_view()
+            got = {i: source.get(i) for i in wanted}
         missing = sorted(i for i, m in got.items() if m is None)
         if missing:
             raise CorruptStore(cache_path(self.path), f"no metadata for live ids {missing[:5]}; "
                                f"run `crashgate rvf rebuild {self.path}`")
         return {i: m for i, m in got.items() if m is not None}
 
+    @_serialised
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         self._check_open()
         recs = self._rvf.fetch(ids)
         meta = self._metadata(r.id for r in recs)
         return [VectorRecord(r.id, r.vector, meta[r.id]) for r in recs]
 
+    @_serialised
     def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
         """``fetch`` as arrays (``BulkFetch``): the vectors as RVF's block, the metadata from
         the cache, as ``fetch`` takes them."""
@@ -373,6 +446,7 @@ class RvliteStore:
         meta = self._metadata(block.ids)
         return VectorBlock(block.ids, block.vectors, tuple(meta[i] for i in block.ids))
 
+    @_serialised
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
         self._check_open()
@@ -385,11 +459,10 @@ class RvliteStore:
             meta = self._metadata(h.id for h in hits)
             return [Hit(h.id, h.distance, meta[h.id]) for h in hits]
         # filter on the cache's metadata, then search the matching vectors read from RVF
-        if self._overlay is not None or self._db is None:
-            cached = list((self._overlay or {}).items())
-        else:
-            cached = [(int(i), m) for i, m in self._db.items(META_STORE)]
-        meta = {i: m for i, m in cached if matches(m, where)}
+        cached = self._cache_view(None)
+        if cached is None:
+            cached = self._rvf_view()
+        meta = {i: m for i, m in cached.items() if matches(m, where)}
         recs = self._rvf.fetch(meta)
         if not recs:
             return []
@@ -399,6 +472,7 @@ class RvliteStore:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    @_serialised
     def status(self) -> dict[str, object]:
         self._check_open()
         return {"path": self.path, "cache": cache_path(self.path), "epoch": self.epoch,
@@ -406,6 +480,7 @@ class RvliteStore:
                 "writer": self._lease is not None,
                 "lease_token": self._lease.token if self._lease else None}
 
+    @_serialised
     def close(self) -> None:
         if self._closed:
             return
