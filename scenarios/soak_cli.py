@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import time
@@ -87,6 +88,9 @@ def _soak(args: argparse.Namespace) -> int:
         raise UsageError(f"--ops {args.ops}: give at least one op per agent ({args.agents})")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration {args.duration:g}: give a number of seconds above 0")
+    if args.dir is not None and not os.path.isdir(args.dir):
+        raise UsageError(f"--dir {args.dir}: not a directory; create it first, or leave the "
+                         "option out for a temporary directory")
     duration = args.duration if args.duration is not None or args.ops else 120.0
     spec = resolve(args.target)
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)

@@ -159,6 +159,8 @@ def test_a_soak_killed_half_way_keeps_its_history(tmp_path: Path) -> None:
     (["stage3", "--shard", "2/2", "--runs", "1"], "has no run"),
     (["stage3", "--agents", "0"], "--agents 0"),
     (["stage3", "--ops", "2", "--agents", "4"], "one op per agent"),
+    (["stage3", "--dir", "/nonexistent/crashgate"], "not a directory"),
+    (["nosuch"], "unknown backend"),
 ])
 def test_bad_input_is_a_usage_error(args: list[str], words: str, capsys: Any) -> None:
     assert main(["soak", *args]) == 3
