@@ -34,7 +34,8 @@ SCHEDULES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Schedule:
-    """``faults`` in turn, the first after ``interval`` seconds, then one every ``interval``."""
+    """``faults`` in turn, the first after ``interval`` seconds, then one every ``interval``; a
+    fault that runs longer than an interval delays the ones after it (none is skipped)."""
 
     name: str
     faults: tuple[str, ...]
@@ -48,6 +49,10 @@ class Schedule:
             return None
         n = int(elapsed // self.interval) - 1
         return n, self.faults[n % len(self.faults)]
+
+    def nth(self, n: int) -> str:
+        """The name of fault number ``n`` (from 0)."""
+        return self.faults[n % len(self.faults)]
 
     def describe(self, duration: float | None) -> list[str]:
         """One line per fault the schedule injects in ``duration`` seconds (the first cycle
