@@ -64,10 +64,10 @@ def merge(documents: list[dict[str, Any]]) -> dict[str, Any]:
     if histograms:
         out["histograms"] = merge_histograms(histograms)
         query = out["histograms"].get("query")
-        p99 = LatencyHistogram.from_json(query).quantile(0.99) if query else None
-        if p99 is not None:
-            out.setdefault("latency", {}).update(
-                query_p99_ms=p99 * 1e3, query_n=LatencyHistogram.from_json(query).count)
+        timed = LatencyHistogram.from_json(query) if query else None
+        p99 = timed.quantile(0.99) if timed is not None else None
+        if timed is not None and p99 is not None:
+            out.setdefault("latency", {}).update(query_p99_ms=p99 * 1e3, query_n=timed.count)
     return out
 
 

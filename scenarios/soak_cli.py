@@ -107,7 +107,7 @@ def _soak(args: argparse.Namespace) -> int:
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     suffix = f"-shard-{shard.index}-of-{shard.count}" if shard.count > 1 else ""
     out = Path(args.out) / spec.slug / f"soak-{run_id}{suffix}"
-    settings = SoakSettings(spec, {}, args.agents, seed, schedule, duration, args.ops,
+    settings = SoakSettings(spec, args.agents, seed, schedule, duration, args.ops,
                             args.readers)
     progress = Progress()
     print(f"{spec.label}: soaking with {args.agents} agents, runs {runs} of {args.runs}, "

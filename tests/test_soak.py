@@ -65,6 +65,7 @@ def test_a_stage3_soak_with_every_fault_finds_no_violation(
     peak = next(c for c in gate["criteria"] if "peak load" in c["criterion"])
     assert peak["verdict"] == "unknown" and "4 agents" in peak["figure"]   # 15 are asked for
     assert (folder / "report.html").stat().st_size > 100_000
+    assert doc["stage"] == 3 and doc["gate"]["gate"] == "ADR-072 3 -> 4"
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium on PATH: install Debian's "

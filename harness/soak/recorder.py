@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from crashgate.harness.histogram import LatencyHistogram
 from crashgate.harness.soak.check import Checker, Violation
-from crashgate.harness.soak.record import SoakOp
+from crashgate.harness.soak.record import READS, SoakOp
 
 __all__ = ["Recorder"]
 
@@ -76,7 +76,7 @@ class Recorder:
                 took = max(0.0, op.end - op.start)
                 self.histograms[op.op].record(took)
                 self.bucket_latency.setdefault((bucket, op.op), LatencyHistogram()).record(took)
-            if op.op in ("get", "scan", "q_get", "goap_get", "fetch", "query"):
+            if op.op in READS:
                 self.reads += 1
                 if op.error and "CorruptStore" in op.error:
                     self.corrupt_reads += 1

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from crashgate.backends import BackendSpec, Capability, Declaration, Durability
+from crashgate.backends import BackendSpec, Declaration, Durability
 from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.soak.faults import inject
 from crashgate.harness.soak.procs import ServerProcess
@@ -37,8 +37,7 @@ writer's lock or lease as old as it would be after waiting out ADR-032's 30 s st
 
 @dataclass(frozen=True)
 class SoakSettings:
-    spec: BackendSpec
-    options: dict[str, str]
+    spec: BackendSpec             # its label, options included, is what every process opens
     agents: int
     seed: int
     schedule: Schedule
@@ -60,6 +59,7 @@ class RunResult:
     divergence: dict[str, int] = field(default_factory=lambda: {"compared": 0, "mismatches": 0})
     corruption: dict[str, int] = field(default_factory=lambda: {"checks": 0, "incidents": 0})
     repaired: int = 0
+    stage: int | None = None       # a stage adapter's stage, as its writer opened it
     reconciled: int = 0            # records a reopened stage adapter mended (not closed cleanly)
     fallbacks: int | None = None                              # None: the store counts none
     io_errors: int = 0
@@ -94,7 +94,7 @@ class SoakRun:
     def config(self, role: str, agents: list[str], options: dict[str, str] | None = None,
                sweep_first: bool = False) -> dict[str, Any]:
         return {"role": role, "spec": self.s.spec.label, "path": self.path,
-                "options": {**self.s.options, **(options or {})}, "seed": self.s.seed,
+                "options": dict(options or {}), "seed": self.s.seed,
                 "run": self.run, "agents": agents, "resume": self.resume,
                 "ops_per_agent": self.ops_per_agent, "sweep_first": sweep_first,
                 "clock_offset": self.clock_offset}
@@ -112,6 +112,7 @@ class SoakRun:
             raise RuntimeError(f"{label} could not open {self.s.spec.label} at {self.path}: "
                                f"{why}; stderr: {' | '.join(proc.stderr[-5:])}")
         self.result.reconciled += int(opened.get("reconciled", 0))
+        self.result.stage = opened.get("stage")
         if sweep_first:
             self._take_sweep(proc, proc.wait_event(("verified",), 300.0))
         self.sampler.watch(f"run {self.run} {label}", proc.pid)
@@ -146,22 +147,20 @@ class SoakRun:
         proc = self.writer
         if proc is None:
             return
-        stats = None
+        closed = None
         if kill:
             proc.kill()
         else:
-            stats = proc.stop()
-            if stats is None:
+            closed = proc.stop()
+            if closed is None:
                 why = f"{why}; it did not close cleanly"
         proc.abandon(why)
         proc.close_pipes()
         self.result.io_errors += proc.injected
         for agent, seq in proc.last_begun.items():
             self.resume[agent] = max(self.resume.get(agent, 0), seq + 1)
-        if stats is not None:
-            st = stats.get("stats", {})
-            if st.get("fallbacks") is not None:
-                self.result.fallbacks = (self.result.fallbacks or 0) + int(st["fallbacks"])
+        if closed is not None and closed.get("fallbacks") is not None:
+            self.result.fallbacks = (self.result.fallbacks or 0) + int(closed["fallbacks"])
         self.sampler.unwatch(f"run {self.run} {proc.label}")
         self.writer = None
 
@@ -245,7 +244,3 @@ class SoakRun:
     def _reader_allowed(self) -> bool:
         # a reader opens the store with readonly=true; the backend must take the option
         return accepts_readonly(self.s.spec)
-
-    @property
-    def has_lock(self) -> bool:
-        return self.decl.has(Capability.WRITER_LOCK)

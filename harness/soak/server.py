@@ -8,13 +8,16 @@ reader opens it with ``readonly=true`` in sessions of a few reads each. Events g
 JSON object a line; the parent timestamps nothing itself (``time.monotonic`` is one clock for
 every process on the machine):
 
-    {"ev": "ready", "pid": n}                      opened
+    {"ev": "ready", "pid": n, "stage": n | null, "reconciled": n}
+                                                   opened (a stage adapter: its stage, and what
+                                                   its open mended)
     {"ev": "refused", "error": str, "type": [..]}  opening failed (exit 3)
     {"ev": "b", "a": agent, "s": seq, "op": .., "args": .., "v": value, "t": start}
     {"ev": "e", "a": agent, "s": seq, "o": "ok"|"fail"|"info", "r": result, "err": .., "t": end}
     {"ev": "verified", ...}                        a sweep ended (what it compared, see ``_sweep``)
     {"ev": "done"}                                 every agent ran its ops
-    {"ev": "closed", "stats": {..}}                closed cleanly after "stop"
+    {"ev": "closed", "fallbacks": n | null}        closed cleanly after "stop" (reads served
+                                                   from a fallback, where the store counts them)
 
 Commands on stdin, one JSON object a line: ``{"cmd": "sweep"}`` (pause the agents, read every
 register and, for a dual-write stage, compare its two stores; ``verified`` answers),
@@ -24,14 +27,12 @@ operations fail), ``{"cmd": "stop"}``. A closed stdin means the parent is gone: 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 from crashgate.backends import (
@@ -41,11 +42,13 @@ from crashgate.backends import (
     Env,
     LockHeld,
     OsFS,
+    Staged,
     VersionTooNew,
     resolve,
 )
 from crashgate.harness.divergence import DivergenceLedger
 from crashgate.harness.faults.faultyfs import FaultyFS, FsOp
+from crashgate.harness.faults.ioerrors import ERRNOS
 from crashgate.harness.faults.writer_proc import OffsetClock
 from crashgate.harness.gate_evidence import DUAL_WRITE, compare_shadow, has_store
 from crashgate.harness.soak import workload as w
@@ -107,37 +110,35 @@ class _IoErrors:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._left = 0
-        self._errno = errno.EIO
-        self.injected = 0
+        self._errno = ERRNOS["EIO"]
 
-    def arm(self, code: int, count: int) -> None:
+    def arm(self, kind: str, count: int) -> None:
         with self._lock:
-            self._errno, self._left = code, count
+            self._errno, self._left = ERRNOS[kind], count
 
     def __call__(self, op: FsOp) -> BaseException | None:
         with self._lock:
             if self._left <= 0:
                 return None
             self._left -= 1
-            self.injected += 1
             _emit({"ev": "injected", "op": op.kind})
-            return OSError(self._errno, f"crashgate soak: injected {errno.errorcode[self._errno]}"
+            return OSError(self._errno, f"crashgate soak: injected {os.strerror(self._errno)}"
                            f" at {op.kind} {op.path}")
 
 
-def _run_op(store: Any, agent: Any, aop: w.AgentOp, stats: Counter[str]) -> str:
+def _run_op(store: Any, agent: Any, aop: w.AgentOp, start: float | None = None) -> str:
+    """Run ``aop`` and report it (``b`` then ``e``); ``start`` overrides when the op counts
+    as begun (a reader's: its session's open). Returns the outcome."""
     _emit({"ev": "b", "a": agent, "s": aop.seq, "op": aop.op, "args": dict(aop.args),
-           "v": aop.value, "t": time.monotonic()})
+           "v": aop.value, "t": time.monotonic() if start is None else start})
     outcome, result, error = execute(store, aop)
-    if error and "CorruptStore" in error:
-        stats["corrupt"] += 1
     _emit({"ev": "e", "a": agent, "s": aop.seq, "o": outcome, "r": result, "err": error,
            "t": time.monotonic()})
     return outcome
 
 
 def _agent(store: Any, cfg: dict[str, Any], agent: str, start: int, pause: _Pause,
-           stop: threading.Event, stats: Counter[str]) -> None:
+           stop: threading.Event) -> None:
     ops = w.agent_ops(store.declaration, seed=cfg["seed"], run=cfg["run"], agent=agent,
                       start=start)
     limit = cfg["ops_per_agent"]
@@ -146,14 +147,14 @@ def _agent(store: Any, cfg: dict[str, Any], agent: str, start: int, pause: _Paus
             return
         pause.enter()
         try:
-            outcome = _run_op(store, agent, aop, stats)
+            outcome = _run_op(store, agent, aop)
         finally:
             pause.leave()
         if outcome != "ok":
             time.sleep(BACKOFF)   # as a client backs off a failing store, not spinning on it
 
 
-def _sweep(store: Any, n: list[int], stats: Counter[str]) -> dict[str, Any]:
+def _sweep(store: Any, n: list[int]) -> dict[str, Any]:
     """Read every register the workload can write (recorded like an agent's reads, agent
     ``"sweep"``), then, in a dual-write stage, compare the two stores record by record."""
     decl = store.declaration
@@ -174,7 +175,7 @@ def _sweep(store: Any, n: list[int], stats: Counter[str]) -> dict[str, Any]:
     if decl.has(Capability.VECTOR):
         add("fetch", {"ids": list(w.VECTOR_IDS)})
     for aop in reads:
-        _run_op(store, "sweep", aop, stats)
+        _run_op(store, "sweep", aop)
     out: dict[str, Any] = {"ev": "verified", "reads": len(reads)}
     stage = getattr(store, "stage", None)
     if stage in DUAL_WRITE and has_store(store, "sqlite") and has_store(store, "rvf"):
@@ -192,7 +193,7 @@ def _sweep(store: Any, n: list[int], stats: Counter[str]) -> dict[str, Any]:
 
 
 def _commands(store: Any, pause: _Pause, stop: threading.Event, errors: _IoErrors,
-              stats: Counter[str], n: list[int]) -> None:
+              n: list[int]) -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "stop":
@@ -200,22 +201,22 @@ def _commands(store: Any, pause: _Pause, stop: threading.Event, errors: _IoError
         if cmd["cmd"] == "sweep":
             pause.pause()
             try:
-                _emit(_sweep(store, n, stats))
+                _emit(_sweep(store, n))
             finally:
                 pause.resume()
         elif cmd["cmd"] == "ioerror":
-            errors.arm(getattr(errno, cmd["errno"]), int(cmd["count"]))
+            errors.arm(cmd["errno"], int(cmd["count"]))
             _emit({"ev": "armed", "errno": cmd["errno"], "count": cmd["count"]})
     stop.set()
 
 
 def _writer(store: Any, cfg: dict[str, Any], errors: _IoErrors, n: list[int]) -> int:
-    pause, stop, stats = _Pause(), threading.Event(), Counter[str]()
+    pause, stop = _Pause(), threading.Event()
     threads = [threading.Thread(target=_agent, daemon=True,
                                 args=(store, cfg, str(a), cfg["resume"].get(str(a), 0), pause,
-                                      stop, stats))
+                                      stop))
                for a in cfg["agents"]]
-    commands = threading.Thread(target=_commands, args=(store, pause, stop, errors, stats, n),
+    commands = threading.Thread(target=_commands, args=(store, pause, stop, errors, n),
                                 daemon=True)
     commands.start()
     for t in threads:
@@ -225,11 +226,11 @@ def _writer(store: Any, cfg: dict[str, Any], errors: _IoErrors, n: list[int]) ->
     if not stop.is_set():
         _emit({"ev": "done"})
     stop.wait()
-    return _close(store, stats, errors)
+    return _close(store)
 
 
 def _reader(spec: Any, cfg: dict[str, Any], env: Env) -> int:
-    stop, stats = threading.Event(), Counter[str]()
+    stop = threading.Event()
     def watch_stdin() -> None:   # any line, or the parent gone, stops the reader
         sys.stdin.readline()
         stop.set()
@@ -240,46 +241,38 @@ def _reader(spec: Any, cfg: dict[str, Any], env: Env) -> int:
         opened = time.monotonic()
         try:
             store = spec.open(cfg["path"], env, **cfg["options"])
-        except REFUSALS as exc:
-            if ops is None:   # the first open refused it (a too-new file, a bad option)
-                _emit({"ev": "refused", "error": str(exc),
-                       "type": [c.__name__ for c in type(exc).__mro__][:-2]})
+        except Exception as exc:  # noqa: BLE001 - readers are unlimited: the parent judges it
+            if ops is None and isinstance(exc, REFUSALS):   # refused at the first open
+                _emit(_refused(exc))
                 return 3
             _emit({"ev": "open-failed", "error": f"{type(exc).__name__}: {exc}",
                    "t0": opened, "t": time.monotonic()})
             time.sleep(0.2)
             continue
-        except Exception as exc:  # noqa: BLE001 - readers are unlimited: the parent judges it
-            _emit({"ev": "open-failed", "error": f"{type(exc).__name__}: {exc}",
-                   "t0": opened, "t": time.monotonic()})
-            time.sleep(0.2)
-            continue
         if ops is None:
-            _emit({"ev": "ready", "pid": os.getpid()})
+            _emit({"ev": "ready", "pid": os.getpid(), "stage": None, "reconciled": 0})
             ops = w.agent_ops(store.declaration, seed=cfg["seed"], run=cfg["run"],
                               agent=agent, start=cfg["resume"].get(agent, 0))
         try:
             for _ in range(READ_SESSION):
-                aop = next(ops)
-                _emit({"ev": "b", "a": agent, "s": aop.seq, "op": aop.op,
-                       "args": dict(aop.args), "v": None, "t": opened})
-                outcome, result, error = execute(store, aop)
-                stats["reads"] += 1
-                _emit({"ev": "e", "a": agent, "s": aop.seq, "o": outcome, "r": result,
-                       "err": error, "t": time.monotonic()})
+                _run_op(store, agent, next(ops), start=opened)
         finally:
             store.close()
         time.sleep(cfg.get("reader_pause", 0.02))
-    _emit({"ev": "closed", "stats": dict(stats)})
+    _emit({"ev": "closed", "fallbacks": None})
     return 0
 
 
-def _close(store: Any, stats: Counter[str], errors: _IoErrors) -> int:
+def _refused(exc: BaseException) -> dict[str, Any]:
+    return {"ev": "refused", "error": str(exc),
+            "type": [c.__name__ for c in type(exc).__mro__][:-2]}
+
+
+def _close(store: Any) -> int:
     fallbacks = getattr(store, "fallbacks", None)
-    out = {**stats, "io_errors_injected": errors.injected,
-           "fallbacks": None if fallbacks is None else int(sum(fallbacks.values()))}
     store.close()
-    _emit({"ev": "closed", "stats": out})
+    _emit({"ev": "closed",
+           "fallbacks": None if fallbacks is None else int(sum(fallbacks.values()))})
     return 0
 
 
@@ -298,14 +291,14 @@ def main(argv: list[str] | None = None) -> int:
             return _reader(spec, cfg, env)
         store = spec.open(cfg["path"], env, **cfg["options"])
     except CrashgateError as exc:
-        _emit({"ev": "refused", "error": str(exc),
-               "type": [c.__name__ for c in type(exc).__mro__][:-2]})
+        _emit(_refused(exc))
         return 3
     _emit({"ev": "ready", "pid": os.getpid(),
+           "stage": int(store.stage) if isinstance(store, Staged) else None,
            "reconciled": int(getattr(store, "reconciled", 0) or 0)})
     sweeps = [0]   # the sweep's op numbers, one sequence per process
     if cfg.get("sweep_first"):
-        _emit(_sweep(store, sweeps, Counter()))
+        _emit(_sweep(store, sweeps))
     return _writer(store, cfg, errors, sweeps)
 
 

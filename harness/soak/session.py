@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crashgate.backends import Staged, os_env
 from crashgate.harness.certify import probe_declaration
 from crashgate.harness.soak.recorder import Recorder
 from crashgate.harness.soak.resources import ResourceSampler, leaks
@@ -91,18 +90,8 @@ def run_soak(settings: SoakSettings, runs: list[int], shard: Shard, out: Path, c
     doc = _document(settings, decl, runs, shard, recorder, sampler, results, started,
                     command, reproduce, t0)
     doc["folder"] = str(out)
-    doc["stage"] = _stage(settings)
+    doc["stage"] = next((res.stage for res in results if res.stage is not None), None)
     return doc
-
-
-def _stage(settings: SoakSettings) -> int | None:
-    """The stage a new store of the target starts in, for a stage adapter (None otherwise)."""
-    with tempfile.TemporaryDirectory(prefix="crashgate-soak-probe-") as tmp:
-        store = settings.spec.open(os.path.join(tmp, "store"), os_env())
-        try:
-            return int(store.stage) if isinstance(store, Staged) else None
-        finally:
-            store.close()
 
 
 def _document(settings: SoakSettings, decl: Any, runs: list[int], shard: Shard,

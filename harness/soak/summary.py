@@ -1,6 +1,6 @@
-"""What a soak found, as documents: ``soak.json`` (the format is in ``brief`` below and read by
-the HTML report), the gate evidence (``scenarios.gates``' format, plus what a soak adds), the
-soak's verdict, and shards' documents merged into one.
+"""What a soak found, as documents: ``soak.json`` (its shape is in ``harness.html_report``'s
+docstring, the page that renders it), the gate evidence (``scenarios.gates``' format, plus
+what a soak adds), the soak's verdict, and shards' documents merged into one.
 
 A soak passes when its checks found no violation, every fault did what its promise says, no
 process leaked, and something was checked; it fails on any violation, broken fault promise or
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from crashgate.harness.gate_evidence import FORMAT as EVIDENCE
 from crashgate.harness.histogram import LatencyHistogram
 from crashgate.harness.verdict import Verdict
 
@@ -140,8 +141,6 @@ def evidence_of(doc: Mapping[str, Any], stage: int | None) -> dict[str, Any]:
     """The gate evidence a soak gives (``scenarios.gates``' format): shadow divergence and
     corruption from the sweeps and reads, fallbacks, peak load (agents, violations, ops), the
     latency histograms and the query p99 they give, and the spans covered."""
-    from crashgate.harness.gate_evidence import FORMAT as EVIDENCE
-
     ev: dict[str, Any] = {"format": EVIDENCE, "adapter": doc["target"], "source": "soak",
                           "seed": doc["seed"], "runs": list(doc["runs"]),
                           "started": doc["started"], "ended": doc["ended"],
