@@ -20,6 +20,9 @@ Schema (``PRAGMA user_version`` = 3)::
 
 Opening reads before it writes: the schema version and ``PRAGMA integrity_check`` come first,
 so a file from a newer schema is refused unmodified and a damaged one is reported, never used.
+The connection, opening, versioning and transaction machinery is ``SqliteFile``'s
+(``sqlite_file.py``), the key-value operations ``SqliteKV``'s (``sqlite_kv.py``); this module
+holds the store's schema, its migrations, and the vector operations.
 
 **Damage at rest.** ``integrity_check`` sees SQLite's structure (pages, b-trees, indexes) but
 not what a record holds: a flipped byte inside a value is a valid record with another value.
@@ -43,17 +46,10 @@ without a sum, nor miss the relational tables.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
-import posixpath
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import apsw
 import numpy as np
 
 from crashgate.backends import (
@@ -66,18 +62,17 @@ from crashgate.backends import (
     Env,
     Hit,
     Option,
-    StoreClosed,
     VectorRecord,
-    VersionTooNew,
     check_options,
 )
 from crashgate.reference.sqlite_backup import SqliteBackup
+from crashgate.reference.sqlite_file import SqliteFile, blob_field, record_sum
+from crashgate.reference.sqlite_kv import SqliteKV, key_text
 from crashgate.reference.sqlite_relational import (
     RELATIONAL_COLUMNS,
     RELATIONAL_TABLES,
     SqliteRelational,
 )
-from crashgate.reference.sqlite_vfs import RoutedVFS
 from crashgate.reference.vector_search import METRICS, exact_search
 
 __all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "checked_busy_timeout",
@@ -96,14 +91,10 @@ OPTIONS = {
                            "another connection's lock before SQLITE_BUSY"),
 }
 _SCHEMA = f"""
-BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, sum BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY, vector BLOB NOT NULL, metadata TEXT NOT NULL, sum BLOB NOT NULL);
-{RELATIONAL_TABLES}
-PRAGMA user_version = {SCHEMA_VERSION};
-COMMIT;
-"""
+{RELATIONAL_TABLES}"""
 # PRAGMA table_info as (name, type, notnull, pk) of the columns _SCHEMA creates
 _COLUMNS = {
     "kv": (("key", "TEXT", 0, 1), ("value", "BLOB", 1, 0)),
@@ -112,20 +103,6 @@ _COLUMNS = {
 _SUM_COLUMN = ("sum", "BLOB", 1, 0)
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
-_DAMAGED = (apsw.CorruptError, apsw.NotADBError)
-_IN_DOUBT = (apsw.IOError, apsw.FullError)   # a write may or may not have reached the file
-_IMPLAUSIBLE_VERSION = 1 << 16
-_SUM_SIZE = 16
-
-
-def record_sum(*fields: bytes) -> bytes:
-    """The ``sum`` column of a record: BLAKE2b-128 of its fields, each length-prefixed.
-    kv: (key as UTF-8, value); vectors: (row id as 8 signed LE bytes, vector, metadata)."""
-    h = hashlib.blake2b(digest_size=_SUM_SIZE, person=b"crashgate-sqlite")
-    for f in fields:
-        h.update(len(f).to_bytes(8, "little"))
-        h.update(f)
-    return h.digest()
 
 
 def _row_id_bytes(row_id: int) -> bytes:
@@ -225,58 +202,13 @@ def _from_row_id(row_id: int) -> int:
     return row_id + _U64 if row_id < 0 else row_id
 
 
-def _kv_row(key: str, value: bytes) -> tuple[str, bytes, bytes]:
-    """(key, value, sum) of one kv record as it is written."""
-    key, value = _check_key(key), bytes(value)
-    return key, value, record_sum(key.encode("utf-8"), value)
-
-
-def _check_key(key: str) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"key must be str, got {type(key).__name__}: {key!r}")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"key {key!r} holds a lone surrogate; SQLite TEXT holds valid UTF-8 only. "
-            "Use a key that encodes to UTF-8."
-        ) from None
-    return key
-
-
-def _blob(path: str, value: object, what: str) -> bytes:
-    """A BLOB column's value; a record whose type byte was damaged reads as another type."""
-    if not isinstance(value, bytes):
-        raise CorruptStore(path, f"the {what} holds {type(value).__name__} where a BLOB was "
-                                 "written")
-    return value
-
-
 def _int(value: object) -> int:
     """An INTEGER column (a rowid or the vectors' id, which SQLite keeps as integers)."""
     assert isinstance(value, int), value
     return value
 
 
-def _key_text(raw: object) -> str:
-    """A key read as bytes, for a message (damaged keys may no longer be UTF-8)."""
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else repr(raw)
-
-
-def _is_wal_file(env: Env, path: str) -> bool:
-    """Whether the database header says WAL (read/write versions 2 at bytes 18-19)."""
-    try:
-        f = env.fs.open(path, "r")
-    except FileNotFoundError:
-        return False
-    try:
-        header = f.read(0, 20)
-    finally:
-        f.close()
-    return header.startswith(b"SQLite format 3\0") and 2 in header[18:20]
-
-
-class SqliteStore(SqliteRelational, SqliteBackup):
+class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
     """Key-value and vector store in one SQLite database file at ``path``, with ADR-072's
     relational records (``SqliteRelational``).
 
@@ -296,114 +228,20 @@ class SqliteStore(SqliteRelational, SqliteBackup):
     with ``SQLITE_BUSY``: a reader opening while a writer in another process commits or
     checkpoints, or a writer committing while a rollback-journal reader holds SHARED."""
 
+    SCHEMA_VERSION = SCHEMA_VERSION
     _record_sum = staticmethod(record_sum)   # the sum the relational rows carry too
 
     def __init__(self, path: str, env: Env, journal_mode: str, synchronous: str,
                  metric: str, *, readonly: bool = False, busy_timeout: int = 5000) -> None:
-        self.path = path
-        self._env = env
         self._metric = metric
-        self._modes = (journal_mode, synchronous)
-        self.readonly = readonly
-        self._busy_timeout = busy_timeout
-        self._closed = False
-        self._in_doubt = False
-        # one connection: a thread's write must not run inside another thread's transaction
-        self._write_lock = threading.RLock()
         self.declaration = declaration_for(journal_mode, synchronous, metric)
-        self._connect()
+        super().__init__(path, env, journal_mode, synchronous, readonly=readonly,
+                         busy_timeout=busy_timeout)
 
-    def _connect(self) -> None:
-        """Open the connection: check the file, set the modes, create or migrate the tables.
-        On open, and again after an I/O error (``_reconnect``)."""
-        path, env = self.path, self._env
-        journal_mode, synchronous = self._modes
-        parent = posixpath.dirname(path) or "."
-        self._vfs: RoutedVFS | None = None
-        if self.readonly:
-            if not env.fs.exists(path):
-                raise FileNotFoundError(errno.ENOENT, "no SQLite store to read here (readonly="
-                                        "true never creates one); open it once without "
-                                        "readonly=true, or give the path of one", path)
-        elif not env.fs.exists(parent):
-            env.fs.makedirs(parent)
-            env.fs.sync_dir(posixpath.dirname(parent.rstrip("/")) or "/")
-        native = env.fs.native_path(path)
-        flags = (apsw.SQLITE_OPEN_READONLY if self.readonly
-                 else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        if native is not None:
-            self._db = apsw.Connection(native, flags=flags)
-            exclusive = False
-        else:
-            # Decide before the first read: a WAL database needs EXCLUSIVE from the start here.
-            # A reader goes by the file alone: it sets no journal mode.
-            exclusive = (journal_mode == "WAL" and not self.readonly) or _is_wal_file(env, path)
-            self._vfs = RoutedVFS(env.fs)
-            self._db = apsw.Connection(path, flags=flags, vfs=self._vfs.name)
-        try:
-            self._db.set_busy_timeout(self._busy_timeout)
-            with self._errors():
-                if exclusive:
-                    self._pragma("locking_mode", "EXCLUSIVE")
-                version = self._check_file()
-                if self.readonly:
-                    self._check_readable(version)
-                    return
-                self._set_modes(journal_mode, synchronous, exclusive)
-                if version == 0:  # a new file: tables and version in one transaction
-                    self._db.execute(_SCHEMA).fetchall()
-                elif version < SCHEMA_VERSION:
-                    self._migrate(version)
-            # The database file is an entry of its directory, and SQLite syncs directories only
-            # for journals and WAL files. Every open syncs it, not just the one that created the
-            # file: that one may have crashed before doing so.
-            env.fs.sync_dir(parent)
-        except BaseException:
-            self._release()
-            raise
+    # -- the schema (SqliteFile's hooks) ---------------------------------------------------
 
-    # -- opening ---------------------------------------------------------------------------
-
-    def _check_readable(self, version: int) -> None:
-        """A reader reads a file at this store's schema version only: making the schema or
-        migrating an older one is a writer's job (module docstring)."""
-        if version == 0:   # a writer that died before its schema's commit made nothing
-            raise FileNotFoundError(errno.ENOENT, "no SQLite store to read here: the file "
-                                    "holds no crashgate schema yet (version 0), and "
-                                    "readonly=true never creates one; open it once without "
-                                    "readonly=true", self.path)
-        if version < SCHEMA_VERSION:
-            raise PermissionError(f"{self.path} is at schema version {version}, older than "
-                                  f"{SCHEMA_VERSION}, and readonly=true cannot migrate it; "
-                                  "open it once without readonly=true (a writer migrates "
-                                  "it), then read")
-
-    def _check_writable(self, what: str) -> None:
-        """``PermissionError`` naming the option, before a write starts, for a reader."""
-        if self.readonly:
-            raise PermissionError(f"{what}: {self.path} was opened with readonly=true; open "
-                                  "it with readonly=false to change it")
-
-    def _pragma(self, name: str, value: str | None = None) -> Any:
-        sql = f"PRAGMA {name}" if value is None else f"PRAGMA {name}={value}"
-        rows = self._db.execute(sql).fetchall()
-        return rows[0][0] if rows else None
-
-    def _check_file(self) -> int:
-        """The schema version, after refusing a newer one and a damaged file."""
-        version = int(self._pragma("user_version"))
-        if version >= _IMPLAUSIBLE_VERSION:
-            # no crashgate writes such a version: a damaged header, not a newer file
-            raise CorruptStore(self.path, f"the header's schema version reads {version}")
-        if version > SCHEMA_VERSION:
-            raise VersionTooNew(self.path, found=version, supported=SCHEMA_VERSION,
-                                what="schema version", upgrade="pip install -U crashgate")
-        problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
-        if problems != ["ok"]:
-            raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))
-        if version >= 1:
-            self._check_schema(version)
-        return version
+    def _create_schema(self) -> None:
+        self._db.execute(_SCHEMA).fetchall()
 
     def _check_schema(self, version: int) -> None:
         """The tables' columns are the ones this store writes (for version 1, with or without
@@ -427,14 +265,12 @@ class SqliteStore(SqliteRelational, SqliteBackup):
                                    f"{[c[0] for c in columns]}: its schema text is damaged")
 
     def _migrate(self, version: int) -> None:
-        """To ``SCHEMA_VERSION`` in one transaction: 1 -> 2 adds the ``sum`` columns and fills
-        them (a sum already there, from a later file whose version was set back, must verify);
-        2 -> 3 creates the relational tables."""
-        with self._transaction():
-            if version < 2:
-                self._add_sums()
-            self._db.execute(RELATIONAL_TABLES)
-            self._pragma("user_version", str(SCHEMA_VERSION))
+        """To ``SCHEMA_VERSION`` inside ``SqliteFile``'s one migrating transaction: 1 -> 2 adds
+        the ``sum`` columns and fills them (a sum already there, from a later file whose
+        version was set back, must verify); 2 -> 3 creates the relational tables."""
+        if version < 2:
+            self._add_sums()
+        self._db.execute(RELATIONAL_TABLES)
 
     def _add_sums(self) -> None:
         """Version 1 -> 2, inside ``_migrate``'s transaction."""
@@ -446,17 +282,17 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         sums: list[tuple[bytes, int]] = []
         for rowid, key, value, got in self._db.execute(
                 "SELECT rowid, CAST(key AS BLOB), value, sum FROM kv").fetchall():
-            what = f"kv record of key {_key_text(key)!r}"
-            fields: tuple[bytes, ...] = (_blob(self.path, key, what),
-                                         _blob(self.path, value, what))
+            what = f"kv record of key {key_text(key)!r}"
+            fields: tuple[bytes, ...] = (blob_field(self.path, key, what),
+                                         blob_field(self.path, value, what))
             sums.append((self._sum_to_write(what, fields, got), _int(rowid)))
         self._db.executemany("UPDATE kv SET sum = ? WHERE rowid = ?", sums)
         sums = []
         for row_id, vec, meta, got in self._db.execute(
                 "SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors").fetchall():
             what = f"vector record of id {_from_row_id(_int(row_id))}"
-            fields = (_row_id_bytes(_int(row_id)), _blob(self.path, vec, what),
-                      _blob(self.path, meta, what))
+            fields = (_row_id_bytes(_int(row_id)), blob_field(self.path, vec, what),
+                      blob_field(self.path, meta, what))
             sums.append((self._sum_to_write(what, fields, got), _int(row_id)))
         self._db.executemany("UPDATE vectors SET sum = ? WHERE id = ?", sums)
 
@@ -465,150 +301,6 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         if got not in (b"", None) and got != want:
             raise CorruptStore(self.path, f"the {what} does not match its checksum")
         return want
-
-    def _verified(self, what: str, fields: tuple[bytes, ...], got: object) -> None:
-        """``CorruptStore`` unless ``got`` is the sum of ``fields`` (the record as read)."""
-        if got != record_sum(*fields):
-            raise CorruptStore(self.path, f"the {what} does not match its checksum (the file "
-                                          "changed under SQLite: damage at rest)")
-
-    def _set_modes(self, journal_mode: str, synchronous: str, exclusive: bool) -> None:
-        got = str(self._pragma("journal_mode", journal_mode)).upper()
-        if got != journal_mode:
-            raise RuntimeError(f"SQLite kept journal_mode={got} when asked for {journal_mode}")
-        if exclusive and journal_mode != "WAL" and self._vfs is not None:
-            # The file was WAL; now it is not. Back to NORMAL locking, else SQLite zeroes the
-            # rollback journal instead of deleting it and DELETE would not mean DELETE. The
-            # change takes effect at the next access, hence the read.
-            self._pragma("locking_mode", "NORMAL")
-            self._db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        self._pragma("synchronous", synchronous)
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Damage becomes ``CorruptStore``; a crash inside the VFS comes back out as itself."""
-        try:
-            yield
-        except _DAMAGED as exc:
-            self._reraise_crash()
-            raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
-        except apsw.Error as exc:
-            self._reraise_crash()
-            if isinstance(exc, _IN_DOUBT):
-                self._in_doubt = True
-            # e.g. SQLError "malformed database schema (...)", or "unsupported file format"
-            # (a damaged header byte: SQLite's file format numbers are 1..4, never newer here)
-            if any(m in str(exc) for m in ("malformed", "unsupported file format")):
-                raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
-            raise
-
-    def _reraise_crash(self) -> None:
-        if self._vfs is not None and self._vfs.crashed is not None:
-            raise self._vfs.crashed from None
-
-    @contextmanager
-    def _transaction(self, what: str = "a write transaction") -> Iterator[None]:
-        """One write transaction: all of it commits or none of it does."""
-        with self._write_lock:
-            self._check_open()
-            self._check_writable(what)
-            with self._errors():
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                    self._db.execute("COMMIT")
-                except Exception:
-                    if not self._db.in_transaction or (self._vfs and self._vfs.crashed):
-                        raise
-                    with contextlib.suppress(apsw.Error):  # the first error is the one to report
-                        self._db.execute("ROLLBACK")
-                    raise
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed(self.path)
-        if self._in_doubt:
-            self._reconnect()
-
-    def _reconnect(self) -> None:
-        """After an I/O error the last write may or may not be in the file: a COMMIT that
-        raised can have left a whole transaction in the WAL, which SQLite recovers at the next
-        open, while this connection goes on without it (a DELETE of its rows then changes
-        nothing, and the rows come back). So the next call opens the database again first,
-        and sees what the file holds."""
-        self._in_doubt = False
-        with contextlib.suppress(apsw.Error):
-            self._release()
-        try:
-            self._connect()
-        except BaseException:
-            self._in_doubt = True   # still in doubt: the next call tries again
-            raise
-
-    def _release(self) -> None:
-        try:
-            self._db.close()
-        finally:
-            if self._vfs is not None:
-                self._vfs.unregister()
-
-    # -- key-value -------------------------------------------------------------------------
-
-    def put(self, key: str, value: bytes) -> None:
-        with self._write_lock:   # not inside another thread's open transaction
-            self._check_open()
-            self._check_writable("put")
-            with self._errors():
-                self._db.execute("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
-                                 _kv_row(key, value))
-
-    def get(self, key: str) -> bytes | None:
-        self._check_open()
-        with self._errors():
-            rows = self._db.execute("SELECT value, sum FROM kv WHERE key = ?",
-                                    (_check_key(key),)).fetchall()
-        if not rows:
-            return None
-        what = f"kv record of key {key!r}"
-        value = _blob(self.path, rows[0][0], what)
-        self._verified(what, (key.encode("utf-8"), value), rows[0][1])
-        return value
-
-    def delete(self, key: str) -> None:
-        with self._write_lock:
-            self._check_open()
-            self._check_writable("delete")
-            with self._errors():
-                self._db.execute("DELETE FROM kv WHERE key = ?", (_check_key(key),))
-
-    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
-        self._check_open()
-        out: list[tuple[str, bytes]] = []
-        # Keys sort as UTF-8 bytes (BINARY collation), which is code-point order, as in Python:
-        # the keys with the prefix are one run starting at the prefix.
-        with self._errors():
-            for raw, value, got in self._db.execute(
-                    "SELECT CAST(key AS BLOB), value, sum FROM kv WHERE key >= ? ORDER BY key",
-                    (_check_key(prefix),)):
-                what = f"kv record of key {_key_text(raw)!r}"
-                fields = (_blob(self.path, raw, what), _blob(self.path, value, what))
-                self._verified(what, fields, got)
-                key = fields[0].decode("utf-8")   # verified: it is the UTF-8 that was written
-                if not key.startswith(prefix):
-                    break
-                out.append((key, fields[1]))
-        return out
-
-    def write_batch(self, puts: Mapping[str, bytes], deletes: Iterable[str] = ()) -> None:
-        """Deletes then puts, in one transaction."""
-        dels = [(_check_key(k),) for k in deletes]
-        rows = [_kv_row(k, v) for k, v in puts.items()]
-        with self._transaction("write_batch"):
-            self._db.executemany("DELETE FROM kv WHERE key = ?", dels)
-            self._db.executemany("INSERT OR REPLACE INTO kv(key, value, sum) VALUES (?, ?, ?)",
-                                 rows)
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -641,8 +333,8 @@ class SqliteStore(SqliteRelational, SqliteBackup):
                 raise CorruptStore(self.path, f"a vector record's id reads as {row_id!r}")
             vid = _from_row_id(row_id)
             what = f"vector record of id {vid}"
-            fields = (_row_id_bytes(row_id), _blob(self.path, blob, what),
-                      _blob(self.path, meta, what))
+            fields = (_row_id_bytes(row_id), blob_field(self.path, blob, what),
+                      blob_field(self.path, meta, what))
             self._verified(what, fields, got)
             try:   # verified, so this fails only for a record written wrong, not damaged
                 vec = np.frombuffer(fields[1], dtype="<f8")
@@ -704,26 +396,6 @@ class SqliteStore(SqliteRelational, SqliteBackup):
         """``SqliteBackup.restore``; refused for a reader."""
         self._check_writable("restore")
         super().restore(src)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._errors():
-            self._release()
-
-    def __del__(self) -> None:
-        # Dropped without close(): a crash in the harness abandoned it. SQLite's own close (its
-        # rollback or WAL checkpoint) then meets the crashed disk's dead handles; force=True
-        # keeps those expected errors from being printed as unraisable, and the VFS name is
-        # freed for good.
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            self._db.close(force=True)
-        if self._vfs is not None:
-            self._vfs.unregister()
 
 
 def open_sqlite(path: str, env: Env, **options: str) -> SqliteStore:
