@@ -62,6 +62,15 @@ from crashgate.backends.migrator import (
     known_migrators,
     resolve_migrator,
 )
+from crashgate.backends.missions import (
+    Discrepant,
+    MissionSchema,
+    MissionStore,
+    canonical_mission,
+    check_mission,
+    check_mission_id,
+    mission_sum,
+)
 from crashgate.backends.options import Option, check_options
 from crashgate.backends.registry import (
     BUILTIN_NAMES,
@@ -96,6 +105,7 @@ __all__ = [
     "DEFAULT_MIGRATOR",
     "Declaration",
     "Derivable",
+    "Discrepant",
     "Durability",
     "Env",
     "Factory",
@@ -117,6 +127,8 @@ __all__ = [
     "OsProcess",
     "Process",
     "ProcessId",
+    "MissionSchema",
+    "MissionStore",
     "QValue",
     "Relational",
     "Staged",
@@ -135,7 +147,11 @@ __all__ = [
     "check_options",
     "check_q_record",
     "check_q_value",
+    "canonical_mission",
+    "check_mission",
+    "check_mission_id",
     "check_relational_id",
+    "mission_sum",
     "close_matches_for",
     "known_migrators",
     "known_names",

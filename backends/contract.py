@@ -88,8 +88,9 @@ class Capability(enum.StrEnum):
     EPOCH = "epoch"                    # epoch reconciliation across two stores
     FAILPOINTS = "failpoints"          # names the failpoints it hits (Declaration.failpoints)
     RELATIONAL = "relational"          # ADR-072's Q-values and GOAP plans (``Relational``)
-    STAGES = "stages"                  # ADR-072's stage adapter: promote / rollback (``Staged``)
+    STAGES = "stages"                  # a migration's stages: promote / rollback (``Staged``)
     BACKUP = "backup"                  # backup to one file, atomic restore (``Backupable``)
+    MISSIONS = "missions"              # ARCH-001's mission documents (``MissionStore``)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class Declaration:
     """With ``baseline``: the backend (a name, options allowed) measured against it in this
     one's place, e.g. a stage adapter's RVF store (ADR-072's criteria are about RVF, not the
     adapter's dual write); None: this backend itself."""
+    migration: str | None = None
+    """With ``Capability.STAGES``: the design document whose stages the adapter implements
+    (``ADR-072``, ``ARCH-001``), which decides whose rows it is held to."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -262,13 +266,15 @@ class WitnessVerifiable(Protocol):
 
 @runtime_checkable
 class Staged(Protocol):
-    """Optional: a migration stage adapter (ADR-072). ``stage`` is the stage it is in (0-4),
-    durable: after any crash it reopens in exactly one stage. ``promote``/``rollback`` move one
-    stage up or down, after catching up whatever the new stage reads, and return the new stage;
-    a move past the ends is a ``ValueError``. ``transition_failpoints`` are the failpoints a
-    move hits (a plain write never does), for the harness to crash there."""
+    """Optional: a migration stage adapter (ADR-072's stages 0-4, ARCH-001's phases 1-4).
+    ``stage`` is the stage it is in, one of ``stage_range`` (first, last), durable: after any
+    crash it reopens in exactly one stage. ``promote``/``rollback`` move one stage up or down,
+    after catching up whatever the new stage reads, and return the new stage; a move past the
+    ends is a ``ValueError``. ``transition_failpoints`` are the failpoints a move hits (a plain
+    write never does), for the harness to crash there."""
 
     stage: int
+    stage_range: tuple[int, int]
     transition_failpoints: tuple[str, ...]
 
     def promote(self) -> int: ...
