@@ -27,12 +27,15 @@ from crashgate.harness.crashcheck import Allowed
 from crashgate.harness.model import StoreState, read_state
 from crashgate.harness.ops import Op, Promote, Rollback, Upsert, describe_op
 
-__all__ = ["FIRST_STAGE", "LAST_STAGE", "MOVES", "MOVE_PROBES", "StageJudgement", "judge_stage",
-           "move_op", "reads_problem", "spread", "stage_problem", "stages_along"]
+__all__ = ["FIRST_STAGE", "LAST_STAGE", "MOVES", "MOVE_PROBES", "STAGE_RANGE", "StageJudgement",
+           "judge_stage", "move_op", "reads_problem", "spread", "stage_problem", "stages_along"]
 
 FIRST_STAGE = 0
 LAST_STAGE = 4
 """ADR-072's stages are 0-4."""
+STAGE_RANGE = (FIRST_STAGE, LAST_STAGE)
+"""The stages of an adapter that does not say (``Staged.stage_range``: ARCH-001's phases are
+1-4)."""
 MOVES = ("move up", "move down")
 """How the rules draw a move (strings, like ``"compact"``: a reproduction prints them as they
 are); ``move_op`` turns one into the op for the stage the model is in."""
@@ -55,17 +58,19 @@ def spread(positions: Sequence[int], n: int) -> list[int]:
     return sorted({positions[round(i * last / (n - 1))] for i in range(n)})
 
 
-def move_op(stage: int, move: str) -> Promote | Rollback:
+def move_op(stage: int, move: str, stage_range: tuple[int, int] = STAGE_RANGE
+            ) -> Promote | Rollback:
     """The op for ``move`` (one of ``MOVES``) from ``stage``: up, or down, as drawn, except
-    that it turns around at ``LAST_STAGE`` and ``FIRST_STAGE`` (a move past an end is refused
-    by the store, and teaches nothing)."""
+    that it turns around at the last and the first stage of ``stage_range`` (a move past an
+    end is refused by the store, and teaches nothing)."""
     if move not in MOVES:
         raise ValueError(f"move {move!r} is not one of {MOVES}; draw it from MOVES")
-    if not FIRST_STAGE <= stage <= LAST_STAGE:
-        raise ValueError(f"stage {stage!r} is not an ADR-072 stage ({FIRST_STAGE}-"
-                         f"{LAST_STAGE}); the model's stage went wrong")
+    first, last = stage_range
+    if not first <= stage <= last:
+        raise ValueError(f"stage {stage!r} is not one of the adapter's stages ({first}-"
+                         f"{last}); the model's stage went wrong")
     up = move == MOVES[0]
-    if stage == LAST_STAGE or (stage > FIRST_STAGE and not up):
+    if stage == last or (stage > first and not up):
         return Rollback()
     return Promote()
 

@@ -25,6 +25,7 @@ from crashgate.harness.powerloss import DATA_DIR, POWER_MODELS
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.stateful_stages import STAGE_RANGE
 from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.harness.workload import PROFILES, random_workload
 from crashgate.scenarios.table import RowContext
@@ -37,9 +38,15 @@ _MODELS = [CrashModel.PROCESS, *POWER_MODELS]
 
 
 def needs_stages(decl: Declaration) -> str | None:
-    if decl.has(Capability.STAGES):
-        return None
-    return "not a migration stage adapter: nothing to promote or roll back (declares no stages)"
+    """ADR-072's rows: a stage adapter of ADR-072's stages (one that names no document is
+    taken for one)."""
+    if not decl.has(Capability.STAGES):
+        return ("not a migration stage adapter: nothing to promote or roll back (declares no "
+                "stages)")
+    if decl.migration not in (None, "ADR-072"):
+        return (f"an adapter of {decl.migration}'s stages, not ADR-072's: held to "
+                f"{decl.migration}'s rows")
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,11 @@ def _move(spec: BackendSpec, seed: int, ops: int, move: str) -> _Moved | str:
         for op in work:
             op.run(store)
         before = store.stage
+        first, last = getattr(store, "stage_range", STAGE_RANGE)
         act: Callable[[], int] | None = {
-            "promote": store.promote if before < 4 else None,
-            "rollback": store.rollback if before > 0 else None,
-            "escape": getattr(store, "activate_escape_hatch", None) if before == 4 else None,
+            "promote": store.promote if before < last else None,
+            "rollback": store.rollback if before > first else None,
+            "escape": getattr(store, "activate_escape_hatch", None) if before == last else None,
         }[move]
         if act is None:
             return f"{move} does not apply in stage {before}"

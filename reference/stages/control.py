@@ -48,8 +48,9 @@ from typing import Any, TypeGuard
 
 from crashgate.backends import CorruptStore
 
-__all__ = ["PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord",
-           "divergence_doc", "divergence_from_doc", "plan_ref", "q_value_ref", "split_refs",
+__all__ = ["MISSIONS", "PLANS", "Q_VALUES", "Divergence", "StageControl", "StageRecord",
+           "divergence_doc", "divergence_from_doc", "mission_ref", "plan_ref", "q_value_ref",
+           "split_refs",
            "state_ref"]
 
 _STAGE = "stage"
@@ -60,6 +61,8 @@ Q_VALUES = '["q",'
 """The start of every Q-value's name."""
 PLANS = '["goap",'
 """The start of every plan's name."""
+MISSIONS = '["mission",'
+"""The start of every mission's name (ARCH-001's mission documents)."""
 
 
 def _json(*parts: str) -> str:
@@ -81,18 +84,24 @@ def plan_ref(plan_id: str) -> str:
     return _json("goap", plan_id)
 
 
-def split_refs(refs: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Names of relational records -> (the states of the Q-values, the plan ids), each sorted
-    and distinct: what ``sync.sync_relational`` takes (it copies a Q-value's whole state)."""
-    states: set[str] = set()
-    plans: set[str] = set()
+def mission_ref(mission_id: str) -> str:
+    """The name of the mission ``mission_id`` in a divergence."""
+    return _json("mission", mission_id)
+
+
+def split_refs(refs: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """Names of records -> (the states of the Q-values, the plan ids, the mission ids), each
+    sorted and distinct: what ``sync.sync_relational`` (it copies a Q-value's whole state) and
+    a mission sync take."""
+    found: dict[str, set[str]] = {"q": set(), "goap": set(), "mission": set()}
     for ref in refs:
         doc = json.loads(ref)
         if not (isinstance(doc, list) and all(isinstance(p, str) for p in doc)
-                and (doc[:1] == ["q"] and len(doc) == 3 or doc[:1] == ["goap"] and len(doc) == 2)):
-            raise ValueError(f"{ref!r} names no Q-value or plan")
-        (states if doc[0] == "q" else plans).add(doc[1])
-    return sorted(states), sorted(plans)
+                and (doc[:1] == ["q"] and len(doc) == 3
+                     or doc[:1] in (["goap"], ["mission"]) and len(doc) == 2)):
+            raise ValueError(f"{ref!r} names no Q-value, plan or mission")
+        found[doc[0]].add(doc[1])
+    return sorted(found["q"]), sorted(found["goap"]), sorted(found["mission"])
 
 
 @dataclass(frozen=True)
@@ -110,9 +119,9 @@ class StageRecord:
 
 @dataclass(frozen=True)
 class Divergence:
-    """One write the store named ``behind`` (``sqlite`` or ``rvf``) did not get: the keys,
-    vector ids and relational records (their names: ``q_value_ref``, ``plan_ref``) it
-    touched."""
+    """One write the store named ``behind`` (``sqlite``, ``rvf``, ``json``) did not get: the
+    keys, vector ids and other records (their names: ``q_value_ref``, ``plan_ref``,
+    ``mission_ref``) it touched."""
 
     seq: int
     op: str
@@ -186,8 +195,10 @@ class StageControl:
         return StageRecord(stage, moving, sqlite, restoring)
 
     def set_stage(self, record: StageRecord) -> None:
-        """One transaction: the stage and the transition in progress change together."""
-        self._kv.write_batch({_STAGE: _stage_doc(record)})
+        """One transaction: the stage and the transition in progress change together, fsynced
+        whatever the file's ``synchronous`` says: what a stage does once it starts (an import
+        that renames the files it read) must never outlive the record of the switch."""
+        self._kv.write_batch({_STAGE: _stage_doc(record)}, durable=True)
 
     def replace(self, record: StageRecord, queue: Iterable[Divergence]) -> None:
         """One transaction: the stage record, and the whole divergence queue replaced by
@@ -197,7 +208,7 @@ class StageControl:
                 **{_divergence_key(d.seq): json.dumps(divergence_doc(d)).encode()
                    for d in queue}}
         old = [key for key, _ in self._kv.scan(_DIVERGENCE) if key not in puts]
-        self._kv.write_batch(puts, [*old, _RVF_EPOCH])
+        self._kv.write_batch(puts, [*old, _RVF_EPOCH], durable=True)
 
     def rvf_epoch(self) -> int | None:
         """The RVF epoch recorded after the last vector write of a stage that keeps its

@@ -105,6 +105,7 @@ def _declare(adapter: StageAdapter) -> Declaration:
         failpoints=tuple(failpoints), metric=str(adapter.options["metric"]), notes=notes,
         damage=DamagePromise.ROLLBACK if rolls_back else DamagePromise.DETECTED,
         undetected_damage=sqlite_decl.undetected_damage | {"misdirected-sector"},
+        migration="ADR-072",
         # ADR-072's latency criteria are RVF's against SQLite's, as this adapter opens each
         **_latency_pair(adapter.options, {SQLITE, RVF} <= r.stores))
 

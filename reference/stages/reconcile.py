@@ -1,7 +1,8 @@
 """A dual-write stage's mirror never lags unseen: the clean-shutdown record, the reconcile at a
 writer's open, and the adapter in doubt.
 
-A dual write (stages 2 and 3, ``adapter.StageAdapter._dual_write``) writes the source of truth,
+A dual write (ADR-072's stages 2 and 3, ARCH-001's phases 1 and 2:
+``staged.StagedStores._dual_write``) writes the source of truth,
 then the mirror; a mirror write that fails is a queued divergence (``control.py``) that
 ``repair()`` replays. Three things leave the mirror behind with nothing queued:
 
@@ -17,8 +18,9 @@ then the mirror; a mirror write that fails is a queued divergence (``control.py`
 clean at a ``close`` that found nothing in doubt and closed every store: one control write at
 open, one at close, none per write. An open that finds it not clean, or missing (a control
 file from before the record), reconciles: a whole sync of the mirror from the truth, for each
-kind of data (``sync.SYNCS``, the syncs a promotion's catch-up runs: only what differs is
-written, in batches, with the failpoint ``RECONCILE_FAILPOINT`` after each). The queued
+kind of data (the plan's syncs, which a promotion's catch-up runs: only what differs is
+written, in batches, with the failpoint ``<prefix>.reconcile-batch`` after each,
+``RECONCILE_FAILPOINT`` for ADR-072). The queued
 divergences stay for ``repair()`` (which then finds nothing to write: they are still counted
 as repaired where they are counted, and a stage-3 read they name is still not served from
 SQLite until then, as before the reconcile). The record stays not clean
@@ -44,20 +46,19 @@ from typing import Any
 
 from crashgate.backends import Env, LockHeld, StoreClosed, VersionTooNew
 from crashgate.reference.stages.control import StageControl
-from crashgate.reference.stages.roles import Data, roles
-from crashgate.reference.stages.sync import SYNCS
+from crashgate.reference.stages.roles import StagePlan
 
 __all__ = ["RECONCILE_FAILPOINT", "REFUSALS", "InDoubt", "StageReconcile", "StageStatus",
            "in_doubt_error"]
 
 RECONCILE_FAILPOINT = "stage.reconcile-batch"
-"""Hit after each batch the reconcile at open writes (not in a declaration: no write hits it)."""
+"""Hit after each batch the reconcile at open of an ADR-072 adapter writes (not in a
+declaration: no write hits it)."""
 REFUSALS = (ValueError, TypeError, LookupError, PermissionError, StoreClosed, LockHeld,
             VersionTooNew)
 """What a truth's write raises when it wrote nothing (bad input, a closed or fenced store):
 the mirror cannot be behind. Any other failure of the truth's write puts the adapter in
 doubt."""
-_DATA: tuple[Data, ...] = ("kv", "relational", "vectors")
 
 
 class InDoubt(PermissionError):
@@ -88,9 +89,11 @@ class StageStatus:
 
 
 class StageReconcile:
-    """The record, the reconcile and the doubt of ``StageAdapter`` (module docstring)."""
+    """The record, the reconcile and the doubt of ``staged.StagedStores`` (module
+    docstring)."""
 
-    # -- the host's (StageAdapter's) --
+    # -- the host's (StagedStores') --
+    plan: StagePlan
     path: str
     stage: int
     readonly: bool
@@ -117,14 +120,14 @@ class StageReconcile:
     def _reconcile(self) -> int:
         """Make the mirror of this (dual-write) stage equal its truth; returns the records
         written. Nothing for a stage without a mirror."""
-        r = roles(self.stage)
+        r = self.plan.roles(self.stage)
         if r.mirror is None:
             return 0
-        return sum(SYNCS[data](self._stores[r.truth(data)], self._stores[r.mirror],
-                               self._reconcile_batch) for data in _DATA)
+        return sum(self.plan.syncs[data](self._stores[r.truth(data)], self._stores[r.mirror],
+                                         self._reconcile_batch) for data in self.plan.data)
 
     def _reconcile_batch(self) -> None:
-        self._env.failpoints.hit(RECONCILE_FAILPOINT)
+        self._env.failpoints.hit(self.plan.failpoint("reconcile-batch"))
 
     def _enter_doubt(self, why: str) -> None:
         """From now on, refuse writes until reopened; the first reason is kept."""

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import QValue, VectorRecord, plan_json
-from crashgate.reference.stages.roles import Data
+from crashgate.backends import QValue, VectorRecord, canonical_mission, plan_json
 
-__all__ = ["BATCH", "SYNCS", "RelationalData", "relational_data", "sync_kv", "sync_relational",
-           "sync_vectors"]
+__all__ = ["BATCH", "SYNCS", "RelationalData", "relational_data", "sync_kv", "sync_missions",
+           "sync_relational", "sync_vectors"]
 
 BATCH = 256
 """Records per write of a sync: a crash between two of them is a point the failpoint names."""
@@ -44,11 +43,49 @@ def sync_kv(src: Any, dst: Any, checkpoint: Callable[[], None],
     puts = sorted(k for k, v in want.items() if have.get(k) != v)
     deletes = sorted(have.keys() - want.keys())
     work = [(k, True) for k in puts] + [(k, False) for k in deletes]
+    # a store without batches (the JSON state files: one file per key) takes them one by one;
+    # each is atomic on its own, and the sync is resumable either way
+    write_batch = getattr(dst, "write_batch", None)
     for chunk in _chunks(work, BATCH):
-        dst.write_batch({k: want[k] for k, put in chunk if put},
+        if write_batch is not None:
+            write_batch({k: want[k] for k, put in chunk if put},
                         [k for k, put in chunk if not put])
+        else:
+            for k, put in chunk:
+                if put:
+                    dst.put(k, want[k])
+                else:
+                    dst.delete(k)
         checkpoint()
     return len(work)
+
+
+def sync_missions(src: Any, dst: Any, checkpoint: Callable[[], None],
+                  ids: Iterable[str] | None = None) -> int:
+    """Make ``dst``'s mission documents (``MissionStore``) equal ``src``'s (only ``ids``, when
+    given; every id either store lists otherwise); returns how many were written or deleted.
+    Documents compare as their canonical JSON (``canonical_mission``: 1, 1.0 and True differ).
+    Each ``mission_put`` is atomic on its own; ``checkpoint()`` runs after each batch of
+    ``BATCH`` ids that wrote something."""
+    wanted = sorted(set(src.mission_ids()) | set(dst.mission_ids())) if ids is None \
+        else sorted(set(ids))
+    written = 0
+    for chunk in _chunks(wanted, BATCH):
+        wrote = 0
+        for mission_id in chunk:
+            want, have = src.mission_get(mission_id), dst.mission_get(mission_id)
+            if want is None and have is not None:
+                dst.mission_delete(mission_id)
+            elif want is not None and (have is None
+                                       or canonical_mission(have) != canonical_mission(want)):
+                dst.mission_put(want)
+            else:
+                continue
+            wrote += 1
+        if wrote:
+            checkpoint()
+        written += wrote
+    return written
 
 
 def _same(a: VectorRecord, b: VectorRecord) -> bool:
@@ -112,7 +149,7 @@ def sync_relational(src: Any, dst: Any, checkpoint: Callable[[], None],
     return len(work)
 
 
-SYNCS: dict[Data, Callable[[Any, Any, Callable[[], None]], int]] = {
+SYNCS: dict[str, Callable[[Any, Any, Callable[[], None]], int]] = {
     "kv": sync_kv, "relational": sync_relational, "vectors": sync_vectors}
 """The whole sync of each kind of data: ``SYNCS[data](src, dst, checkpoint)``."""
 
