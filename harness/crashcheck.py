@@ -94,12 +94,13 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
                       allowed: Allowed) -> ViolationClass:
     """The store shows no prefix state: say why, as precisely as the evidence allows.
 
-    Each op's *effects* are the keys and vector ids it changed (``S[i]`` to ``S[i+1]``); an
-    effect is *final* when no later op before ``hi`` changes that key or id again, so the
-    recovered store should show it. When every difference from the expected state is a final
-    effect of one multi-part op (a batch, an upsert or remove of several ids) showing the value
-    from before it, while its other effects show, that op was partly applied; a final removal
-    whose old value shows again is a lost delete; anything else is out of order."""
+    Each op's *effects* are the keys, vector ids and mission ids it changed (``S[i]`` to
+    ``S[i+1]``); an effect is *final* when no later op before ``hi`` changes that key or id
+    again, so the recovered store should show it. When every difference from the expected
+    state is a final effect of one multi-part op (a batch, an upsert or remove of several ids)
+    showing the value from before it, while its other effects show, that op was partly
+    applied; a final removal whose old value shows again is a lost delete; anything else is
+    out of order."""
     seen_kv = seen.kv_dict()
     # a value the program never wrote for that key: torn or garbage
     written: dict[str, set[bytes]] = {}
@@ -111,6 +112,10 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
     seen_ids = {v[0]: v for v in seen.vectors}
     all_vectors = {v for st in states[: allowed.hi + 1] for v in st.vectors}
     if any(v not in all_vectors for v in seen_ids.values()):
+        return ViolationClass.TORN
+    # a mission document never put under its id: half of one put, or a mix of two
+    all_missions = {m for st in states[: allowed.hi + 1] for m in _missions(st).items()}
+    if any(m not in all_missions for m in _missions(seen).items()):
         return ViolationClass.TORN
     seen_items = _items(seen)
     effects = _final_effects(states, allowed.hi)
@@ -135,12 +140,19 @@ def _classify_mixture(seen: StoreState, states: Sequence[StoreState], ops: Seque
     return ViolationClass.REORDERED
 
 
-_Item = tuple[str, str | int]   # ("kv", key) or ("vector", id)
+_Item = tuple[str, str | int]   # ("kv", key), ("vector", id) or ("mission", mission_id)
+
+
+def _missions(state: StoreState) -> dict[_Item, object]:
+    """ARCH-001's missions of ``state``: ("mission", id) -> canonical JSON text."""
+    return {("mission", name[1]): text for name, text in state.relational
+            if name[0] == "mission"}
 
 
 def _items(state: StoreState) -> dict[_Item, object]:
     out: dict[_Item, object] = {("kv", k): v for k, v in state.kv}
     out.update({("vector", v[0]): v for v in state.vectors})
+    out.update(_missions(state))
     return out
 
 

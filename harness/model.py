@@ -18,16 +18,18 @@ import xxhash
 from crashgate.backends import (
     BulkFetch,
     Capability,
+    MissionStore,
     QValue,
     Relational,
     VectorBlock,
     VectorRecord,
+    check_mission,
     plan_json,
 )
-from crashgate.harness.ops import Op, Relations, Remove, Upsert
+from crashgate.harness.ops import Op, Relations, Remove, Upsert, mission_text
 
 __all__ = ["PrefixModel", "StoreState", "block_disagreement", "fingerprint", "prefix_states",
-           "read_relational", "read_state", "relations"]
+           "mission_seen", "read_missions", "read_relational", "read_state", "relations"]
 
 
 _METADATA_JSON = json.JSONEncoder(sort_keys=True)   # json.dumps(..., sort_keys=True), built once
@@ -97,8 +99,9 @@ class StoreState:
     """(id, fingerprint) of every live vector, sorted by id."""
     relational: tuple[tuple[tuple[str, ...], QValue | str], ...] = ()
     """ADR-072's relational records (``ops.Relations``) sorted by key: ``(("q", state,
-    action), QValue)`` and ``(("plan", plan_id), canonical JSON text)``. Empty for a store
-    without ``Capability.RELATIONAL``."""
+    action), QValue)``, ``(("plan", plan_id), canonical JSON text)`` and ARCH-001's missions
+    ``(("mission", mission_id), canonical JSON text)``. Empty for a store without
+    ``Capability.RELATIONAL`` or ``Capability.MISSIONS``."""
 
     @staticmethod
     def of(kv: dict[str, bytes], vectors: dict[int, VectorRecord],
@@ -165,6 +168,9 @@ class StoreState:
         rm, rt = dict(self.relational), dict(other.relational)
         for key in sorted(set(rm) | set(rt)):
             if rm.get(key) != rt.get(key):
+                if key[0] == "mission":
+                    out.append(f"mission {key[1]!r}: {_mission_diff(rm.get(key), rt.get(key))}")
+                    continue
                 out.append(f"{_relational_name(key)}: seen {_record(rm.get(key))}, expected "
                            f"{_record(rt.get(key))}")
         return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
@@ -186,9 +192,53 @@ def relations(records: Relations) -> tuple[tuple[tuple[str, ...], QValue | str],
 
 
 def _relational_name(key: tuple[str, ...]) -> str:
+    if key[0] == "mission":
+        return f"mission {key[1]!r}"
     if key[0] == "q":
         return f"Q-value ({key[1]!r}, {key[2]!r})"
     return f"GOAP plan {key[1]!r}"
+
+
+def _mission_diff(seen: QValue | str | None, want: QValue | str | None) -> str:
+    """Where two missions' canonical JSON texts (None: absent) first differ, for a person:
+    ``at ['tool_calls']: seen 2 items, expected 3``."""
+    if seen is None or want is None or isinstance(seen, QValue) or isinstance(want, QValue):
+        return f"seen {_record(seen)}, expected {_record(want)}"
+    try:
+        mine, theirs = json.loads(seen), json.loads(want)
+    except ValueError:   # one is a text saying what the store did wrong (read_missions)
+        return f"seen {_record(seen)}, expected {_record(want)}"
+    return _first_difference(mine, theirs, "")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _first_difference(seen: Any, want: Any, path: str) -> str:
+    """The first place (a path of keys and indices) where two JSON values differ as JSON
+    (``1``, ``1.0`` and ``true`` differ: compared through their text, not with ``==``)."""
+    if isinstance(seen, dict) and isinstance(want, dict):
+        for key in sorted(set(seen) | set(want)):
+            here = f"{path}[{key!r}]"
+            if key not in seen or key not in want:
+                return (f"at {here}: seen {'absent' if key not in seen else _few_json(seen[key])}"
+                        f", expected {'absent' if key not in want else _few_json(want[key])}")
+            if _json(seen[key]) != _json(want[key]):
+                return _first_difference(seen[key], want[key], here)
+    if isinstance(seen, list) and isinstance(want, list):
+        for i, (a, b) in enumerate(zip(seen, want, strict=False)):
+            if _json(a) != _json(b):
+                return _first_difference(a, b, f"{path}[{i}]")
+        if len(seen) != len(want):
+            return (f"at {path or 'the document'}: seen {len(seen)} items, expected "
+                    f"{len(want)}")
+    return f"at {path or 'the document'}: seen {_few_json(seen)}, expected {_few_json(want)}"
+
+
+def _few_json(value: Any, limit: int = 60) -> str:
+    text = _json(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _record(record: QValue | str | None) -> str:
@@ -244,7 +294,8 @@ def read_state(store: Any, ids: Iterable[int]) -> StoreState:
     """Read everything visible in ``store``: all keys by scan, the given vector ids by
     ``fetch_block`` when the store offers it (``BulkFetch``: no Python float per component),
     else by ``fetch``. Both give the same state for the same records. A store declaring
-    ``Capability.RELATIONAL`` shows its relational records too (``read_relational``)."""
+    ``Capability.RELATIONAL`` shows its relational records too (``read_relational``), and one
+    declaring ``Capability.MISSIONS`` its mission documents (``read_missions``)."""
     decl = store.declaration
     kv = dict(store.scan("")) if decl.has(Capability.KV) else {}
     prints: dict[int, str] = {}
@@ -264,6 +315,8 @@ def read_state(store: Any, ids: Iterable[int]) -> StoreState:
     # none; a store declaring the capability without them is refused by ``machine_for``
     relational = (read_relational(store)
                   if decl.has(Capability.RELATIONAL) and isinstance(store, Relational) else {})
+    if decl.has(Capability.MISSIONS) and isinstance(store, MissionStore):
+        relational.update(read_missions(store))
     return StoreState(tuple(sorted(kv.items())), tuple(sorted(prints.items())),
                       relations(relational))
 
@@ -285,6 +338,35 @@ def read_relational(store: Relational) -> Relations:
         out[("plan", plan_id)] = ("<listed by goap_ids, but goap_retrieve returned None>"
                                   if plan is None else plan_json(plan))
     return out
+
+
+def read_missions(store: MissionStore) -> Relations:
+    """Every mission ``store`` shows, through its listing (``mission_ids``, ``mission_get``),
+    as ``("mission", mission_id)`` -> canonical JSON text (``ops.mission_text``). A mission
+    listed but not retrievable, listed twice, or whose document is not a mission document
+    (``check_mission``) shows as a text saying so, which differs from every model state."""
+    out: Relations = {}
+    for mission_id in store.mission_ids():
+        name = mission_id if isinstance(mission_id, str) else repr(mission_id)
+        if ("mission", name) in out:
+            out[("mission", name)] = "<listed more than once by mission_ids>"
+            continue
+        text = mission_seen(store.mission_get(mission_id))
+        out[("mission", name)] = ("<listed by mission_ids, but mission_get returned None>"
+                                  if text is None else text)
+    return out
+
+
+def mission_seen(doc: object) -> str | None:
+    """What ``mission_get`` returned as the model holds a mission (``ops.mission_text``), None
+    for None, or a text saying it is no mission document (``check_mission``), which differs
+    from every mission the model holds."""
+    if doc is None:
+        return None
+    try:
+        return mission_text(check_mission(doc))
+    except (TypeError, ValueError) as exc:
+        return f"<mission_get returned no mission document: {exc}>"
 
 
 def _block_prints(block: VectorBlock, store: Any) -> dict[int, str]:

@@ -4,11 +4,12 @@ history records. Each op knows how to run itself on a store and how it changes t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import QValue, VectorRecord, check_q_value, plan_json
+from crashgate.backends import QValue, VectorRecord, canonical_mission, check_q_value, plan_json
 
 __all__ = [
     "Batch",
@@ -16,6 +17,8 @@ __all__ = [
     "Delete",
     "GoapDelete",
     "GoapStore",
+    "MissionDelete",
+    "MissionPut",
     "Op",
     "Promote",
     "Put",
@@ -26,16 +29,20 @@ __all__ = [
     "Rollback",
     "Upsert",
     "describe_op",
+    "is_mission",
     "is_mutation",
     "is_relational",
+    "mission_text",
     "thin",
 ]
 
 Relations = dict[tuple[str, ...], QValue | str]
 """The model's ADR-072 relational records (``backends.Relational``): ``("q", state, action)``
 -> its ``QValue`` (value and update count), ``("plan", plan_id)`` -> the plan's canonical JSON
-text (``plan_json``). Every op's ``apply`` takes it as an optional third argument; only the
-relational ops below change it."""
+text (``plan_json``); and ARCH-001's mission documents (``backends.MissionStore``):
+``("mission", mission_id)`` -> the document's canonical JSON text (``canonical_mission``).
+Every op's ``apply`` takes it as an optional third argument; only the relational and mission
+ops below change it."""
 
 
 @dataclass(frozen=True)
@@ -217,18 +224,64 @@ class GoapDelete:
         _relations(relational, self).pop(("plan", self.plan_id), None)
 
 
+@dataclass(frozen=True)
+class MissionPut:
+    """Insert or replace ARCH-001's mission ``doc["mission_id"]``; the model keeps the
+    document's canonical JSON text, so ints, floats and bools stay apart (``1``, ``1.0``,
+    ``true``) and key order does not matter."""
+
+    doc: Mapping[str, Any]
+
+    @property
+    def mission_id(self) -> str:
+        return str(self.doc["mission_id"])
+
+    def run(self, store: Any) -> Any:
+        # a copy: a store that changes the document it was handed (drops a field it did not
+        # map to a column) must not change the op the model applies after it
+        return store.mission_put(copy.deepcopy(dict(self.doc)))
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
+        _relations(relational, self)[("mission", self.mission_id)] = mission_text(self.doc)
+
+
+@dataclass(frozen=True)
+class MissionDelete:
+    """Delete ARCH-001's mission ``mission_id`` (a missing one is no error)."""
+
+    mission_id: str
+
+    def run(self, store: Any) -> Any:
+        return store.mission_delete(self.mission_id)
+
+    def apply(self, kv: dict[str, bytes], vectors: dict[int, VectorRecord],
+              relational: Relations | None = None) -> None:
+        _relations(relational, self).pop(("mission", self.mission_id), None)
+
+
+def mission_text(doc: Mapping[str, Any]) -> str:
+    """How the model holds a mission document: its canonical JSON as text."""
+    return canonical_mission(doc).decode("utf-8")
+
+
 Op = (Put | Delete | Batch | Upsert | Remove | Compact | Reopen | Promote | Rollback | QUpdate
-      | GoapStore | GoapDelete)
+      | GoapStore | GoapDelete | MissionPut | MissionDelete)
 
 
 def is_mutation(op: object) -> bool:
     return isinstance(op, Put | Delete | Batch | Upsert | Remove | QUpdate | GoapStore
-                      | GoapDelete)
+                      | GoapDelete | MissionPut | MissionDelete)
 
 
 def is_relational(op: object) -> bool:
     """Whether ``op`` is one of ADR-072's relational writes (it changes only ``Relations``)."""
     return isinstance(op, QUpdate | GoapStore | GoapDelete)
+
+
+def is_mission(op: object) -> bool:
+    """Whether ``op`` is one of ARCH-001's mission writes (it changes only ``Relations``)."""
+    return isinstance(op, MissionPut | MissionDelete)
 
 
 def _short(value: bytes) -> str:
@@ -260,6 +313,10 @@ def describe_op(op: Op) -> str:
         return f"store GOAP plan {op.plan_id!r}"
     if isinstance(op, GoapDelete):
         return f"delete GOAP plan {op.plan_id!r}"
+    if isinstance(op, MissionPut):
+        return f"put mission {op.mission_id!r} ({len(canonical_mission(op.doc))} bytes of JSON)"
+    if isinstance(op, MissionDelete):
+        return f"delete mission {op.mission_id!r}"
     return f"remove ids {list(op.ids)}"
 
 

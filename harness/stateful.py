@@ -28,6 +28,11 @@ batches, vectors, compaction, derive, witness verification) and the fault rules:
   history (the crash rules run them too), their records part of the state every recovery is
   judged on (an update count short of the acknowledged calls is a lost write), and reads of
   ``q_value_get``, ``q_values`` and ``goap_retrieve`` checked against the model.
+- for a store declaring ``Capability.MISSIONS``, ``mission_write``: ARCH-001's mission puts
+  (``harness.missions.mission_documents``, over a few mission ids) and deletes as ops of the
+  history (the crash rules run them too), part of the state every recovery is judged on, each
+  read back at once, and every mission the store lists read after every step and compared
+  with the model as canonical JSON.
 
 Rule choice is swarm testing (Groce et al.): Hypothesis's ``RuleBasedStateMachine`` already
 draws, per example, which rules are enabled (``FeatureFlags`` in its ``RuleStrategy``), so some
@@ -82,6 +87,7 @@ from crashgate.backends import (
     Declaration,
     Derivable,
     LockHeld,
+    MissionStore,
     QValue,
     Relational,
     SimulatedCrash,
@@ -101,12 +107,23 @@ from crashgate.harness.crashstates import (
 )
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.history import History
-from crashgate.harness.model import StoreState, block_disagreement, prefix_states, read_state
+from crashgate.harness.missions import mission_documents
+from crashgate.harness.model import (
+    StoreState,
+    block_disagreement,
+    mission_seen,
+    prefix_states,
+    read_missions,
+    read_state,
+    relations,
+)
 from crashgate.harness.ops import (
     Batch,
     Delete,
     GoapDelete,
     GoapStore,
+    MissionDelete,
+    MissionPut,
     Op,
     Promote,
     Put,
@@ -130,6 +147,7 @@ from crashgate.harness.simenv import sim_env
 from crashgate.harness.stateful_stages import (
     MOVE_PROBES,
     MOVES,
+    STAGE_RANGE,
     judge_stage,
     move_op,
     reads_problem,
@@ -213,16 +231,42 @@ def _plan_writes(draw: st.DrawFn) -> GoapStore | GoapDelete:
 
 
 PLAN_WRITES = _plan_writes()
+# ARCH-001's missions: a few ids (one with a path separator and a non-ASCII letter: the JSON
+# side names a file after it), so that puts replace and deletes hit; small documents of the
+# generator's every shape, one now and then with a narrative spanning sectors
+MISSION_IDS = st.sampled_from(["genesis", "mission-001", "mïssion/2"])
+_MISSION_DOCS = mission_documents(max_items=3, max_text=12, large_text=600, max_depth=6)
+
+
+@st.composite
+def _mission_docs(draw: st.DrawFn) -> dict[str, Any]:
+    """A mission document (``mission_documents``) under one of ``MISSION_IDS``."""
+    doc = draw(_MISSION_DOCS)
+    doc["mission_id"] = draw(MISSION_IDS)
+    return doc
+
+
+@st.composite
+def _mission_writes(draw: st.DrawFn) -> MissionPut | MissionDelete:
+    """A mission put, or one time in four a delete."""
+    if draw(st.integers(0, 3)) == 3:
+        return MissionDelete(draw(MISSION_IDS))
+    return MissionPut(draw(MISSION_DOCS))
+
+
+MISSION_DOCS = _mission_docs()
+MISSION_WRITES = _mission_writes()
 RECENT = 3   # how many of the last keys, ids and values a run re-uses
 T = TypeVar("T")
 
 
 @functools.cache
 def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bool = False,
-                     relational: bool = False) -> st.SearchStrategy[Op | str]:
+                     relational: bool = False, missions: bool = False
+                     ) -> st.SearchStrategy[Op | str]:
     """What to run with a failpoint armed: a mutation, ``"compact"``, a stage move
-    (``stateful_stages.MOVES``) or a relational write. Batches and upserts come with two parts
-    or more: a crash between the parts of an op needs an op with parts."""
+    (``stateful_stages.MOVES``), a relational write or a mission write. Batches and upserts
+    come with two parts or more: a crash between the parts of an op needs an op with parts."""
     parts: list[st.SearchStrategy[Op | str]] = []
     if batch:
         parts.append(_batches(2))
@@ -236,6 +280,8 @@ def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bo
         parts.append(st.sampled_from(MOVES))
     if relational:   # last: the strategies of stores without relational records are unchanged
         parts += [st.builds(QUpdate, Q_STATES, Q_ACTIONS, Q_VALUES), PLAN_WRITES]
+    if missions:   # after them, for the same reason
+        parts.append(MISSION_WRITES)
     return st.one_of(parts)
 
 
@@ -259,7 +305,7 @@ def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
 
 def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
     return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact, m.has_stages,
-                            m.has_relational)
+                            m.has_relational, m.has_missions)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -384,6 +430,7 @@ class StoreMachine(RuleBasedStateMachine):
     has_failpoints: ClassVar[bool] = False
     has_stages: ClassVar[bool] = False
     has_relational: ClassVar[bool] = False
+    has_missions: ClassVar[bool] = False
     stats: ClassVar[Counter[str]]
     last: ClassVar[StoreMachine | None] = None
     first_failure: ClassVar[tuple[str, str] | None] = None
@@ -411,6 +458,8 @@ class StoreMachine(RuleBasedStateMachine):
         self._in_step = False
         self.store: Any = self.target.open(STORE_PATH, self._env())
         self.first_stage: int = self.store.stage if self.has_stages else 0
+        first, last = getattr(self.store, "stage_range", STAGE_RANGE)
+        self.stage_range: tuple[int, int] = (int(first), int(last))
 
     def _env(self) -> Any:
         return sim_env(self.disk, self.clock, self.failpoints)
@@ -477,7 +526,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _op_for(self, op: Op | str) -> Op | str:
         """A drawn move (``"move up"``/``"move down"``) as the op from the model's stage."""
         if op in MOVES:
-            return move_op(self.stage, str(op))
+            return move_op(self.stage, str(op), self.stage_range)
         return op
 
     @property
@@ -840,7 +889,7 @@ class _StagedMachine(StoreMachine):
     @rule(move=st.sampled_from(MOVES))
     @_step
     def move_stage(self, move: str) -> None:
-        op = move_op(self.stage, move)
+        op = move_op(self.stage, move, self.stage_range)
         self._mutate(type(op).__name__.lower(), op, {"move": move})
 
     @precondition(lambda self: self.has_stages and self.writable)
@@ -931,6 +980,52 @@ class _RelationalMachine(StoreMachine):
         assert got == want, f"{call} returned {got!r}, the model says {want!r}"
 
 
+class _MissionMachine(StoreMachine):
+    """The machine for a store declaring ``Capability.MISSIONS``: ``StoreMachine`` and
+    ARCH-001's mission documents, driven and checked as key-value data is. Puts and deletes
+    are ops of the history (the crash rules run them too, see ``_crash_mutations``), so a
+    recovered store's missions are judged with its other data ("never lose mission state or
+    audit trail"). A write is read back at once (``mission_get``: a deleted mission is None),
+    and after every step every mission the store lists is read and compared with the model as
+    canonical JSON (a dropped field or a lost tool call shows by its path). One rule, drawing
+    a put or a delete (as ``plan_write`` does): every rule takes a share of a run's steps, and
+    the other rules' share is what finds their defects. A class of its own, so that the
+    machine of any other store draws its rules as before."""
+
+    @precondition(lambda self: self.has_missions and self.writable)
+    @rule(op=MISSION_WRITES)
+    @_step
+    def mission_write(self, op: MissionPut | MissionDelete) -> None:
+        if isinstance(op, MissionPut):
+            self._mutate("mission_put", op, {"doc": op.doc})
+        else:
+            self._mutate("mission_delete", op, {"mission_id": op.mission_id})
+        if self.crashed:
+            return
+        # compared as canonical JSON: 1, 1.0 and True are equal to Python, not to JSON
+        key = ("mission", op.mission_id)
+        seen = mission_seen(self.store.mission_get(op.mission_id))
+        want = self.model.relational.get(key)
+        problem = None if seen == want else "; ".join(
+            _missions_state({key: seen}).describe_diff(_missions_state({key: want})))
+        self.history.record("mission_get", {"mission_id": op.mission_id}, "ok", problem)
+        assert problem is None, (f"mission_get({op.mission_id!r}) right after it disagrees "
+                                 f"with the model: {problem}")
+
+    def _agrees_with_model(self) -> None:
+        super()._agrees_with_model()
+        seen = _missions_state(read_missions(self.store))
+        want = _missions_state(self.model.relational)
+        assert seen == want, ("the missions the store shows differ from the model: "
+                              + "; ".join(seen.describe_diff(want)))
+
+
+def _missions_state(records: Mapping[tuple[str, ...], QValue | str | None]) -> StoreState:
+    """The missions among ``records`` as a state (an absent one, None, left out)."""
+    return StoreState(relational=relations({k: v for k, v in records.items()
+                                            if k[0] == "mission" and v is not None}))
+
+
 def _plan(relational: Relations, plan_id: str) -> dict[str, Any] | None:
     """The plan the model holds under ``plan_id`` as ``goap_retrieve`` gives it back."""
     text = relational.get(("plan", plan_id))
@@ -967,6 +1062,7 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
         "has_failpoints": bool(decl.failpoints),
         "has_stages": _capable(target, decl, store_type, Capability.STAGES, Staged),
         "has_relational": _capable(target, decl, store_type, Capability.RELATIONAL, Relational),
+        "has_missions": _capable(target, decl, store_type, Capability.MISSIONS, MissionStore),
     }
     attrs: dict[str, Any] = dict(flags, target=target, declaration=decl, stats=Counter(),
                                  __module__=__name__)
@@ -975,6 +1071,7 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
     attrs["_hypothesis_internal_add_digest"] = target.label.encode()
     # a subclass per extra set of rules: a store that lacks them draws its rules as before
     bases = tuple(b for b, on in ((_RelationalMachine, flags["has_relational"]),
+                                  (_MissionMachine, flags["has_missions"]),
                                   (_StagedMachine, flags["has_stages"])) if on)
     return type("StoreMachine", bases or (StoreMachine,), attrs)
 

@@ -1,7 +1,9 @@
 """Random workloads for a store, seeded so a run can be replayed exactly.
 
 A workload uses only what the store declares: key-value ops for a key-value store, batches for
-a store with atomic batches, vector upserts and removes for a vector store.
+a store with atomic batches, vector upserts and removes for a vector store, and ARCH-001's
+mission puts and deletes for a store with missions (``Capability.MISSIONS``: generated
+documents of a few KB over a handful of mission ids, so that puts replace and deletes hit).
 
 ``history=True`` (the power-loss row's workload) adds what only a store with a past can get
 wrong: sessions (``Reopen``: close and open again), compaction (``Compact``, when the store
@@ -17,9 +19,22 @@ import itertools
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from crashgate.backends import Capability, Declaration, VectorRecord
-from crashgate.harness.ops import Batch, Compact, Delete, Op, Put, Remove, Reopen, Upsert
+from crashgate.harness.missions import generate_missions
+from crashgate.harness.ops import (
+    Batch,
+    Compact,
+    Delete,
+    MissionDelete,
+    MissionPut,
+    Op,
+    Put,
+    Remove,
+    Reopen,
+    Upsert,
+)
 
 __all__ = ["LONG_RECORD", "PROFILES", "Profile", "iter_workload", "random_workload"]
 
@@ -45,6 +60,12 @@ class Profile:
     drawing every value: the vectors stay distinct within an op, and a workload of thousands
     of 384-dimensional vectors holds pointers to shared floats (8 bytes a value) instead of a
     float object each (32 bytes), and is drawn in C rather than one ``uniform`` per value."""
+    missions: int = 4
+    """Mission ids a store with missions is written under (``Capability.MISSIONS``)."""
+    mission_narrative: int = 3
+    mission_tool_calls: int = 5
+    """The most narrative entries and tool calls a drawn mission document keeps (a generated
+    one has up to 20 and 40: cut to keep a document a few KB)."""
 
 
 PROFILES = {
@@ -52,6 +73,8 @@ PROFILES = {
     # several-MiB segments and many deletes (issue: "also with large batches and many deletes")
     "large": Profile(keys=24, max_value=4096, big_value=1 << 20, dimension=384, max_batch=1200,
                      delete_share=0.45, id_pool=4000, pooled_vectors=True),
+    # ARCH-001's mission state: more missions, longer audit trails and narratives, few keys
+    "missions": Profile(keys=4, missions=6, mission_narrative=8, mission_tool_calls=20),
 }
 
 VECTOR_POOL = 1 << 18
@@ -99,7 +122,9 @@ def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
     kv = decl.has(Capability.KV)
     vec = decl.has(Capability.VECTOR)
     batch = decl.has(Capability.BATCH)
+    missions = decl.has(Capability.MISSIONS)
     keys = _keys(p)
+    mission_ids = _mission_ids(p)
     live: set[int] = set()
     for n in itertools.count():
         kinds: list[str] = []
@@ -107,6 +132,8 @@ def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
             kinds += ["put", "put", "delete"] + (["batch"] if batch else [])
         if vec:
             kinds += ["upsert", "upsert"] + (["remove"] if live else [])
+        if missions:   # last, and drawn only here: a store without missions draws as before
+            kinds += ["mission put", "mission put", "mission delete"]
         kind = rng.choice(kinds)
         if kind == "put":
             yield Put(rng.choice(keys), _value(rng, p, n))
@@ -117,6 +144,10 @@ def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
             split = rng.randrange(1, len(chosen))
             yield Batch(tuple((k, _value(rng, p, n)) for k in chosen[:split]),
                         tuple(chosen[split:]))
+        elif kind == "mission put":
+            yield MissionPut(_mission_doc(rng, p, rng.choice(mission_ids)))
+        elif kind == "mission delete":
+            yield MissionDelete(rng.choice(mission_ids))
         elif kind == "upsert":
             size = rng.randrange(1, p.max_batch + 1)
             ids = rng.sample(range(p.id_pool), min(size, p.id_pool))
@@ -131,6 +162,23 @@ def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:
 
 def _keys(p: Profile) -> list[str]:
     return [f"k{i:02d}" if i % 3 else f"dir/k{i:02d}" for i in range(p.keys)]
+
+
+def _mission_ids(p: Profile) -> list[str]:
+    # one id in three with a path separator and a non-ASCII letter: the JSON side names a
+    # file after a mission id
+    return [f"mission-{i:02d}" if i % 3 else f"mïssion/{i:02d}" for i in range(p.missions)]
+
+
+def _mission_doc(rng: random.Random, p: Profile, mission_id: str) -> dict[str, Any]:
+    """A realistic mission document (``missions.generate_missions``, seeded from ``rng``: a
+    different one each call) under ``mission_id``, cut to ``p``'s narrative and tool calls."""
+    [doc] = generate_missions(1, rng.randrange(1 << 62))
+    memory = doc["project_memory"]
+    memory["narrative"] = memory["narrative"][:p.mission_narrative]
+    doc["tool_calls"] = doc["tool_calls"][:p.mission_tool_calls]
+    doc["mission_id"] = mission_id
+    return doc
 
 
 def _records(rng: random.Random, p: Profile, ids: Iterable[int],
@@ -228,3 +276,5 @@ class _History:
             self._undo_later(n, Put(op.key, _value(rng, self.p, n, "h")))
         elif isinstance(op, Batch) and op.deletes and rng.random() < self.REINSERT:
             self._undo_later(n, Put(op.deletes[0], _value(rng, self.p, n, "h")))
+        elif isinstance(op, MissionDelete) and rng.random() < self.REINSERT:
+            self._undo_later(n, MissionPut(_mission_doc(rng, self.p, op.mission_id)))

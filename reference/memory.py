@@ -8,7 +8,9 @@ reported as ``CorruptStore``, never read back as other data.
 
 It also holds ADR-072's relational records (``Relational``): Q-values and GOAP plans, apart
 from the key-value data. Plans are kept as their canonical JSON text (``plan_json``), so what a
-caller stored or was handed back cannot change what the store holds.
+caller stored or was handed back cannot change what the store holds. ARCH-001's mission
+documents (``MissionStore``) are kept the same way, as their canonical JSON text
+(``canonical_mission``), so a document comes back exactly as JSON (an int still an int).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from crashgate.backends import (
     StoreClosed,
     VectorBlock,
     VectorRecord,
+    canonical_mission,
+    check_mission,
+    check_mission_id,
     check_options,
     check_q_record,
     check_q_value,
@@ -63,12 +68,14 @@ class MemoryStore:
         self._vectors: dict[int, VectorRecord] = {}
         self._q: dict[tuple[str, str], QValue] = {}
         self._plans: dict[str, str] = {}           # plan id -> canonical JSON text
+        self._missions: dict[str, str] = {}        # mission id -> canonical JSON text
         self._q_lock = threading.Lock()            # q_value_update is a read-modify-write
         self._closed = False
         self.declaration = Declaration(
             durability=Durability.NONE,
             capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
-                                    Capability.METADATA_FILTER, Capability.RELATIONAL}),
+                                    Capability.METADATA_FILTER, Capability.RELATIONAL,
+                                    Capability.MISSIONS}),
             metric=metric,
         )
         self._load()
@@ -95,6 +102,7 @@ class MemoryStore:
             for state, action, value, updates in doc.get("q_values", []):
                 self._q[(str(state), str(action))] = QValue(float(value), int(updates))
             self._plans = {str(k): str(v) for k, v in doc.get("goap_plans", {}).items()}
+            self._missions = {str(k): str(v) for k, v in doc.get("missions", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptStore(self.path, f"snapshot does not parse: {exc}") from exc
 
@@ -107,6 +115,7 @@ class MemoryStore:
             ],
             "q_values": [[s, a, q.value, q.updates] for (s, a), q in self._q.items()],
             "goap_plans": self._plans,
+            "missions": self._missions,
         }
         body = json.dumps(doc).encode()
         data = _MAGIC + _digest(body) + b"\n" + body
@@ -246,6 +255,27 @@ class MemoryStore:
     def goap_delete(self, plan_id: str) -> None:
         self._check_open()
         self._plans.pop(check_relational_id("plan_id", plan_id), None)
+
+    # -- missions (ARCH-001) ------------------------------------------------------------------
+
+    def mission_put(self, doc: Mapping[str, Any]) -> None:
+        doc = check_mission(doc)
+        text = canonical_mission(doc).decode("utf-8")
+        self._check_open()
+        self._missions[doc["mission_id"]] = text
+
+    def mission_get(self, mission_id: str) -> dict[str, Any] | None:
+        self._check_open()
+        text = self._missions.get(check_mission_id(mission_id))
+        return None if text is None else dict(json.loads(text))
+
+    def mission_delete(self, mission_id: str) -> None:
+        self._check_open()
+        self._missions.pop(check_mission_id(mission_id), None)
+
+    def mission_ids(self) -> list[str]:
+        self._check_open()
+        return sorted(self._missions)
 
     def close(self) -> None:
         if not self._closed:

@@ -271,7 +271,9 @@ def test_an_honest_block_passes_and_is_checked() -> None:
 
 
 def test_a_block_that_drops_a_record_is_caught_with_a_reproduction(tmp_path: Path) -> None:
-    ev = run_model(open_drops_last, seed=1, examples=40, steps=15, workdir=tmp_path)
+    # 30 steps: a memory-like store has many rules (missions too), and the defect needs an
+    # upsert then a fetch in one run without a crash between (memory keeps nothing through one)
+    ev = run_model(open_drops_last, seed=1, examples=40, steps=30, workdir=tmp_path)
     assert ev.verdict is Verdict.FAIL, ev.summary
     assert "fetch_block(" in ev.summary and "disagrees with fetch(" in ev.summary, ev.summary
     assert "ids [" in ev.summary, ev.summary

@@ -19,10 +19,11 @@ def test_prefix_states_equal_the_states_of_each_prefix(seed: int) -> None:
     model = PrefixModel()
     kv: dict = {}
     vectors: dict = {}
+    relational: dict = {}   # memory's missions (workloads draw them for Capability.MISSIONS)
     for op in ops:
         got = model.apply(op)
-        op.apply(kv, vectors)
-        want = StoreState.of(kv, vectors)
+        op.apply(kv, vectors, relational)
+        want = StoreState.of(kv, vectors, relational=relational)
         assert got == want and got.digest == want.digest
     assert len(model.states) == len(ops) + 1
     kinds = {type(op).__name__ for op in ops}

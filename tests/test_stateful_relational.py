@@ -21,9 +21,9 @@ from crashgate.harness.ops import GoapDelete, GoapStore, Put, QUpdate
 from crashgate.harness.stateful import StoreMachine, machine_for
 
 
-def _model_row(tmp_path: Path, backend: str) -> tuple[int, dict[str, Any]]:
+def _model_row(tmp_path: Path, backend: str, budget: str = "quick") -> tuple[int, dict[str, Any]]:
     out = tmp_path / backend.replace(":", "_")
-    code = main(["certify", backend, "--scenario", "model", "--budget", "quick", "--seed", "1",
+    code = main(["certify", backend, "--scenario", "model", "--budget", budget, "--seed", "1",
                  "--out", str(out), "--quiet"])
     [path] = out.glob("*/*/certificate.json")
     [row] = json.loads(path.read_text())["rows"]
@@ -47,7 +47,10 @@ def test_the_reference_stores_pass_the_model_row_with_relational_rules(
 ])
 def test_a_relational_defect_fails_the_model_row_with_a_reproduction(
         tmp_path: Path, capsys, defect: str, says: str) -> None:
-    code, row = _model_row(tmp_path, defect)
+    # standard: a lost count needs two updates of one Q-value in one example, which the quick
+    # budget's 15 short examples draw for only some seeds once the memory store's missions
+    # take their share of the steps (seeds 1-6: 3 of 6 at quick, 6 of 6 at standard)
+    code, row = _model_row(tmp_path, defect, "standard")
     capsys.readouterr()
     assert code == 1 and row["verdict"] == "fail", row["summary"]
     assert says in row["summary"], row["summary"]
