@@ -3,7 +3,7 @@
 A name is one of:
 
 - a built-in name: ``memory``, ``json``, ``sqlite``, ``rvf``, ``rvlite``, ``stage0`` ...
-  ``stage4`` (ADR-072's stage adapters);
+  ``stage4`` (ADR-072's stage adapters), ``arch-phase1`` ... ``arch-phase4`` (ARCH-001's);
 - ``package.module:factory``, a factory ``open(path, env, **options) -> store`` of your own;
 - a name another package registers under the ``crashgate.backends`` entry-point group;
 
@@ -69,6 +69,13 @@ BUILTIN: dict[str, Builtin] = {
            "stage 2: dual-write, SQLite the source of truth, RVF the shadow",
            "stage 3: dual-write, RVF the source of truth, SQLite the fallback",
            "stage 4: RVF only, SQLite the read-only escape hatch"))},
+    **{f"arch-phase{n}": Builtin(f"crashgate.reference.arch.factory:open_arch_phase{n}",
+                                 "pip install apsw", f"ARCH-001 phase adapter, {what}")
+       for n, what in enumerate((
+           "phase 1: dual-write, JSON the primary, SQLite the shadow",
+           "phase 2: reads from SQLite checked against JSON, fallbacks recorded",
+           "phase 3: SQLite the primary, legacy JSON files imported",
+           "phase 4: SQLite only, JSON state files archived"), start=1)},
 }
 
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)

@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crashgate.scenarios.soak_cli",
     "crashgate.reference.rvf.cli",
     "crashgate.reference.rvlite_cli",
+    "crashgate.reference.arch.cli",
 )
 
 
