@@ -145,5 +145,7 @@ CRASHGATE_ROWS = [
 
 
 def all_rows() -> list[Row]:
-    from crashgate.scenarios.adr072 import ADR072_ROWS  # it builds on this module's helpers
-    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS]
+    # they build on this module's helpers
+    from crashgate.scenarios.adr072 import ADR072_ROWS
+    from crashgate.scenarios.arch001 import ARCH001_ROWS
+    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS, *ARCH001_ROWS]

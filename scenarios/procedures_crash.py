@@ -51,7 +51,13 @@ def _token(state: Any) -> str:
 
 def power_loss_during_ingest(ctx: RowContext) -> Evidence:
     """Crash states at every fsync window of a seeded workload, recovered and judged."""
-    profile = "small"
+    return power_loss_run(ctx, "small")
+
+
+def power_loss_run(ctx: RowContext, profile: str) -> Evidence:
+    """The seeded workload of ``profile`` (``workload.PROFILES``) with crash states at every
+    fsync window and op boundary, recovered and judged; the first violation replayed, with
+    the ``crashgate powerloss`` command that reproduces it."""
     ops, budget = ctx.budget.workload_ops, ctx.budget.crash_states
     report = run_powerloss(ctx.spec, seed=ctx.seed, ops=ops, budget=budget,
                            profile=PROFILES[profile], jobs=ctx.jobs)
