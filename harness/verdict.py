@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Evidence", "Verdict", "combine"]
+__all__ = ["first_line", "Evidence", "Verdict", "combine"]
 
 
 class Verdict(enum.StrEnum):
@@ -85,3 +85,9 @@ def combine(parts: list[Evidence], summary: str) -> Evidence:
         failing.reproduce if failing else None, failing.replay if failing else None, attachments,
         conclusive=failing.conclusive if failing else False,
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: the first line of its message``: an error as evidence quotes it."""
+    text = str(exc).splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

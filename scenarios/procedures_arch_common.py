@@ -17,16 +17,12 @@ from typing import Any
 from crashgate.backends import MissionStore, Staged, canonical_mission
 from crashgate.backends.missions import Discrepant, MissionSchema
 from crashgate.harness.powerloss import DATA_DIR
+from crashgate.harness.verdict import first_line
 
 __all__ = ["PATH", "close_into", "differs", "first_line", "lacks", "read_missions", "same_doc"]
 
 PATH = f"{DATA_DIR}/store"
 """Where a row's store lives on a simulated disk (``SimDisk(DiskImage.empty(DATA_DIR))``)."""
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def lacks(store: Any, *, stage: int | None = None, schema: bool = False,

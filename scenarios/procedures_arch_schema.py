@@ -39,6 +39,7 @@ from crashgate.scenarios.procedures_arch_common import (
     lacks,
     read_missions,
 )
+from crashgate.scenarios.procedures_versions import hint_problem
 from crashgate.scenarios.table import RowContext
 
 __all__ = ["check_schema_migration", "check_schema_newer", "schema_migration",
@@ -119,11 +120,8 @@ def check_schema_newer(spec: BackendSpec, *, seed: int, root: str, in_wal: bool)
     try:
         opened = spec.open(path, os_env())
     except VersionTooNew as exc:
-        text = str(exc)
-        missing = [w for w in ("requires", "Run:") if w not in text]
-        if missing:
-            problems.append(f"the refusal lacks the upgrade hint (no {', '.join(missing)}): "
-                            f"{text!r}")
+        if (lacking := hint_problem(exc)) is not None:
+            problems.append(lacking)
     except CorruptStore as exc:
         problems.append(f"was called damaged instead of too new: {first_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - any other answer is the finding

@@ -36,11 +36,11 @@ from crashgate.harness.model import prefix_states, read_state
 from crashgate.harness.ops import Op, Upsert
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
-from crashgate.harness.verdict import Evidence, Verdict, combine
+from crashgate.harness.verdict import Evidence, Verdict, combine, first_line
 from crashgate.harness.workload import PROFILES, random_workload
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["check_damaged", "check_forward", "check_too_new", "cross_platform_rule",
+__all__ = ["check_damaged", "check_forward", "check_too_new", "cross_platform_rule", "hint_problem",
            "mixed_versions"]
 
 DATA_DIR = "/data"
@@ -71,9 +71,14 @@ def _ids(ops: list[Op]) -> set[int]:
     return {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+def hint_problem(exc: VersionTooNew) -> str | None:
+    """What a ``VersionTooNew`` refusal lacks of ADR-032's upgrade hint ("requires", the
+    command to "Run:"), or None."""
+    text = str(exc)
+    missing = [w for w in ("requires", "Run:") if w not in text]
+    if not missing:
+        return None
+    return f"the refusal lacks the upgrade hint (no {', '.join(missing)}): {text!r}"
 
 
 def _accepts(spec: BackendSpec, v: Versioning, version: int) -> bool:
@@ -101,12 +106,12 @@ def check_forward(spec: BackendSpec, *, writer: int, reader: int, seed: int) -> 
     try:
         store = skew.open_reader(spec, sim_env(disk), PATH)
     except VersionTooNew as exc:
-        return Evidence(Verdict.FAIL, f"{what} was refused as too new: {_first_line(exc)}",
+        return Evidence(Verdict.FAIL, f"{what} was refused as too new: {first_line(exc)}",
                         measured)
     except CorruptStore as exc:
-        return Evidence(Verdict.FAIL, f"{what} was called corrupt: {_first_line(exc)}", measured)
+        return Evidence(Verdict.FAIL, f"{what} was called corrupt: {first_line(exc)}", measured)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
-        return Evidence(Verdict.FAIL, f"{what} could not be read: {_first_line(exc)}", measured)
+        return Evidence(Verdict.FAIL, f"{what} could not be read: {first_line(exc)}", measured)
     try:
         seen = read_state(store, _ids(ops))
     finally:
@@ -136,15 +141,12 @@ def check_too_new(spec: BackendSpec, *, writer: int, reader: int, seed: int,
     try:
         store = skew.open_reader(spec, sim_env(disk), PATH, **extra)
     except VersionTooNew as exc:
-        text = str(exc)
-        missing = [w for w in ("requires", "Run:") if w not in text]
-        if missing:
-            problems.append(f"the refusal lacks the upgrade hint (no {', '.join(missing)!s}): "
-                            f"{text!r}")
+        if (lacking := hint_problem(exc)) is not None:
+            problems.append(lacking)
     except CorruptStore as exc:
-        problems.append(f"was called corrupt instead of too new: {_first_line(exc)}")
+        problems.append(f"was called corrupt instead of too new: {first_line(exc)}")
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"was refused with {_first_line(exc)} instead of VersionTooNew")
+        problems.append(f"was refused with {first_line(exc)} instead of VersionTooNew")
     else:
         store.close()
         problems.append("was opened: a newer file must be refused")
@@ -175,11 +177,11 @@ def check_damaged(spec: BackendSpec, *, how: Damage, seed: int) -> Evidence:
         opened = spec.open(PATH, sim_env(disk))
     except VersionTooNew as exc:
         return Evidence(Verdict.FAIL, f"a damaged file ({did}) was called too new: "
-                        f"{_first_line(exc)}", measured)
+                        f"{first_line(exc)}", measured)
     except CorruptStore as exc:
-        outcome = f"called damaged ({_first_line(exc)})"
+        outcome = f"called damaged ({first_line(exc)})"
     except Exception as exc:  # noqa: BLE001 - any other refusal is not this row's concern
-        outcome = f"refused with {_first_line(exc)}"
+        outcome = f"refused with {first_line(exc)}"
     else:
         opened.close()
         outcome = "opened (the damage was in an uncommitted tail or recovered from)"
