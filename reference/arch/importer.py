@@ -107,7 +107,9 @@ def import_files(db: Any, fs: FileSystem, files: Sequence[str], clock: Clock,
                 conflicts.append((file, mission_id))
             if rename:
                 directory = os.path.dirname(file) or "."
-                names = taken.setdefault(directory, set(fs.listdir(directory)))
+                if directory not in taken:   # listed once: not once per file (10,000 files)
+                    taken[directory] = set(fs.listdir(directory))
+                names = taken[directory]
                 backup = backup_name(file, stamp, names)
                 names.add(os.path.basename(backup))
                 fs.rename(file, backup)
