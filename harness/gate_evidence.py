@@ -36,7 +36,7 @@ from crashgate.harness.divergence import DivergenceLedger
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.latency import summarise
 from crashgate.harness.model import read_state
-from crashgate.harness.ops import Upsert
+from crashgate.harness.ops import Upsert, is_mutation
 from crashgate.harness.store_latency import READ, WRITE, compare
 from crashgate.harness.workload import PROFILES, random_workload
 
@@ -181,20 +181,29 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
         work = random_workload(store.declaration, ops, seed, PROFILES["small"])
         injected = _shadow_faults(failpoints, store.stage, fault_every)
         reads = 0
+        missions = store.declaration.has(Capability.MISSIONS)
         for op in work:
             op.run(store)
             with contextlib.suppress(Exception):
                 store.scan("")
                 reads += 1
+            if missions:
+                with contextlib.suppress(Exception):
+                    reads += len([store.mission_get(m) for m in store.mission_ids()])
         failpoints.disarm()
         queued = len(store.divergences()) if hasattr(store, "divergences") else 0
         repaired = store.repair() if queued else 0
+        mutations = sum(1 for op in work if is_mutation(op))
         ids = {r.id for op in work if isinstance(op, Upsert) for r in op.records}
         evidence: dict[str, Any] = {"format": FORMAT, "adapter": spec.label, "stage": stage,
                                     "seed": seed, "ops": ops,
                                     "faults": {"shadow_write_errors": injected[0],
                                                "divergences_queued": queued,
                                                "divergences_repaired": repaired}}
+        if store.declaration.failpoints:   # a dual-write stage: its writes reach two stores
+            # ARCH-001's "no errors in dual-write mode": the writes the second store failed,
+            # beyond the ones injected here
+            evidence["dual_write"] = {"writes": mutations, "errors": queued - injected[0]}
         stores: Mapping[str, Any] = {n: store.store(n) for n in ("sqlite", "rvf")
                                      if has_store(store, n)}
         if len(stores) == 2 and stage in DUAL_WRITE:
@@ -214,13 +223,15 @@ def gather(spec: BackendSpec, stage: int, directory: str, *, ops: int = 200, see
             entries = int(stores["rvf"].status().get("witness_entries", 0))
             evidence["witness"] = {"verified": entries, "invalid": len(problems)}
             evidence["cow"] = _cow(stores["rvf"], directory)
+        what, query = _query(store, work)
         timed = []
         for _ in range(50):
             t = time.perf_counter()
-            store.query([0.5] * _dimension(work), 10)
+            query()
             timed.append(time.perf_counter() - t)
         evidence.setdefault("latency", {})["query_p99_ms"] = summarise(timed).p99 * 1e3
         evidence["latency"]["query_n"] = len(timed)
+        evidence["latency"]["query"] = what
         evidence["backup"] = _backup_cycle(spec, store, directory, env)
     finally:
         store.close()
@@ -234,6 +245,21 @@ def has_store(store: Any, name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _query(store: Any, work: list[Any]) -> tuple[str, Callable[[], object]]:
+    """What a query of ``store`` is, and a call that makes one: a vector query (k=10) for a
+    vector store; for ARCH-001's mission store, reading a mission document (its SQLite
+    queries); else a scan of every key."""
+    decl = store.declaration
+    if decl.has(Capability.VECTOR):
+        vector = [0.5] * _dimension(work)
+        return "vector query k=10", lambda: store.query(vector, 10)
+    if decl.has(Capability.MISSIONS):
+        ids = store.mission_ids()
+        if ids:
+            return "mission_get", lambda: store.mission_get(ids[len(ids) // 2])
+    return "scan of every key", lambda: store.scan("")
 
 
 def _dimension(work: list[Any]) -> int:

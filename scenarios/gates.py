@@ -16,7 +16,7 @@ Evidence is one JSON document (``crashgate gate`` gathers it, a soak writes it):
      "dual_write": {"writes": n, "errors": k},
      "peak_load":  {"agents": n, "violations": k, "ops": n},
      "latency":    {"read": {op: ratio}, "write": {op: ratio}, "query_p99_ms": x,
-                    "query_n": n},
+                    "query_n": n, "query": what was timed (optional)},
      "spans":      [[start, end], ...],        # a soak's: the times it covered, unioned
      "histograms": {op: LatencyHistogram JSON}}  # a soak's latencies, mergeable
      # ratio: {"point", "low", "high", "n": [c, b], "aa": {"point", "low", "high"}}
@@ -156,7 +156,8 @@ def _query_p99(limit_ms: float) -> Callable[[Mapping[str, Any]], Judged]:
             return Judged(Verdict.UNKNOWN, "no evidence", 0, "no query latency measured")
         p99, n = float(lat["query_p99_ms"]), int(lat.get("query_n", 0))
         verdict = Verdict.UNKNOWN if n == 0 else Verdict.PASS if p99 < limit_ms else Verdict.FAIL
-        return Judged(verdict, f"query p99 {p99:.1f} ms", n,
+        what = f" ({lat['query']})" if isinstance(lat.get("query"), str) else ""
+        return Judged(verdict, f"query p99 {p99:.1f} ms{what}", n,
                       "no queries timed" if n == 0 else "")
     return judge
 

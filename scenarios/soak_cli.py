@@ -28,24 +28,28 @@ __all__ = ["add_parser"]
 _EPILOG = ("Schedules: " + "; ".join(f"{name} ({', '.join(faults) or 'no faults'})"
                                      for name, faults in SCHEDULES.items())
            + ". Faults: " + ", ".join(FAULTS) + ". A soak of a stage adapter also judges "
-           "ADR-072's gate out of its stage on the soak's evidence.")
+           "the gate out of its stage (ADR-072's, or the document it declares) on the soak's "
+           "evidence.")
 _EXIT = {Verdict.PASS: EXIT_OK, Verdict.FAIL: EXIT_FAIL, Verdict.UNKNOWN: EXIT_UNKNOWN}
 
 
-def gate_of(evidence: dict[str, Any], stage: int | None) -> dict[str, Any] | None:
-    """ADR-072's gate out of ``stage`` judged on the soak's evidence (None when there is none:
-    not a stage adapter, or a stage with no gate after it)."""
-    if stage is None or (ADR072, stage, stage + 1) not in GATES:
+def gate_of(evidence: dict[str, Any], stage: int | None,
+            document: str | None = None) -> dict[str, Any] | None:
+    """The gate out of ``stage`` of ``document`` (the migration the adapter declares; None:
+    ADR-072's) judged on the soak's evidence (None when there is none: not a stage adapter,
+    or a stage with no gate after it)."""
+    document = document or ADR072
+    if stage is None or (document, stage, stage + 1) not in GATES:
         return None
-    verdict, judged = judge_gate(ADR072, stage, stage + 1, evidence)
-    return {"gate": f"{ADR072} {stage} -> {stage + 1}", "verdict": verdict.value,
+    verdict, judged = judge_gate(document, stage, stage + 1, evidence)
+    return {"gate": f"{document} {stage} -> {stage + 1}", "verdict": verdict.value,
             "criteria": [{"criterion": c.words, "verdict": j.verdict.value, "figure": j.figure,
                           "n": j.n, "missing": j.missing} for c, j in judged]}
 
 
 def _finish(doc: dict[str, Any], out: Path) -> int:
     evidence = evidence_of(doc, doc.get("stage"))
-    gate = gate_of(evidence, doc.get("stage"))
+    gate = gate_of(evidence, doc.get("stage"), doc.get("migration"))
     if gate is not None:
         doc["gate"] = gate
     write_documents(doc, evidence, out)
@@ -134,6 +138,7 @@ def _merge(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     doc["stage"] = next((d.get("stage") for d in docs if d.get("stage") is not None), None)
+    doc["migration"] = next((d["migration"] for d in docs if d.get("migration")), None)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(args.out) if args.out else \
         Path(docs[0]["folder"]).parent / f"soak-merged-{run_id}"
@@ -149,7 +154,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and vector ops, reader processes read beside it, and faults come on a schedule. "
         "Every op is recorded (history.jsonl, appended as it goes) and every read checked "
         "against the history; after every recovery every record is read and checked. Writes "
-        "soak.json, soak.md, evidence.json (for crashgate gate --evidence) and report.html. "
+        "soak.json, soak.md, evidence.json (for crashgate gate --evidence) and report.html; "
+        "a stage adapter's soak also judges the gate out of its stage (ADR-072's, or "
+        "ARCH-001's for its phase adapters). "
         "Exit 0 no violation, 1 violations, 2 nothing checked, 3 usage error.",
         epilog=_EPILOG)
     p.add_argument("target", nargs="?", help="backend or stage adapter, e.g. stage3")

@@ -98,3 +98,32 @@ def test_the_gate_command_gathers_evidence_and_writes_its_reports(tmp_path: Path
     assert faults["divergences_queued"] > 0
     assert faults["divergences_repaired"] == faults["divergences_queued"]
     assert main(["gate", "stage2", "--from", "1", "--to", "3"]) == 3
+
+
+def test_arch001_gates_gather_their_evidence_from_a_phase_adapter(tmp_path: Path,
+                                                                   capsys) -> None:
+    # phase 1 -> 2: the dual writes are counted (no vectors: the gatherer queries what the
+    # store has); over a run of seconds the week-long criterion is unknown, with its figure
+    code = main(["gate", "arch-phase1", "--document", "ARCH-001", "--from", "1", "--to", "2",
+                 "--seed", "2", "--ops", "40", "--out", str(tmp_path)])
+    capsys.readouterr()
+    [path] = tmp_path.glob("arch-phase1/gate-1-2-*/gate.json")
+    [dual] = json.loads(path.read_text())["criteria"]
+    assert code == 2 and dual["verdict"] == "unknown" and "of the 7 days" in dual["missing"]
+    assert dual["n"] > 0 and dual["figure"].startswith("0 errors in")
+    # phase 2 -> 3: every read was checked against JSON, none fell back; mission reads timed
+    code = main(["gate", "arch-phase2", "--document", "ARCH-001", "--from", "2", "--to", "3",
+                 "--seed", "2", "--ops", "40", "--out", str(tmp_path)])
+    capsys.readouterr()
+    [path] = tmp_path.glob("arch-phase2/gate-2-3-*/gate.json")
+    fallbacks, query = json.loads(path.read_text())["criteria"]
+    assert code == 0 and fallbacks["verdict"] == "pass" and fallbacks["n"] > 40
+    assert query["verdict"] == "pass" and "(mission_get)" in query["figure"]
+
+
+def test_a_soak_judges_the_gate_of_the_document_its_adapter_declares() -> None:
+    from crashgate.scenarios.soak_cli import gate_of
+    evidence = _evidence(0.001)
+    assert gate_of(evidence, 2)["gate"] == "ADR-072 2 -> 3"
+    assert gate_of(evidence, 2, ARCH001)["gate"] == "ARCH-001 2 -> 3"
+    assert gate_of(evidence, 3, ARCH001) is None   # ARCH-001 has no gate out of phase 3

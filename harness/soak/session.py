@@ -91,6 +91,7 @@ def run_soak(settings: SoakSettings, runs: list[int], shard: Shard, out: Path, c
                     command, reproduce, t0)
     doc["folder"] = str(out)
     doc["stage"] = next((res.stage for res in results if res.stage is not None), None)
+    doc["migration"] = decl.migration   # whose gates the stage is judged by (None: ADR-072)
     return doc
 
 
