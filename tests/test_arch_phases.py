@@ -15,6 +15,7 @@ from crashgate.backends import (
     Capability,
     CorruptStore,
     Env,
+    LockHeld,
     MissionSchema,
     SimulatedCrash,
     Staged,
@@ -57,6 +58,11 @@ class World:
 
     def open(self, phase: int) -> ArchPhaseAdapter:
         return open_phase(PATH, self.env(), phase)
+
+    def crash(self) -> None:
+        """The writer's process is gone (its file system with it; the page cache kept)."""
+        self.disk.crash()
+        self.failpoints.disarm()
 
 
 def _legacy(world: World, name: str, text: bytes) -> None:
@@ -140,7 +146,7 @@ def test_a_crash_between_the_two_writes_is_reconciled_at_the_next_open() -> None
     world.failpoints.arm("phase1.after-json-write")
     with pytest.raises(SimulatedCrash):
         store.mission_put({**DOC, "status": "done"})
-    world.failpoints.disarm()
+    world.crash()
     again = world.open(1)
     assert again.reconciled >= 1
     assert again.store("sqlite").mission_get("m1") == {**DOC, "status": "done"}
@@ -170,7 +176,7 @@ def test_a_crash_inside_the_import_loses_no_legacy_mission() -> None:
     world.failpoints.arm(IMPORT_FAILPOINT)   # after the first file is handled
     with pytest.raises(SimulatedCrash):
         world.open(3)
-    world.failpoints.disarm()
+    world.crash()
     store = world.open(3)
     assert store.mission_ids() == ["m0", "m1", "m2"]
     assert not [n for n in world.env().fs.listdir(PATH) if n.endswith(".json")
@@ -197,6 +203,18 @@ def test_the_phases_round_trip_and_phase4_archives_never_deletes() -> None:
         store.rollback()
     store.close()
     assert world.open(4).stage == 1   # the recorded phase, not the name's
+
+
+def test_one_writer_at_a_time() -> None:
+    world = World()
+    first = world.open(1)
+    with pytest.raises(LockHeld, match="another store open in this process holds it"):
+        world.open(1)
+    first.mission_put(DOC)   # the first is unharmed
+    first.close()
+    again = world.open(1)
+    assert again.mission_get("m1") == DOC
+    again.close()
 
 
 def test_a_damaged_control_record_naming_an_adr072_stage_is_refused() -> None:

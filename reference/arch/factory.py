@@ -19,6 +19,7 @@ from crashgate.backends import (
     check_options,
 )
 from crashgate.reference.arch.phases import ARCH001, JSON, SQLITE, ArchPhaseAdapter
+from crashgate.reference.rvf.store import OPTIONS as RVF_OPTIONS
 from crashgate.reference.sqlite_store import OPTIONS as SQLITE_OPTIONS
 from crashgate.reference.sqlite_store import checked_busy_timeout
 from crashgate.reference.sqlite_store import declaration_for as sqlite_declaration
@@ -30,8 +31,11 @@ OPTIONS: dict[str, Option] = {
     "journal_mode": SQLITE_OPTIONS["journal_mode"],
     "synchronous": SQLITE_OPTIONS["synchronous"],
     "busy_timeout": SQLITE_OPTIONS["busy_timeout"],
+    "stale_after": RVF_OPTIONS["stale_after"],
 }
-"""Given to both SQLite files, ``missions.db`` and ``control.db``."""
+"""``journal_mode``, ``synchronous`` and ``busy_timeout`` go to both SQLite files,
+``missions.db`` and ``control.db``; ``stale_after`` is when the writer lock of a dead writer
+may be recovered (as the RVF store's)."""
 _PHASES = {
     1: "phase 1, dual-write: JSON the primary (reads), SQLite the shadow; a SQLite failure is "
        "queued as a divergence, never a failed call",
@@ -60,7 +64,8 @@ def _declare(adapter: ArchPhaseAdapter) -> Declaration:
     failpoints = (between,) if between else ()
     return Declaration(
         durability=durability,
-        capabilities=frozenset({Capability.KV, Capability.MISSIONS, Capability.STAGES})
+        capabilities=frozenset({Capability.KV, Capability.MISSIONS, Capability.STAGES,
+                                Capability.WRITER_LOCK})
         | ({Capability.FAILPOINTS} if failpoints else set()),
         file_format="crashgate-arch001/json+sqlite",
         failpoints=failpoints,

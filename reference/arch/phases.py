@@ -5,6 +5,7 @@ ARCH-001's roles (``ARCH001``).
 
 Files, in the adapter's directory (it plays ARCH-001's ``.vibe/state/``)::
 
+    writer.lock                    the writer lock (``rvf/lock.py``): one writer at a time
     control.db                     the phase and the divergence queue (``stages/control.py``)
     missions.db                    the SQLite side: ARCH-001's schema (``missions_db.py``)
     json/                          the JSON side: state files (``json_state.py``)
@@ -48,6 +49,7 @@ from crashgate.reference.arch.importer import ImportReport, import_legacy
 from crashgate.reference.arch.json_state import JsonState, is_backup, utc_stamp
 from crashgate.reference.arch.missions_db import MissionDB, open_missions_db
 from crashgate.reference.arch.schema import create_v1
+from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.stages.control import Divergence, mission_ref, split_refs
 from crashgate.reference.stages.roles import Roles, StagePlan
 from crashgate.reference.stages.staged import StagedStores
@@ -62,6 +64,8 @@ IMPORT_FAILPOINT = "phase.import-file"
 """Hit after each legacy file the importer handled (imported and renamed, or left damaged)."""
 ARCHIVE = "archive"
 MISSIONS_DB = "missions.db"
+LOCK = "writer"
+"""The writer lock is ``<dir>/writer.lock``."""
 JSON_DIR = "json"
 
 
@@ -127,8 +131,27 @@ class ArchPhaseAdapter(StagedStores):
     def __init__(self, path: str, env: Env, initial: int,
                  store_options: Mapping[str, dict[str, str]],
                  declare: Callable[[Any], Any], options: Mapping[str, object]) -> None:
-        super().__init__(path, env, initial, store_options, declare, options)
+        # one writer at a time, before anything is read or written: two processes dual-writing
+        # (or one moving the phase under the other) would leave the two sides apart unseen
+        self.plan.roles(initial)   # a bad phase is refused before the lock is made
+        env.fs.makedirs(path)
+        self._lock = WriterLock(env.fs, env.clock, os.path.join(path, LOCK), process=env.process,
+                                stale_after=float(str(options["stale_after"])))
+        self._lock.acquire()
+        try:
+            super().__init__(path, env, initial, store_options, declare, options)
+        except Exception:   # not on a SimulatedCrash: a dead process releases nothing
+            self._lock.release()
+            raise
         self.transition_failpoints = (*self.transition_failpoints, IMPORT_FAILPOINT)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            super().close()
+        finally:
+            self._lock.release()
 
     # -- the mechanism's hooks ----------------------------------------------------------------
 
