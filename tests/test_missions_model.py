@@ -301,7 +301,9 @@ def test_a_store_that_loses_part_of_a_mission_is_caught_readably(
 def test_an_arch_phase_passes_the_model_with_missions_moves_and_crashes(spec: str) -> None:
     quick = settings(RUN, max_examples=6, stateful_step_count=20)
     stats = _run(spec, 5, quick)
-    assert stats["rule:mission_write"] and stats["rule:move_stage"], stats
+    moves = stats["rule:move_stage"] + stats["rule:move_failpoint_crash"] \
+        + stats["rule:move_crash_inside"]
+    assert stats["rule:mission_write"] and moves, stats
     assert stats["crash_states"] > 0, stats
 
 
