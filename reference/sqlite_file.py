@@ -92,6 +92,28 @@ def _is_wal_file(env: Env, path: str) -> bool:
     return header.startswith(b"SQLite format 3\0") and 2 in header[18:20]
 
 
+def _format_versions_problem(env: Env, path: str) -> str | None:
+    """What is wrong with the header's file format versions (bytes 18-19: write and read
+    version, 1 legacy or 2 WAL, sqlite.org/fileformat2.html), or None. SQLite opens a file
+    whose write version is above 2 read-only and fails its first write: a damaged byte there
+    must be reported as damage, not as a read-only database."""
+    try:
+        f = env.fs.open(path, "r")
+    except FileNotFoundError:
+        return None
+    try:
+        header = f.read(0, 20)
+    finally:
+        f.close()
+    if not header.startswith(b"SQLite format 3\0") or len(header) < 20:
+        return None   # SQLite itself reports a file that is not a database
+    write, read = header[18], header[19]
+    if write in (1, 2) and read in (1, 2):
+        return None
+    return (f"the header's file format versions read write={write} read={read} (bytes 18-19; "
+            "SQLite writes 1 or 2)")
+
+
 def _has_wal_frames(env: Env, path: str) -> bool:
     """Whether ``path``'s ``-wal`` exists and holds more than a header (frames to replay)."""
     wal = path + "-wal"
@@ -259,6 +281,8 @@ class SqliteFile:
         if version > self.SCHEMA_VERSION:
             raise VersionTooNew(self.path, found=version, supported=self.SCHEMA_VERSION,
                                 what="schema version", upgrade=self.UPGRADE)
+        if (damaged := _format_versions_problem(self._env, self.path)) is not None:
+            raise CorruptStore(self.path, damaged)
         problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))

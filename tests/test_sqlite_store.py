@@ -475,3 +475,26 @@ def test_a_reader_waits_out_a_writers_lock_within_busy_timeout(
     reader.join(60)
     holder.close()
     assert got == [b"v"]
+
+
+@pytest.mark.parametrize("byte", [18, 19])
+@pytest.mark.parametrize("journal_mode", ["WAL", "DELETE"])
+def test_a_damaged_file_format_version_is_damage_not_a_read_only_file(
+        tmp_path: Path, byte: int, journal_mode: str) -> None:
+    # SQLite opens a file whose write version (byte 18) is above 2 read-only, and fails its
+    # first write with "attempt to write a readonly database": found by the damage row on a
+    # stage adapter's control.db (bit 0 of byte 18 flipped: 2 -> 3)
+    path = str(tmp_path / "s.db")
+    store = open_sqlite(path, os_env(), journal_mode=journal_mode)
+    store.put("k", b"v")
+    store.close()
+    with open(path, "r+b") as f:
+        f.seek(byte)
+        version = f.read(1)[0]
+        assert version in (1, 2)
+        f.seek(byte)
+        f.write(bytes([version ^ 1]))
+    # a read version above 2 SQLite itself refuses ("file is not a database"); either way the
+    # answer is CorruptStore, and never a store that fails its writes
+    with pytest.raises(CorruptStore, match="file format versions read write=|not a database"):
+        open_sqlite(path, os_env(), journal_mode=journal_mode)
