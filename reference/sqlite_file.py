@@ -79,16 +79,21 @@ def blob_field(path: str, value: object, what: str) -> bytes:
     return value
 
 
-def _is_wal_file(env: Env, path: str) -> bool:
-    """Whether the database header says WAL (read/write versions 2 at bytes 18-19)."""
+def _head(env: Env, path: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of ``path`` (fewer if it is shorter); None when it is missing."""
     try:
         f = env.fs.open(path, "r")
     except FileNotFoundError:
-        return False
+        return None
     try:
-        header = f.read(0, 20)
+        return f.read(0, size)
     finally:
         f.close()
+
+
+def _is_wal_file(env: Env, path: str) -> bool:
+    """Whether the database header says WAL (read/write versions 2 at bytes 18-19)."""
+    header = _head(env, path, 20) or b""
     return header.startswith(b"SQLite format 3\0") and 2 in header[18:20]
 
 
@@ -97,14 +102,7 @@ def _format_versions_problem(env: Env, path: str) -> str | None:
     version, 1 legacy or 2 WAL, sqlite.org/fileformat2.html), or None. SQLite opens a file
     whose write version is above 2 read-only and fails its first write: a damaged byte there
     must be reported as damage, not as a read-only database."""
-    try:
-        f = env.fs.open(path, "r")
-    except FileNotFoundError:
-        return None
-    try:
-        header = f.read(0, 20)
-    finally:
-        f.close()
+    header = _head(env, path, 20) or b""
     if not header.startswith(b"SQLite format 3\0") or len(header) < 20:
         return None   # SQLite itself reports a file that is not a database
     write, read = header[18], header[19]
@@ -116,17 +114,7 @@ def _format_versions_problem(env: Env, path: str) -> str | None:
 
 def _has_wal_frames(env: Env, path: str) -> bool:
     """Whether ``path``'s ``-wal`` exists and holds more than a header (frames to replay)."""
-    wal = path + "-wal"
-    if not env.fs.exists(wal):
-        return False
-    try:
-        f = env.fs.open(wal, "r")
-    except FileNotFoundError:
-        return False
-    try:
-        return f.size() > _WAL_HEADER
-    finally:
-        f.close()
+    return len(_head(env, path + "-wal", _WAL_HEADER + 1) or b"") > _WAL_HEADER
 
 
 class SqliteFile:
@@ -344,25 +332,30 @@ class SqliteFile:
         with self._write_lock:
             self._check_open()
             self._check_writable(what)
-            with self._errors():
-                synchronous = self._modes[1]
-                if durable and synchronous in ("OFF", "NORMAL"):
-                    self._pragma("synchronous", "FULL")   # not inside a transaction: before
+            with self._errors(), self._synchronous_full(durable):
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield
-                        self._db.execute("COMMIT")
-                    except Exception:
-                        if not self._db.in_transaction or (self._vfs and self._vfs.crashed):
-                            raise
-                        with contextlib.suppress(apsw.Error):  # the first error is reported
-                            self._db.execute("ROLLBACK")
+                    yield
+                    self._db.execute("COMMIT")
+                except Exception:
+                    if not self._db.in_transaction or (self._vfs and self._vfs.crashed):
                         raise
-                finally:
-                    if durable and synchronous in ("OFF", "NORMAL") and not (
-                            self._vfs and self._vfs.crashed):
-                        self._pragma("synchronous", synchronous)
+                    with contextlib.suppress(apsw.Error):  # the first error is the one to report
+                        self._db.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def _synchronous_full(self, on: bool = True) -> Iterator[None]:
+        """``PRAGMA synchronous=FULL`` inside (when ``on`` and the file's is weaker), the
+        file's own after: set outside any transaction (SQLite ignores it inside one)."""
+        weaker = on and self._modes[1] in ("OFF", "NORMAL")
+        if weaker:
+            self._pragma("synchronous", "FULL")
+        try:
+            yield
+        finally:
+            if weaker and not (self._vfs and self._vfs.crashed):
+                self._pragma("synchronous", self._modes[1])
 
     def flush(self) -> None:
         """Make every commit so far durable, whatever ``synchronous`` says: in WAL mode a
@@ -373,14 +366,8 @@ class SqliteFile:
             self._check_open()
             if self.readonly or self._modes[0] != "WAL":
                 return
-            with self._errors():
-                synchronous = self._modes[1]
-                self._pragma("synchronous", "FULL")
-                try:
-                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                finally:
-                    if not (self._vfs and self._vfs.crashed):
-                        self._pragma("synchronous", synchronous)
+            with self._errors(), self._synchronous_full():
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _check_open(self) -> None:
         if self._closed:

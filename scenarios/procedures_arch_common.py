@@ -11,15 +11,20 @@ JSON), 3 and 4 SQLite primary.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import MissionStore, Staged, canonical_mission
+from crashgate.backends import BackendSpec, MissionStore, Staged, canonical_mission, os_env
 from crashgate.backends.missions import Discrepant, MissionSchema
+from crashgate.harness.missions import generate_missions
 from crashgate.harness.powerloss import DATA_DIR
-from crashgate.harness.verdict import first_line
+from crashgate.harness.verdict import Evidence, Verdict, first_line
 
-__all__ = ["PATH", "close_into", "differs", "first_line", "lacks", "read_missions", "same_doc"]
+__all__ = ["PATH", "Filled", "close_into", "differs", "filled_store", "first_line", "lacks",
+           "read_missions", "same_doc"]
 
 PATH = f"{DATA_DIR}/store"
 """Where a row's store lives on a simulated disk (``SimDisk(DiskImage.empty(DATA_DIR))``)."""
@@ -72,3 +77,40 @@ def read_missions(store: Any, docs: list[dict[str, Any]]) -> str | None:
     if ids != want:
         return f"mission_ids() is {ids!r:.200}, not {want!r:.200}"
     return None
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A store made on real files, filled and closed cleanly: its directory ``path``, its
+    ``schema_file`` and ``schema_version`` (``MissionSchema``), the ``docs`` it holds."""
+
+    path: str
+    schema_file: str
+    schema_version: int
+    docs: list[dict[str, Any]]
+
+
+def filled_store(spec: BackendSpec, root: str, prefix: str, *, seed: int,
+                 count: int) -> Filled | Evidence:
+    """A new store in a fresh directory under ``root`` holding ``count`` seeded missions,
+    closed; n/a when it has no ``MissionSchema``, unknown when it did not close cleanly (the
+    schema rows then change its file by hand)."""
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(tempfile.mkdtemp(prefix=prefix, dir=root), "store")
+    docs = generate_missions(count, seed)
+    store = spec.open(path, os_env())
+    problems: list[str] = []
+    try:
+        lacking = lacks(store, schema=True)
+        if lacking:
+            return Evidence.na(lacking)
+        schema_file, version = store.schema_file, store.schema_version
+        for doc in docs:
+            store.mission_put(doc)
+    finally:
+        close_into(store, problems)
+    if problems:
+        return Evidence(Verdict.UNKNOWN, f"the store did not close cleanly before the test: "
+                        f"{problems[0]}", {"missions": count, "seed": seed})
+    return Filled(path, schema_file, version, docs)
+

@@ -34,7 +34,7 @@ from crashgate.backends import (
     canonical_mission,
     read_all,
 )
-from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashspan import crash_throughout
 from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.missions import generate_missions
@@ -44,7 +44,7 @@ from crashgate.harness.powerloss import DATA_DIR, POWER_MODELS
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
-from crashgate.harness.verdict import Evidence, Verdict
+from crashgate.harness.verdict import Evidence
 from crashgate.scenarios.procedures_arch_common import PATH, first_line, lacks
 from crashgate.scenarios.table import RowContext
 
@@ -102,43 +102,17 @@ def _reopen(spec: BackendSpec, run: _Recorded, env: Env) -> Any:
 
 def _crash_each(run: _Recorded, what: str, judge: Judge, *, budget: int, seed: int,
                 state: str | None, upto_end: bool = False, held: bool = True) -> Evidence:
-    """Crash ``run`` after each disk operation of its span (``budget`` crash states, or the
-    one ``state`` names) and ``judge`` each; the first failure names its state token.
-    ``held``: the judge holds the store to every acknowledged write, so power loss is used
-    only when the store declares power-loss durability (else the judge allows for it)."""
-    from crashgate.harness.cli_powerloss import state_from_token, state_token
-    start, end = run.span
-    inside = list(range(start + 1, end + 1 if upto_end else end))
-    if not inside:
-        return Evidence(Verdict.UNKNOWN, f"{what} did {end - start} disk operation(s) through "
-                        "the env: no crash inside it can be placed", {"crashes": 0})
+    """``crash_throughout`` of ``run``'s span. ``held``: the judge holds the store to every
+    acknowledged write, so power loss is used only when the store declares power-loss
+    durability (else the judge allows for it)."""
     durability = run.declaration.durability
     power = not held or durability.covers(Durability.POWER_LOSS)
-    models = _MODELS if power else [CrashModel.PROCESS]
     notes = () if power else (f"process crashes only: the store declares durability "
                               f"{durability.value}, so power loss may take acknowledged writes",)
-    if state is not None:
-        crash = state_from_token(state)
-        why = judge(crash, SimDisk(crash.image(run.disk.base, run.disk.trace)))
-        return Evidence(Verdict.FAIL if why else Verdict.PASS,
-                        f"{what}, crash {state}: {why or 'reopened consistent'}", {"crashes": 1})
-    checked = 0
-    for crash, image in enumerate_crash_states(run.disk.base, run.disk.trace,
-                                               {m: inside for m in models}, models, budget,
-                                               seed):
-        checked += 1
-        why = judge(crash, SimDisk(image))
-        if why is not None:
-            return Evidence(Verdict.FAIL, f"{what}: crash after disk op {crash.position - start}"
-                            f" of {end - start} ({crash.model.value}): {why}",
-                            {"crashes": checked}, details=(f"state {state_token(crash)}", *notes),
-                            conclusive=True)
-    if checked == 0:
-        return Evidence(Verdict.UNKNOWN, f"{what}: no crash state could be built",
-                        {"crashes": 0}, details=notes)
-    return Evidence(Verdict.PASS, f"{what}: {checked} crashes after its {len(inside)} disk "
-                    f"operations ({', '.join(m.value for m in models)}), each reopened "
-                    "consistent", {"crashes": checked}, details=notes)
+    return crash_throughout(run.disk.base, run.disk.trace, run.span,
+                            lambda crash, image: judge(crash, SimDisk(image)), what=what,
+                            models=_MODELS if power else [CrashModel.PROCESS], budget=budget,
+                            seed=seed, state=state, upto_end=upto_end, notes=notes)
 
 
 def _row(ctx: RowContext, name: str, check: Callable[..., Evidence],

@@ -24,12 +24,11 @@ import apsw
 
 from crashgate.backends import BackendSpec, CorruptStore, os_env
 from crashgate.harness.faults.repro import on_failure
-from crashgate.harness.missions import generate_missions
 from crashgate.harness.verdict import Evidence, Verdict
 from crashgate.scenarios.procedures_arch_common import (
     close_into,
+    filled_store,
     first_line,
-    lacks,
     read_missions,
 )
 from crashgate.scenarios.table import RowContext
@@ -104,24 +103,12 @@ def _write_at(path: str, offset: int, data: bytes) -> None:
 def check_integrity(spec: BackendSpec, *, seed: int, root: str) -> Evidence:
     """A closed store whose schema file has a damaged b-tree page: the open raises
     ``CorruptStore``; it never opens, let alone serves a document."""
-    os.makedirs(root, exist_ok=True)
-    path = os.path.join(tempfile.mkdtemp(prefix="integrity-", dir=root), "store")
-    docs = generate_missions(6, seed)
-    store = spec.open(path, os_env())
+    filled = filled_store(spec, root, "integrity-", seed=seed, count=6)
+    if isinstance(filled, Evidence):
+        return filled
     problems: list[str] = []
-    try:
-        lacking = lacks(store, schema=True)
-        if lacking:
-            return Evidence.na(lacking)
-        schema = store.schema_file
-        for doc in docs:
-            store.mission_put(doc)
-    finally:
-        close_into(store, problems)
-    measured = {"missions": len(docs), "opens": 1, "seed": seed}
-    if problems:
-        return Evidence(Verdict.UNKNOWN, f"the store did not close cleanly before the damage: "
-                        f"{problems[0]}", measured)
+    path, schema = filled.path, filled.schema_file
+    measured = {"missions": len(filled.docs), "opens": 1, "seed": seed}
     wal = schema + "-wal"
     if os.path.exists(wal) and os.path.getsize(wal):
         return Evidence(Verdict.UNKNOWN, f"{schema} left a WAL after a clean close: the damage "
@@ -139,7 +126,7 @@ def check_integrity(spec: BackendSpec, *, seed: int, root: str) -> Evidence:
     except Exception as exc:  # noqa: BLE001 - any other answer is the finding
         return Evidence(Verdict.FAIL, f"{what}: the open raised {first_line(exc)}, not "
                         "CorruptStore", measured, conclusive=True)
-    served = read_missions(opened, docs)
+    served = read_missions(opened, filled.docs)
     close_into(opened, problems)
     return Evidence(Verdict.FAIL, f"{what}: the store opened instead of raising CorruptStore"
                     + (f", and {served}" if served else ""), measured, tuple(problems),

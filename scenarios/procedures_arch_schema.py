@@ -23,7 +23,7 @@ from typing import Any
 import apsw
 
 from crashgate.backends import BackendSpec, CorruptStore, Declaration, VersionTooNew, os_env
-from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashspan import crash_throughout
 from crashgate.harness.crashstates import CrashModel
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.missions import generate_missions
@@ -35,6 +35,7 @@ from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.scenarios.procedures_arch_common import (
     PATH,
     close_into,
+    filled_store,
     first_line,
     lacks,
     read_missions,
@@ -92,23 +93,11 @@ def check_schema_newer(spec: BackendSpec, *, seed: int, root: str, in_wal: bool)
     """A store whose schema file says ``PRAGMA user_version`` one newer than the code's (with
     ``in_wal``, in a commit still in its WAL): its open raises ``VersionTooNew`` with the
     upgrade hint, and no file changes."""
-    os.makedirs(root, exist_ok=True)
-    path = os.path.join(tempfile.mkdtemp(prefix="schema-newer-", dir=root), "store")
-    docs = generate_missions(3, seed)
-    store = spec.open(path, os_env())
+    filled = filled_store(spec, root, "schema-newer-", seed=seed, count=3)
+    if isinstance(filled, Evidence):
+        return filled
     problems: list[str] = []
-    try:
-        lacking = lacks(store, schema=True)
-        if lacking:
-            return Evidence.na(lacking)
-        schema, newer = store.schema_file, store.schema_version + 1
-        for doc in docs:
-            store.mission_put(doc)
-    finally:
-        close_into(store, problems)
-    if problems:
-        return Evidence(Verdict.UNKNOWN, f"the store did not close cleanly before the test: "
-                        f"{problems[0]}", {"seed": seed})
+    path, schema, newer = filled.path, filled.schema_file, filled.schema_version + 1
     wal = _set_user_version(schema, newer, in_wal=in_wal)
     if in_wal and not wal:
         return Evidence.na(f"{os.path.basename(schema)} is not a WAL database: no commit waits "
@@ -265,37 +254,14 @@ def check_schema_migration(spec: BackendSpec, *, seed: int, version: int, docs: 
     current code with a crash after each disk operation of that open (``budget`` crash
     states; only the one ``state`` names, when given): every reopen shows every mission and
     the current version."""
-    from crashgate.harness.cli_powerloss import state_from_token, state_token
     m = _migrating(spec, seed, version, docs)
     if isinstance(m, Evidence):
         return m
-    start, end = m.span
-    what = f"migrating version {version} to {m.version} ({len(m.docs)} missions)"
-    if end <= start:
-        return Evidence(Verdict.UNKNOWN, f"{what}: the open did no disk operation through the "
-                        "env: no crash inside it can be placed", {"crashes": 0})
-    if state is not None:
-        image = state_from_token(state).image(m.disk.base, m.disk.trace)
-        why = _judge_migration(spec, m, image)
-        return Evidence(Verdict.FAIL if why else Verdict.PASS,
-                        f"{what}, crash {state}: {why or 'every mission, current version'}",
-                        {"crashes": 1}, conclusive=bool(why))
-    inside = list(range(start + 1, end + 1))
-    checked = 0
-    for crash, image in enumerate_crash_states(m.disk.base, m.disk.trace,
-                                               {mod: inside for mod in _MODELS}, _MODELS,
-                                               budget, seed):
-        checked += 1
-        why = _judge_migration(spec, m, image)
-        if why is not None:
-            return Evidence(Verdict.FAIL, f"{what}: crash after disk op {crash.position - start}"
-                            f" of {end - start} ({crash.model.value}): {why}",
-                            {"crashes": checked}, details=(f"state {state_token(crash)}",),
-                            conclusive=True)
-    if checked == 0:
-        return Evidence(Verdict.UNKNOWN, f"{what}: no crash state was drawn", {"crashes": 0})
-    return Evidence(Verdict.PASS, f"{what}: {checked} crashes inside the migrating open, each "
-                    f"reopened with every mission at version {m.version}", {"crashes": checked})
+    return crash_throughout(
+        m.disk.base, m.disk.trace, m.span, lambda _crash, image: _judge_migration(spec, m, image),
+        what=f"migrating version {version} to {m.version} ({len(m.docs)} missions)",
+        models=_MODELS, budget=budget, seed=seed, state=state, upto_end=True,
+        passed=f"reopened with every mission at version {m.version}")
 
 
 def schema_migration(ctx: RowContext) -> Evidence:

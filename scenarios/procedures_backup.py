@@ -40,7 +40,7 @@ from crashgate.backends import (
     VectorRecord,
 )
 from crashgate.harness.crashcheck import allowed_range
-from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashspan import crash_throughout
 from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.model import StoreState, prefix_states, read_state
@@ -263,37 +263,16 @@ def _judge_restore(spec: BackendSpec, run: _Run, image: DiskImage, returned: boo
 def _crashes(spec: BackendSpec, run: _Run, part: str, budget: int, seed: int,
              state: str | None) -> Evidence:
     """``part`` ("backup" or "restore") crashed after each of its disk operations."""
-    from crashgate.harness.cli_powerloss import state_from_token, state_token
-    start, end = run.backup if part == "backup" else run.restore
-    if end == start:
-        return Evidence(Verdict.UNKNOWN, f"the {part} did no disk operation through the env: "
-                        "no crash inside it can be placed", {"crashes": 0})
-
     def judge(crash: CrashState, image: DiskImage) -> str | None:
-        returned = crash.position == end
+        returned = crash.position == span[1]
         if part == "backup":
             return _judge_backup(spec, run, image, returned, crash.model)
         return _judge_restore(spec, run, image, returned, crash.model)
 
-    positions = list(range(start + 1, end + 1))
-    if state is not None:
-        crash = state_from_token(state)
-        why = judge(crash, crash.image(run.disk.base, run.disk.trace))
-        return Evidence(Verdict.FAIL if why else Verdict.PASS,
-                        f"{part}, crash {state}: {why or 'as promised'}", {"crashes": 1})
-    checked = 0
-    for crash, image in enumerate_crash_states(run.disk.base, run.disk.trace,
-                                               {m: positions for m in _MODELS}, _MODELS,
-                                               budget, seed):
-        checked += 1
-        why = judge(crash, image)
-        if why is not None:
-            return Evidence(Verdict.FAIL, f"{part}: crash after disk op {crash.position - start}"
-                            f" of {end - start} ({crash.model.value}): {why}",
-                            {"crashes": checked}, details=(f"state {state_token(crash)}",),
-                            conclusive=True)
-    return Evidence(Verdict.PASS, f"{part}: {checked} crashes after its disk operations, each "
-                    "as promised", {"crashes": checked})
+    span = run.backup if part == "backup" else run.restore
+    return crash_throughout(run.disk.base, run.disk.trace, span, judge, what=part,
+                            models=_MODELS, budget=budget, seed=seed, state=state,
+                            upto_end=True, passed="as promised")
 
 
 def _flip_offsets(data: bytes, want: StoreState) -> list[int]:

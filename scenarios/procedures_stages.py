@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crashgate.backends import BackendSpec, Capability, Declaration, Staged
-from crashgate.harness.crashenum import enumerate_crash_states
+from crashgate.harness.crashspan import crash_throughout
 from crashgate.harness.crashstates import CrashModel
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.model import StoreState, prefix_states, read_state
@@ -128,35 +128,16 @@ def check_move(spec: BackendSpec, *, seed: int, ops: int, move: str, budget: int
                state: str | None = None) -> Evidence:
     """Crash ``move`` after each of its disk operations (``budget`` crash states; only the one
     ``state`` token names, when given) and judge every reopen."""
-    from crashgate.harness.cli_powerloss import state_from_token, state_token
     moved = _move(spec, seed, ops, move)
     if isinstance(moved, str):
         return Evidence.na(moved)
-    start, end = moved.span
-    inside = list(range(start + 1, end))
-    if not inside:
-        return Evidence(Verdict.UNKNOWN, f"the {move} did {end - start} disk operation(s) "
-                        "through the env: no crash inside it can be placed", {"crashes": 0})
-    what = f"{move} {moved.stages[0]} -> {moved.stages[1]}"
-    if state is not None:
-        image = state_from_token(state).image(moved.disk.base, moved.disk.trace)
-        why = _judge(spec, moved, image)
-        return Evidence(Verdict.FAIL if why else Verdict.PASS,
-                        f"{what}, crash {state}: {why or 'reopened consistent'}", {"crashes": 1})
-    checked = 0
-    for crash, image in enumerate_crash_states(moved.disk.base, moved.disk.trace,
-                                               {m: inside for m in _MODELS}, _MODELS, budget,
-                                               seed):
-        checked += 1
-        why = _judge(spec, moved, image)
-        if why is not None:
-            return Evidence(Verdict.FAIL, f"{what}: crash after disk op {crash.position - start} "
-                            f"of {end - start} ({crash.model.value}): {why}",
-                            {"crashes": checked},
-                            details=(f"state {state_token(crash)}",), conclusive=True)
-    return Evidence(Verdict.PASS, f"{what}: {checked} crashes inside it, each reopened in stage "
-                    f"{moved.stages[0]} or {moved.stages[1]} with every acknowledged write",
-                    {"crashes": checked})
+    return crash_throughout(
+        moved.disk.base, moved.disk.trace, moved.span,
+        lambda _crash, image: _judge(spec, moved, image),
+        what=f"{move} {moved.stages[0]} -> {moved.stages[1]}", models=_MODELS, budget=budget,
+        seed=seed, state=state,
+        passed=f"reopened in stage {moved.stages[0]} or {moved.stages[1]} with every "
+               "acknowledged write")
 
 
 def stage_moves(ctx: RowContext, moves: tuple[str, ...]) -> Evidence:
