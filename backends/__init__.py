@@ -84,6 +84,7 @@ from crashgate.backends.relational import (
     check_q_record,
     check_q_value,
     check_relational_id,
+    next_update_count,
     plan_json,
 )
 
@@ -152,6 +153,7 @@ __all__ = [
     "check_mission_id",
     "check_relational_id",
     "mission_sum",
+    "next_update_count",
     "close_matches_for",
     "known_migrators",
     "known_names",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["MAX_UPDATES", "QValue", "Relational", "check_q_record", "check_q_value",
+           "next_update_count",
            "check_relational_id", "plan_json"]
 
 MAX_UPDATES = 2**63 - 1
@@ -135,6 +136,19 @@ def check_q_record(q: object) -> QValue:
         raise ValueError(f"q.updates is {q.updates}; a Q-value that exists has had 1 to "
                          f"{MAX_UPDATES} updates (to remove one, use q_value_delete)")
     return QValue(value, q.updates)
+
+
+def next_update_count(state: str, action: str, old: QValue | None) -> int:
+    """The update count after one more ``q_value_update`` of (state, action), whose record is
+    ``old`` (None: never updated); ``ValueError``, before anything is written, when it has
+    had ``MAX_UPDATES`` already: no store can count further (SQLite's INTEGER is a signed
+    64-bit integer), and a count that wrapped or stuck would hide lost updates."""
+    updates = old.updates if old is not None else 0
+    if updates >= MAX_UPDATES:
+        raise ValueError(f"the Q-value ({state!r}, {action!r}) has had {MAX_UPDATES} updates, "
+                         "the most a store counts; nothing was written (to count from 1 "
+                         "again, q_value_delete it)")
+    return updates + 1
 
 
 def plan_json(plan: object) -> str:

@@ -44,6 +44,7 @@ from crashgate.backends import (
     check_q_record,
     check_q_value,
     check_relational_id,
+    next_update_count,
     plan_json,
     read_all,
 )
@@ -210,8 +211,8 @@ class MemoryStore:
         new_value = check_q_value(value)
         with self._q_lock:
             self._check_open()
-            old = self._q.get(key)
-            self._q[key] = new = QValue(new_value, (old.updates if old else 0) + 1)
+            updates = next_update_count(*key, self._q.get(key))
+            self._q[key] = new = QValue(new_value, updates)
         return new
 
     def q_values(self, state: str) -> dict[str, QValue]:

@@ -36,6 +36,7 @@ from crashgate.backends import (
     check_q_record,
     check_q_value,
     check_relational_id,
+    next_update_count,
     plan_json,
 )
 
@@ -114,7 +115,8 @@ class SqliteRelational:
                 "SELECT value, updates, sum FROM q_values WHERE state = ? AND action = ?",
                 (state, action)).fetchall()
             # a damaged old row raises here and rolls back: its count cannot be carried on
-            updates = (self._q_row(state, action, rows[0]).updates if rows else 0) + 1
+            updates = next_update_count(
+                state, action, self._q_row(state, action, rows[0]) if rows else None)
             self._db.execute(
                 "INSERT OR REPLACE INTO q_values(state, action, value, updates, sum) "
                 "VALUES (?, ?, ?, ?, ?)",

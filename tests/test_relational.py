@@ -27,7 +27,7 @@ from crashgate.backends import (
     os_env,
     resolve,
 )
-from crashgate.backends.relational import MAX_UPDATES
+from crashgate.backends.relational import MAX_UPDATES, next_update_count
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -51,8 +51,8 @@ class Model:
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def update(self, state: str, action: str, value: float) -> QValue:
-        old = self.q.get((state, action))
-        self.q[state, action] = QValue(value + 0.0, (old.updates if old else 0) + 1)
+        updates = next_update_count(state, action, self.q.get((state, action)))
+        self.q[state, action] = QValue(value + 0.0, updates)
         return self.q[state, action]
 
     def put(self, state: str, action: str, q: QValue) -> None:
@@ -485,7 +485,13 @@ def test_random_ops_match_the_model(store_spec: str, ops: list[tuple[Any, ...]])
                 store.delete(op[1])
                 m.kv.pop(op[1], None)
             elif op[0] == "update":
-                assert store.q_value_update(op[1], op[2], op[3]) == m.update(*op[1:])
+                try:
+                    want = m.update(*op[1:])
+                except ValueError:   # a count at MAX_UPDATES: refused, nothing written
+                    with pytest.raises(ValueError, match="the most a store counts"):
+                        store.q_value_update(op[1], op[2], op[3])
+                else:
+                    assert store.q_value_update(op[1], op[2], op[3]) == want
             elif op[0] == "store":
                 store.goap_store(op[1], op[2])
                 m.plans[op[1]] = dict(op[2])
@@ -504,3 +510,19 @@ def test_random_ops_match_the_model(store_spec: str, ops: list[tuple[Any, ...]])
             m.check(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("store_spec", STORES)
+def test_an_update_past_the_largest_count_is_refused_and_writes_nothing(store_spec: str) -> None:
+    # found by test_random_ops_match_the_model: a Q-value put at MAX_UPDATES, then updated,
+    # overflowed in the SQLite store (OverflowError packing its sum) and the RVF store
+    store = open_sim(store_spec, SimDisk(DiskImage.empty("/data")))
+    try:
+        store.q_value_put("s", "a", QValue(1.5, MAX_UPDATES))
+        with pytest.raises(ValueError, match=f"has had {MAX_UPDATES} updates"):
+            store.q_value_update("s", "a", 2.0)
+        assert store.q_value_get("s", "a") == QValue(1.5, MAX_UPDATES)
+        assert store.q_value_update("s", "b", 2.0) == QValue(2.0, 1)   # others still count
+    finally:
+        store.close()
+

@@ -33,6 +33,7 @@ from crashgate.backends import (
     check_q_record,
     check_q_value,
     check_relational_id,
+    next_update_count,
     plan_json,
 )
 
@@ -106,7 +107,8 @@ class RvfRelational:
         with self._write_lock:   # the read and the commit as one, against this store's threads
             self._check_writable("q_value_update")
             raw = self._kv.get(key)
-            updates = (self._q_decode(key, raw).updates if raw is not None else 0) + 1
+            updates = next_update_count(state, action, self._q_decode(key, raw)
+                                        if raw is not None else None)
             self._commit({key: _Q_VALUE.pack(new_value, updates)}, (), (), (), None)
         return QValue(new_value, updates)
 
