@@ -178,13 +178,22 @@ def test_the_schedule_prints(capsys: Any) -> None:
     assert "kill-writer" in out and "disk-full" in out and "30.0 s" in out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_soak_stopped_by_hand_writes_its_report(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=child_pythonpath())
     proc = subprocess.Popen([sys.executable, "-m", "crashgate.harness.cli", "soak", "sqlite",
                              "--agents", "3", "--duration", "120", "--faults", "kills",
                              "--fault-interval", "2", "--readers", "1", "--seed", "1",
                              "--out", str(tmp_path)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C as a terminal gives it: a child inherits an ignored SIGINT
+                            # (a shell's background job without job control ignores it), and
+                            # Python then never raises KeyboardInterrupt: the soak ran on to its
+                            # end and this test timed out in such a shell
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
             '"kill-writer"' in p.read_text() for p in tmp_path.glob("*/soak-*/history.jsonl")):
