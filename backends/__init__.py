@@ -87,6 +87,7 @@ from crashgate.backends.relational import (
     next_update_count,
     plan_json,
 )
+from crashgate.backends.search import METRICS, Recall, check_where, distances, matches
 
 __all__ = [
     "BATCH_DONE",
@@ -117,6 +118,7 @@ __all__ = [
     "KVStore",
     "LeaseExpired",
     "LockHeld",
+    "METRICS",
     "MigrationResult",
     "Migrator",
     "MigratorMissing",
@@ -131,6 +133,7 @@ __all__ = [
     "MissionSchema",
     "MissionStore",
     "QValue",
+    "Recall",
     "Relational",
     "Staged",
     "SimulatedCrash",
@@ -146,6 +149,7 @@ __all__ = [
     "WitnessVerifiable",
     "backup_temp_path",
     "check_options",
+    "check_where",
     "check_q_record",
     "check_q_value",
     "canonical_mission",
@@ -155,8 +159,10 @@ __all__ = [
     "mission_sum",
     "next_update_count",
     "close_matches_for",
+    "distances",
     "known_migrators",
     "known_names",
+    "matches",
     "os_env",
     "plan_json",
     "publish",

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from crashgate.backends.env import Env
+from crashgate.backends.search import Recall
 
 __all__ = [
     "BatchWrite",
@@ -124,6 +125,12 @@ class Declaration:
     migration: str | None = None
     """With ``Capability.STAGES``: the design document whose stages the adapter implements
     (``ADR-072``, ``ARCH-001``), which decides whose rows it is held to."""
+    recall: Recall | None = None
+    """For vector stores, what ``query`` promises about which records it returns: None is
+    exact search (the true ``k`` nearest, ties at equal distance interchangeable); a
+    ``Recall`` is approximate search held to recall@k >= ``at_least`` (measured with its
+    confidence interval). Either way every hit is live, matches the filter, carries its
+    record's metadata and exact distance, and ``min(k, matching)`` hits come back."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -201,8 +208,14 @@ class VectorStore(Protocol):
 
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
-        """The ``k`` nearest live records (ordered by distance, then id); ``where`` keeps those
-        whose metadata equals every given key's value."""
+        """The ``k`` nearest live records whose metadata matches ``where``, as
+        ``min(k, matching)`` hits ordered by (distance, id), each with its record's metadata
+        and exact distance (``Declaration.recall`` says whether they are the true ``k``
+        nearest or an approximation). ``where`` is None or a filter of
+        ``backends.search``: ``{"tag": "x"}`` (equal as JSON values), ``{"n": {"$in": [1, 2]}}``,
+        ranges ``{"n": {"$gte": 0, "$lt": 5}}`` (numbers only), ``$eq``/``$ne``; a malformed
+        filter is a ``ValueError`` naming the key (``search.check_where``), even on an empty
+        store."""
         ...
 
     def remove(self, ids: Iterable[int]) -> int:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import re
 import threading
 from collections import Counter
@@ -65,7 +64,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import hypothesis
-import numpy as np
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as Settings  # noqa: N812 - the class, as Hypothesis types it
 from hypothesis import strategies as st
@@ -89,6 +87,7 @@ from crashgate.backends import (
     LockHeld,
     MissionStore,
     QValue,
+    Recall,
     Relational,
     SimulatedCrash,
     Staged,
@@ -155,8 +154,8 @@ from crashgate.harness.stateful_stages import (
     stage_problem,
     stages_along,
 )
+from crashgate.harness.vector_oracle import RecallTally, check_approximate, check_exact
 from crashgate.harness.verdict import Evidence, Verdict
-from crashgate.reference.vector_search import distances, matches
 
 __all__ = ["DATA_DIR", "STORE_PATH", "StoreMachine", "machine_for", "run_conformance_test",
            "run_model"]
@@ -168,7 +167,36 @@ DIM = 4
 KEYS = st.sampled_from(["a", "ab", "b", "b/1", "b/2", "c", "ünï", "z" * 40])
 IDS = st.integers(min_value=0, max_value=9)
 VECTORS = st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=DIM, max_size=DIM)
-METADATA = st.fixed_dictionaries({}, optional={"tag": st.sampled_from(["x", "y"])})
+# Metadata a filter can tell apart: a tag, and a number "n" (ints and floats, 1 and 1.0 among
+# them, and now and then a bool, which equals no number and falls in no range)
+TAGS = st.sampled_from(["x", "y"])
+NUMBERS = st.one_of(st.integers(-2, 3), st.sampled_from([0.5, 1.0, 2.5]))
+N_VALUES = st.one_of(NUMBERS, st.just(True))
+METADATA = st.fixed_dictionaries({}, optional={"tag": TAGS, "n": N_VALUES})
+
+
+@st.composite
+def _ranges(draw: st.DrawFn) -> dict[str, Any]:
+    """A numeric range of one to four bounds (``$gt``, ``$gte``, ``$lt``, ``$lte``)."""
+    ops = draw(st.lists(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), min_size=1,
+                        max_size=4, unique=True))
+    return {op: draw(NUMBERS) for op in ops}
+
+
+# Filters of the grammar (backends.search): equality, $in, $ne and ranges, on one key or both
+TAG_CONDITIONS = st.one_of(
+    TAGS, st.fixed_dictionaries({"$in": st.lists(st.sampled_from(["x", "y", "z"]),
+                                                 max_size=2, unique=True)}),
+    st.fixed_dictionaries({"$ne": TAGS}))
+N_CONDITIONS = st.one_of(
+    N_VALUES, _ranges(), st.fixed_dictionaries({"$in": st.lists(N_VALUES, max_size=3)}),
+    st.fixed_dictionaries({"$eq": N_VALUES}))
+WHERES = st.none() | st.fixed_dictionaries({}, optional={"tag": TAG_CONDITIONS,
+                                                         "n": N_CONDITIONS})
+BAD_WHERES = st.sampled_from([
+    {"n": {"$regex": "1"}}, {"tag": {"$in": "x"}}, {"n": {"$gt": "1"}}, {"n": {}},
+    {"n": {"$lte": True}}, {"tag": "x", "n": {"$gte": 0, "$between": [0, 1]}},
+])
 
 
 # Values that show up in a printed failing run are built by composites (printed by repr), not
@@ -455,7 +483,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.recent_keys: list[str] = []
         self.recent_values: list[bytes] = []
         self.recent_ids: list[int] = []
+        self.recall = RecallTally()   # an approximate store's neighbour slots, this run
         self._in_step = False
+        self._failed = False   # a step or invariant failed: the run's recall is not judged
         self.store: Any = self.target.open(STORE_PATH, self._env())
         self.first_stage: int = self.store.stage if self.has_stages else 0
         first, last = getattr(self.store, "stage_range", STAGE_RANGE)
@@ -611,29 +641,35 @@ class StoreMachine(RuleBasedStateMachine):
         self._read("count", {}, self.store.count(), len(self.model.vectors))
 
     @precondition(lambda self: self.has_vec and self.readable)
-    @rule(vector=VECTORS, k=st.integers(0, 5),
-          where=st.none() | st.fixed_dictionaries({"tag": st.sampled_from(["x", "y"])}))
+    @rule(vector=VECTORS, k=st.integers(0, 5), where=WHERES)
     @_step
     def query(self, vector: list[float], k: int, where: dict[str, Any] | None) -> None:
         hits = self.store.query(vector, k, where)
-        self.history.record("query", {"vector": vector, "k": k, "where": where}, "ok")
-        live = sorted((r for r in self.model.vectors.values() if matches(r.metadata, where)),
-                      key=lambda r: r.id)
-        assert len(hits) == min(k, len(live)), (
-            f"query(k={k}, where={where}) returned {len(hits)} hits; {len(live)} records match")
-        if not hits:
-            return
+        args = {"vector": vector, "k": k, "where": where}
         metric = self.declaration.metric or "l2"
-        d = distances(np.array([r.vector for r in live]), vector, metric)
-        by_id = {r.id: (float(dist), r) for r, dist in zip(live, d, strict=True)}
-        want = sorted(float(x) for x in d)[: len(hits)]
-        for rank, (hit, best) in enumerate(zip(hits, want, strict=True)):
-            assert hit.id in by_id, f"query returned id {hit.id}, which is not live"
-            dist, rec = by_id[hit.id]
-            assert _close(hit.distance, dist) and _close(hit.distance, best), (
-                f"hit {rank} (id {hit.id}) has distance {hit.distance}; exact search says "
-                f"{dist} for that id and {best} for rank {rank}")
-            assert dict(hit.metadata) == dict(rec.metadata), f"metadata of hit {hit.id} differs"
+        records = list(self.model.vectors.values())
+        promise = self.declaration.recall
+        if promise is None:
+            problem = check_exact(hits, records, vector, k, metric, where)
+        else:
+            problem = check_approximate(hits, records, vector, k, metric, where)[0]
+            if problem is None:
+                problem = self._tally_recall(promise, vector, where, records, metric)
+        self.history.record("query", args, "ok", None if problem is None else
+                            f"{problem}; returned {[(h.id, h.distance) for h in hits]}")
+        assert problem is None, f"query({_args(args)}): {problem}"
+
+    def _tally_recall(self, promise: Recall, vector: list[float], where: dict[str, Any] | None,
+                      records: list[VectorRecord], metric: str) -> str | None:
+        """Ask again at the promised k and count its neighbour slots (judged at teardown)."""
+        hits = self.store.query(vector, promise.k, where)
+        problem, found, possible = check_approximate(hits, records, vector, promise.k, metric,
+                                                     where)
+        if possible:
+            self.recall.add(found, possible)
+            type(self).stats["recall_found"] += found
+            type(self).stats["recall_possible"] += possible
+        return None if problem is None else f"at k={promise.k}: {problem}"
 
     # -- capabilities ------------------------------------------------------------------------
 
@@ -851,6 +887,7 @@ class StoreMachine(RuleBasedStateMachine):
             raise
 
     def _note_failure(self, exc: Exception) -> None:
+        self._failed = True
         cls = type(self)
         if cls.first_failure is None:
             message = str(exc).splitlines()[0] if str(exc) else ""
@@ -872,13 +909,41 @@ class StoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         _LIVE.machine = None
-        if self.store is None or self.crashed:
-            return
+        if self.store is not None and not self.crashed:
+            try:
+                self.store.close()
+            except Exception:
+                if not self._in_step:  # a close that fails after a clean run is a finding
+                    raise
+        promise = self.declaration.recall
+        if promise is not None and not self._failed:
+            # an approximate store's promise, judged on this run's neighbour slots with their
+            # interval: a failure only when even the interval's high end falls short
+            status, text = self.recall.verdict(promise)
+            if status is Verdict.FAIL:
+                exc = AssertionError(f"recall: {text}")
+                self._note_failure(exc)
+                raise exc
+
+
+class _VectorMachine(StoreMachine):
+    """The machine for a vector store: ``StoreMachine`` and the rule that queries with a
+    malformed filter. A class of its own, so that a store without vectors draws its rules as
+    before."""
+
+    @precondition(lambda self: self.has_vec and self.readable)
+    @rule(vector=VECTORS, k=st.integers(0, 5), where=BAD_WHERES)
+    @_step
+    def query_bad_filter(self, vector: list[float], k: int, where: dict[str, Any]) -> None:
+        args = {"vector": vector, "k": k, "where": where}
         try:
-            self.store.close()
-        except Exception:
-            if not self._in_step:  # a close that fails after a clean run is a finding
-                raise
+            hits = self.store.query(vector, k, where)
+        except ValueError as exc:
+            self.history.record("query", args, "fail", f"ValueError: {exc}")
+            return
+        self.history.record("query", args, "ok", f"returned {len(hits)} hits")
+        raise AssertionError(f"query({_args(args)}) returned {len(hits)} hits; a malformed "
+                             "filter must raise ValueError (backends.search.check_where)")
 
 
 class _StagedMachine(StoreMachine):
@@ -1032,10 +1097,6 @@ def _plan(relational: Relations, plan_id: str) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(str(text)))
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-
-
 def _args(args: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items())
 
@@ -1072,7 +1133,8 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
     # a subclass per extra set of rules: a store that lacks them draws its rules as before
     bases = tuple(b for b, on in ((_RelationalMachine, flags["has_relational"]),
                                   (_MissionMachine, flags["has_missions"]),
-                                  (_StagedMachine, flags["has_stages"])) if on)
+                                  (_StagedMachine, flags["has_stages"]),
+                                  (_VectorMachine, flags["has_vec"])) if on)
     return type("StoreMachine", bases or (StoreMachine,), attrs)
 
 
@@ -1230,8 +1292,12 @@ def _no_local_constants() -> Iterator[None]:
 
 def _measured(machine: type[StoreMachine], seed: int) -> dict[str, Any]:
     stats = machine.stats
-    return {"examples": stats["examples"], "steps": stats["steps"],
-            "crash_states": stats["crash_states"], "seed": seed}
+    measured = {"examples": stats["examples"], "steps": stats["steps"],
+                "crash_states": stats["crash_states"], "seed": seed}
+    if stats["recall_possible"]:   # an approximate store: its neighbour slots, every run
+        measured["recall_found"] = stats["recall_found"]
+        measured["recall_possible"] = stats["recall_possible"]
+    return measured
 
 
 def _failure(machine: type[StoreMachine], exc: Exception, seed: int, workdir: Path) -> Evidence:

@@ -48,7 +48,7 @@ from crashgate.backends import (
     plan_json,
     read_all,
 )
-from crashgate.reference.vector_search import METRICS, exact_search
+from crashgate.reference.vector_search import METRICS, check_where, exact_search
 
 __all__ = ["MemoryStore", "open_memory"]
 
@@ -172,6 +172,7 @@ class MemoryStore:
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
         self._check_open()
+        check_where(where)   # a bad filter is refused on an empty store too
         recs = sorted(self._vectors.values(), key=lambda r: r.id)
         if not recs:
             return []

@@ -82,7 +82,7 @@ from crashgate.reference.indexeddb import IndexedDB, Transaction
 from crashgate.reference.lease import LEASE_STORE, Lease
 from crashgate.reference.rvf.store import FAILPOINTS as RVF_FAILPOINTS
 from crashgate.reference.rvf.store import RvfStore, open_rvf
-from crashgate.reference.vector_search import METRICS, exact_search, matches
+from crashgate.reference.vector_search import METRICS, check_where, exact_search, matches
 
 __all__ = ["DECLARED_FAILPOINTS", "FAILPOINTS", "META_STORE", "STATE_STORE", "RvliteStore",
            "cache_path", "open_rvlite", "rvf_records"]
@@ -450,6 +450,7 @@ class RvliteStore:
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
         self._check_open()
+        check_where(where)   # a bad filter is refused on an empty store too
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         if k == 0 or self._rvf.count() == 0:

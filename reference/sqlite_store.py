@@ -73,7 +73,7 @@ from crashgate.reference.sqlite_relational import (
     RELATIONAL_TABLES,
     SqliteRelational,
 )
-from crashgate.reference.vector_search import METRICS, exact_search
+from crashgate.reference.vector_search import METRICS, check_where, exact_search
 
 __all__ = ["OPTIONS", "SCHEMA_VERSION", "SqliteStore", "checked_busy_timeout",
            "declaration_for", "durability_for", "open_sqlite", "record_sum"]
@@ -349,6 +349,7 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
         self._check_open()
+        check_where(where)   # a bad filter is refused on an empty store too
         with self._errors():
             recs = self._records()
         if not recs:

@@ -1,8 +1,9 @@
-"""Exact k-nearest-neighbour search with NumPy: the first query path of every reference store
-and the oracle the harness checks approximate indexes against.
+"""Exact k-nearest-neighbour search with NumPy: the query path of every reference store.
 
-Distances: ``l2`` is the Euclidean distance, ``cosine`` is 1 - cosine similarity (a zero vector
-has distance 1 to everything). Results are ordered by (distance, id), so ties are deterministic.
+Distances and the filter grammar are the contract's (``backends.search``: ``distances``,
+``matches``, ``check_where``), re-exported here under the names reference stores import; the
+harness's oracle (``harness.vector_oracle``) uses the same functions. Results are ordered by
+(distance, id), so ties are deterministic.
 """
 
 from __future__ import annotations
@@ -13,36 +14,9 @@ from typing import Any
 import numpy as np
 
 from crashgate.backends import Hit
+from crashgate.backends.search import METRICS, check_where, distances, matches
 
-__all__ = ["METRICS", "distances", "exact_search", "matches"]
-
-METRICS = ("l2", "cosine")
-
-
-def distances(matrix: np.ndarray, query: Sequence[float] | np.ndarray, metric: str) -> np.ndarray:
-    """Distances (float64) from ``query`` (dim,) to each row of ``matrix`` (n, dim)."""
-    q = np.asarray(query, dtype=np.float64)
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim != 2 or m.shape[1] != q.shape[0]:
-        raise ValueError(
-            f"query has dimension {q.shape[0]}, the store holds dimension "
-            f"{m.shape[1] if m.ndim == 2 else '?'}"
-        )
-    if metric == "l2":
-        diff = m - q
-        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    if metric == "cosine":
-        norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
-        dots = m @ q
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sim = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
-        return 1.0 - sim
-    raise ValueError(f"metric {metric!r} is not one of {METRICS}")
-
-
-def matches(metadata: Mapping[str, Any], where: Mapping[str, Any] | None) -> bool:
-    """Equality filter: every key of ``where`` is present in ``metadata`` with an equal value."""
-    return not where or all(k in metadata and metadata[k] == v for k, v in where.items())
+__all__ = ["METRICS", "check_where", "distances", "exact_search", "matches"]
 
 
 def exact_search(
@@ -54,7 +28,9 @@ def exact_search(
     metric: str,
     where: Mapping[str, Any] | None = None,
 ) -> list[Hit]:
-    """The ``k`` nearest rows, as hits ordered by (distance, id)."""
+    """The ``k`` nearest rows whose metadata matches ``where``, as hits ordered by (distance,
+    id). A malformed ``where`` is a ``ValueError`` before anything is searched."""
+    check_where(where)
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     if len(ids) == 0 or k == 0:

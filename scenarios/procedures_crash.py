@@ -7,6 +7,7 @@ at does not depend on where its author put failpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
 from dataclasses import dataclass
@@ -30,10 +31,18 @@ from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import write_reproduction
 from crashgate.harness.model import StoreState, prefix_states, read_state
 from crashgate.harness.ops import Compact, Op, Put, Upsert
-from crashgate.harness.powerloss import DATA_DIR, POWER_MODELS, check_state, run_powerloss
+from crashgate.harness.powerloss import (
+    DATA_DIR,
+    POWER_MODELS,
+    check_state,
+    crash_positions,
+    record_run,
+    run_powerloss,
+)
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.vector_oracle import check_hits, probe_queries
 from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.harness.workload import PROFILES
 from crashgate.scenarios.table import RowContext
@@ -49,9 +58,58 @@ def _token(state: Any) -> str:
     return state_token(state)
 
 
+QUERIED_STATES = 8
+"""Power-loss crash states of row 1 whose recovered store is also queried (``_queries_agree``)."""
+
+
 def power_loss_during_ingest(ctx: RowContext) -> Evidence:
-    """Crash states at every fsync window of a seeded workload, recovered and judged."""
-    return power_loss_run(ctx, "small")
+    """Crash states at every fsync window of a seeded workload, recovered and judged; for a
+    vector store, a few recovered states are also queried, with and without a filter, and
+    the answers checked by the oracle against the records the recovered store holds."""
+    ev = power_loss_run(ctx, "small")
+    if ev.verdict is not Verdict.PASS or not ctx.declaration.has(Capability.VECTOR):
+        return ev
+    queried = queries_after_power_loss(ctx, "small")
+    if queried.verdict is Verdict.FAIL:
+        return dataclasses.replace(queried, measured={**ev.measured, **queried.measured})
+    return dataclasses.replace(ev, measured={**ev.measured, **queried.measured},
+                               details=(*ev.details, queried.summary))
+
+
+def queries_after_power_loss(ctx: RowContext, profile: str) -> Evidence:
+    """Record the workload of ``profile`` again, recover ``QUERIED_STATES`` power-loss crash
+    states of it and query each recovered store (``_queries_agree``)."""
+    ops = ctx.budget.workload_ops
+    rec = record_run(ctx.spec, ops, ctx.seed, PROFILES[profile])
+    positions = {m: p for m, p in crash_positions(rec).items() if m in POWER_MODELS}
+    states = queries = 0
+    for state, image in enumerate_crash_states(rec.base, rec.disk.trace, positions,
+                                               POWER_MODELS, QUERIED_STATES, ctx.seed):
+        try:
+            store = reopen_after_crash(ctx.spec.open, rec.path, sim_env(SimDisk(image)),
+                                       rec.declaration).store
+        except Exception:  # noqa: BLE001, S112 - the row's main check judges failed opens
+            continue
+        try:
+            problem, asked = _queries_agree(store, sorted(rec.vector_ids), rec.declaration,
+                                            ctx.seed + state.position)
+        finally:
+            with contextlib.suppress(Exception):   # closing a copy cannot change the verdict
+                store.close()
+        states += 1
+        queries += asked
+        if problem is not None:
+            return Evidence(
+                Verdict.FAIL, f"after power loss ({state.describe(rec.disk.trace)}), the "
+                f"recovered store answered {problem}",
+                {"states_queried": states, "queries_checked": queries},
+                replay=lambda: queries_after_power_loss(ctx, profile), conclusive=True)
+    measured = {"states_queried": states, "queries_checked": queries}
+    if not queries:
+        return Evidence(Verdict.UNKNOWN, "no recovered state held a vector to query", measured)
+    return Evidence(Verdict.PASS, f"{queries} queries (with and without filters) on "
+                    f"{states} stores recovered after power loss agreed with exact search over "
+                    "what each holds", measured)
 
 
 def power_loss_run(ctx: RowContext, profile: str) -> Evidence:
@@ -133,36 +191,41 @@ def _ops(decl: Any) -> tuple[Op, Op]:
     return Put("committed", b"v1"), Put("in-flight", b"v2")
 
 
-def _metadata_agrees(store: Any, ids: list[int]) -> str | None:
-    """Query results must carry the same metadata as the records themselves (the cache and the
-    source of truth agree after reconciliation)."""
-    if not ids:
-        return None
-    recs = {r.id: r for r in store.fetch(ids)}
-    if not recs:
-        return None
-    probe = next(iter(recs.values())).vector
-    for hit in store.query(probe, 10):
-        if hit.id in recs and dict(hit.metadata) != dict(recs[hit.id].metadata):
-            return f"id {hit.id}: query metadata {dict(hit.metadata)} != record metadata " \
-                   f"{dict(recs[hit.id].metadata)}"
-    return None
+def _queries_agree(store: Any, ids: list[int], decl: Declaration, seed: int
+                   ) -> tuple[str | None, int]:
+    """Query a recovered store (``vector_oracle.probe_queries``: with and without filters)
+    and check each answer against exact search over the records it holds (``fetch``): every
+    hit live, matching, with its record's metadata (the cache and the source of truth agree
+    after reconciliation) and exact distance, the true nearest for an exact store. Returns
+    (the first problem, with the query, or None; queries asked)."""
+    records = store.fetch(ids) if ids else []
+    metric = decl.metric or "l2"
+    probes = probe_queries(records, seed)
+    for probe in probes:
+        hits = store.query(list(probe.vector), probe.k, probe.where)
+        problem, _, _ = check_hits(hits, records, probe.vector, probe.k, metric, probe.where,
+                                   decl.recall)
+        if problem is not None:
+            return f"{probe.describe()}: {problem}", len(probes)
+    return None, len(probes)
 
 
 @dataclass(frozen=True)
 class _Reopened:
-    """A reopen after a crash, judged: ``mismatch`` names metadata that disagrees with its
-    record; ``note`` says how the next open reconciled the epochs."""
+    """A reopen after a crash, judged: ``mismatch`` names a query whose answer disagrees with
+    the records (metadata not rebuilt, say); ``note`` says how the next open reconciled the
+    epochs."""
 
     verdict: Judgement
     mismatch: str | None
+    """A query the reopened store answered wrongly (``_queries_agree``), with the query."""
     note: str
 
     @property
     def failure(self) -> str | None:
         if self.verdict.violation is not None:
             return f"{self.verdict.violation.value}: {self.verdict.detail}"
-        return f"metadata not rebuilt: {self.mismatch}" if self.mismatch else None
+        return f"query answered wrongly: {self.mismatch}" if self.mismatch else None
 
 
 def _judge_reopen(spec: BackendSpec, decl: Declaration, image: DiskImage, ops: list[Op],
@@ -179,7 +242,8 @@ def _judge_reopen(spec: BackendSpec, decl: Declaration, image: DiskImage, ops: l
         recovered = reopen_after_crash(spec.open, PATH, _env(SimDisk(image), None, after),
                                        decl).store
         seen: StoreState | BaseException = read_state(recovered, ids)
-        mismatch = _metadata_agrees(recovered, ids)
+        mismatch = _queries_agree(recovered, ids, decl, len(ids))[0] \
+            if decl.has(Capability.VECTOR) else None
         recovered.close()
     except Exception as exc:  # noqa: BLE001 - failing to reopen is the finding
         seen, mismatch = exc, None

@@ -48,7 +48,7 @@ from crashgate.backends import (
     StoreClosed,
     VectorRecord,
 )
-from crashgate.reference.vector_search import exact_search
+from crashgate.reference.vector_search import check_where, exact_search
 
 __all__ = ["SegmentLog", "open_compaction_drops", "open_segment_log", "open_session_order",
            "open_window_reader"]
@@ -228,6 +228,7 @@ class SegmentLog:
 
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
+        check_where(where)   # a malformed filter is refused on an empty store too
         recs = sorted(self._vectors.values(), key=lambda r: r.id)
         if not recs:
             return []
