@@ -32,6 +32,7 @@ from crashgate.backends import (
     File,
     Hit,
     Option,
+    Recall,
     StoreClosed,
     VectorBlock,
     VectorRecord,
@@ -45,6 +46,8 @@ from crashgate.reference.rvf.audit import (
 )
 from crashgate.reference.rvf.backup import RvfBackup
 from crashgate.reference.rvf.checkpoint import Cost, nested_headers, snapshot_payloads
+from crashgate.reference.rvf.hnsw import HnswPath, hnsw_params
+from crashgate.reference.rvf.index_file import Stamp
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
 from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
@@ -80,6 +83,13 @@ OPTIONS = {
                           "is recovered"),
     "sync": Option("two", ("two", "one"), help="fsyncs per commit: two (data, then manifest: "
                    "the spec's protocol) or one (data and manifest written together)"),
+    "index": Option("exact", ("exact", "hnsw"), help="query path: exact (NumPy, the oracle) or "
+                    "hnsw (an hnswlib graph saved as <file>.hnsw, derived from the vectors)"),
+    "m": Option("16", convert=int, help="index=hnsw: links per node (2-128)"),
+    "ef_construction": Option("200", convert=int, help="index=hnsw: candidate list size while "
+                              "building (1-10000)"),
+    "ef_search": Option("64", convert=int, help="index=hnsw: candidate list size while "
+                        "querying (1-10000)"),
 }
 FAILPOINTS = ("rvf.after-data-write", "rvf.after-data-sync", "rvf.after-manifest-write",
               "rvf.compact.after-new-file", "rvf.compact.after-rename")
@@ -117,6 +127,8 @@ class RvfStore(RvfRelational, RvfBackup):
             raise BadOption("rvf", "dimension", options["dimension"], [
                 "0 (from the file)", "a positive integer below 2**32 (a VEC segment's u32)"])
         self.readonly = options["readonly"] == "true"
+        self._hnsw_params = hnsw_params(options, given)
+        self._hnsw: HnswPath | None = None
         self._one_sync = options.get("sync", "two") == "one"
         self._file: File | None = None
         self._lock = lock
@@ -215,7 +227,9 @@ class RvfStore(RvfRelational, RvfBackup):
             self._env.failpoints.hit(after_rename)
         self._env.fs.sync_dir(_dir_of(target))
 
-    def _adopt(self, st: Loaded) -> None:
+    def _adopt(self, st: Loaded, *, keep_index: bool = False) -> None:
+        """Take the state ``st`` as the store's; ``keep_index``: the same live records as before
+        (compaction), so an HNSW graph in memory still holds."""
         m = st.manifest
         self._kv = st.kv
         self._table = st.table
@@ -242,6 +256,7 @@ class RvfStore(RvfRelational, RvfBackup):
         self._lineage = m.lineage
         self._witness_count = m.witness_count
         self._witness_head = m.witness_head
+        self._attach_index(keep_index)
         self.declaration = Declaration(
             durability=Durability.POWER_LOSS, capabilities=CAPABILITIES, file_format="rvf",
             wire_version=self._version, metric=self.metric,
@@ -254,8 +269,54 @@ class RvfStore(RvfRelational, RvfBackup):
                    "damage": "content hashes on every segment and a check on every header: "
                              "damage in the committed region is CorruptStore; damage to the "
                              "last commit alone reads as a torn commit, and the previous one "
-                             "opens (FORMAT.md, 'Damaged, newer, or torn')"},
+                             "opens (FORMAT.md, 'Damaged, newer, or torn')",
+                   **self._index_notes()},
+            recall=None if self._hnsw_params is None else Recall(10, 0.95),
         )
+
+    def _attach_index(self, keep: bool) -> None:
+        """With ``index=hnsw``: the graph for the state just adopted (hnsw.py): kept across a
+        compaction, else loaded from ``<file>.hnsw`` if built from this commit, or rebuilt."""
+        if self._hnsw_params is None:
+            return
+        if keep and self._hnsw is not None and self._hnsw.metric == self.metric:
+            self._hnsw.rekey(self._table)
+            return
+        if self._hnsw is None or self._hnsw.metric != self.metric:
+            self._hnsw = HnswPath(self._env.fs, self.path, self._hnsw_params, self.metric,
+                                  self._env.observe)
+        self._hnsw.attach(self._table, self._stamp(), writable=not self.readonly)
+
+    def _stamp(self) -> Stamp:
+        return Stamp(self.epoch, self._lineage.file_id, self._manifest_digest)
+
+    def _index_notes(self) -> dict[str, str]:
+        p = self._hnsw_params
+        if p is None:
+            return {}
+        return {"queries": f"HNSW (hnswlib, m={p.m}, ef_construction={p.ef_construction}, "
+                           f"ef_search={p.ef_search}); candidates re-scored exactly from the "
+                           "float64 vectors; filters matching few records searched exactly",
+                "index": "derived data: <file>.hnsw is loaded only when built from this very "
+                         "commit of this file with these parameters and its checksum holds, "
+                         "else rebuilt from the vectors; saved at close and after compaction "
+                         "(FORMAT.md, 'The index file')"}
+
+    def _save_index(self) -> None:
+        """Save the HNSW graph (a writer's close, compaction). It is derived data: an I/O error
+        writing it is reported through ``env.observe``, not raised; the next open rebuilds."""
+        if self._hnsw is None or self.readonly:
+            return
+        try:
+            self._hnsw.save(self._stamp())
+        except OSError as exc:
+            self._env.observe("rvf.index-save-failed", {"path": self._hnsw.path,
+                                                        "error": str(exc)})
+
+    @property
+    def index_status(self) -> str:
+        """``exact``, or the HNSW graph's: ``loaded`` or ``rebuilt: <reason>`` (hnsw.py)."""
+        return "exact" if self._hnsw is None else self._hnsw.status
 
     def _check_given(self, given: Mapping[str, object]) -> None:
         if "metric" in given and str(given["metric"]).lower() != self.metric:
@@ -396,6 +457,8 @@ class RvfStore(RvfRelational, RvfBackup):
         self._table.remove(rm_ids)
         if vec_ids:
             self._table.upsert(vec_ids, matrix, metas, owned=True)   # copied above
+        if self._hnsw is not None and (rm_ids or vec_ids):
+            self._hnsw.apply(rm_ids, vec_ids, matrix)
         self.dimension = dim
         self.epoch = manifest.epoch
         self._dead = manifest.dead
@@ -535,6 +598,8 @@ class RvfStore(RvfRelational, RvfBackup):
     def query(self, vector: Sequence[float], k: int,
               where: Mapping[str, Any] | None = None) -> list[Hit]:
         self._check_open()
+        if self._hnsw is not None:
+            return self._hnsw.search(vector, k, where)
         return self._table.search(vector, k, self.metric, where)
 
     def remove(self, ids: Iterable[int]) -> int:
@@ -619,7 +684,8 @@ class RvfStore(RvfRelational, RvfBackup):
             old = self._check_open()
             self._file = self._env.fs.open(self.path, "r+")
             old.close()
-            self._adopt(load(self._file, self.path, self._version))
+            self._adopt(load(self._file, self.path, self._version), keep_index=True)
+            self._save_index()   # the new file's commit digest: the saved graph would be stale
 
     def derive(self, child_path: str) -> RvfStore:
         """A child file holding a copy of this store's live data, with lineage (new file id,
@@ -685,6 +751,7 @@ class RvfStore(RvfRelational, RvfBackup):
             "segments": history.committed_segments, "witness_entries": self._witness_count,
             "wire_version": self._version, "file_wire_version": history.max_version,
             "readonly": self.readonly,
+            "index": {"kind": "exact"} if self._hnsw is None else self._hnsw.describe(),
             "lineage": {"file_id": lin.file_id.hex(), "parent_id": lin.parent_id.hex(),
                         "parent_hash": lin.parent_hash.hex(), "depth": lin.depth,
                         "parent_path": lin.parent_path},
@@ -701,6 +768,8 @@ class RvfStore(RvfRelational, RvfBackup):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            with self._write_lock:   # no commit may change the graph while it is written
+                self._save_index()
             self._release()
 
     def __enter__(self) -> RvfStore:
@@ -744,7 +813,9 @@ def open_rvf(path: str, env: Env, **options: str) -> RvfStore:
 
     Options: ``dimension`` (0 = from the file), ``metric`` l2|cosine, ``wire_version`` (default
     1), ``readonly`` true|false, ``lock`` true|false, ``stale_after`` seconds (default 30),
-    ``sync`` two|one (fsyncs per commit, default two; a reader need not be told).
+    ``sync`` two|one (fsyncs per commit, default two; a reader need not be told), ``index``
+    exact|hnsw (default exact) with ``m`` (16), ``ef_construction`` (200), ``ef_search`` (64)
+    for ``index=hnsw`` (hnsw.py).
     Raises ``LockHeld``, ``VersionTooNew``, ``CorruptStore``, ``BadOption``.
     """
     opts = check_options("rvf", options, OPTIONS)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from crashgate.backends import Hit, VectorBlock, VectorRecord
-from crashgate.reference.vector_search import exact_search
+from crashgate.reference.vector_search import check_where, exact_search, matches
 
 __all__ = ["VectorTable"]
 
@@ -133,6 +133,7 @@ class VectorTable:
                where: Mapping[str, Any] | None = None) -> list[Hit]:
         n = len(self._meta)
         if n == 0:
+            check_where(where)   # a bad filter is refused on an empty store too
             if k < 0:
                 raise ValueError(f"k must be >= 0, got {k}")
             return []
@@ -145,3 +146,10 @@ class VectorTable:
         for at in range(0, n, size):
             rows = order[at:at + size]
             yield self._ids[rows], self._mat[rows], [self._meta[r] for r in rows]
+
+    def matching_ids(self, where: Mapping[str, Any] | None) -> set[int]:
+        """The live ids whose metadata matches ``where`` (a checked filter): what the HNSW
+        path counts and restricts its graph search to (hnsw.py)."""
+        n = len(self._meta)
+        return {vid for vid, meta in zip(self._ids[:n].tolist(), self._meta, strict=True)
+                if matches(meta, where)}
