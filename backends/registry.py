@@ -3,7 +3,9 @@
 A name is one of:
 
 - a built-in name: ``memory``, ``json``, ``sqlite``, ``rvf``, ``rvlite``, ``stage0`` ...
-  ``stage4`` (ADR-072's stage adapters), ``arch-phase1`` ... ``arch-phase4`` (ARCH-001's);
+  ``stage4`` (ADR-072's stage adapters), ``arch-phase1`` ... ``arch-phase4`` (ARCH-001's),
+  ``agentdb`` and ``pattern-proxy`` (the pattern migration guide's source and dual-write
+  proxy);
 - ``package.module:factory``, a factory ``open(path, env, **options) -> store`` of your own;
 - a name another package registers under the ``crashgate.backends`` entry-point group;
 
@@ -76,6 +78,12 @@ BUILTIN: dict[str, Builtin] = {
            "phase 2: reads from SQLite checked against JSON, fallbacks recorded",
            "phase 3: SQLite the primary, legacy JSON files imported",
            "phase 4: SQLite only, JSON state files archived"), start=1)},
+    "agentdb": Builtin("crashgate.reference.patterns.agentdb:open_agentdb", "pip install apsw",
+                       "the guide's AgentDB pattern store: a SQLite patterns table, "
+                       "brute-force search"),
+    "pattern-proxy": Builtin("crashgate.reference.patterns.proxy:open_pattern_proxy",
+                             "pip install apsw", "the guide's dual-write proxy: RVF the "
+                             "primary, AgentDB the secondary, failures queued"),
 }
 
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)

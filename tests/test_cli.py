@@ -11,7 +11,8 @@ def test_backends_lists_every_builtin_with_its_declaration(capsys) -> None:
     assert rows == {"json": "power-loss", "memory": "none", "rvf": "power-loss",
                     "rvlite": "power-loss", "sqlite": "power-loss",
                     **{f"stage{n}": "power-loss" for n in range(5)},
-                    **{f"arch-phase{n}": "power-loss" for n in range(1, 5)}}
+                    **{f"arch-phase{n}": "power-loss" for n in range(1, 5)},
+                    "agentdb": "power-loss", "pattern-proxy": "power-loss"}
 
 
 def test_backends_with_options_shows_what_they_change(capsys) -> None:
