@@ -72,6 +72,18 @@ from crashgate.backends.missions import (
     mission_sum,
 )
 from crashgate.backends.options import Option, check_options
+from crashgate.backends.pattern_migrator import (
+    BATCH_READ,
+    DEFAULT_PATTERN_MIGRATOR,
+    Coverage,
+    PatternMigrationError,
+    PatternMigrationResult,
+    PatternMigrator,
+    PatternMigratorSpec,
+    RollbackResult,
+    known_pattern_migrators,
+    resolve_pattern_migrator,
+)
 from crashgate.backends.registry import (
     BUILTIN_NAMES,
     BackendSpec,
@@ -91,6 +103,16 @@ from crashgate.backends.search import METRICS, Recall, check_where, distances, m
 
 __all__ = [
     "BATCH_DONE",
+    "BATCH_READ",
+    "Coverage",
+    "DEFAULT_PATTERN_MIGRATOR",
+    "PatternMigrationError",
+    "PatternMigrationResult",
+    "PatternMigrator",
+    "PatternMigratorSpec",
+    "RollbackResult",
+    "known_pattern_migrators",
+    "resolve_pattern_migrator",
     "BUILTIN_NAMES",
     "BackendMissing",
     "BackendSpec",

@@ -267,10 +267,12 @@ def certify(
         rdir.mkdir(parents=True, exist_ok=True)
         ctx = context_factory(spec=spec, declaration=decl, budget=budget, seed=rseed,
                               workdir=rdir, progress=progress)
-        if n == 1 and getattr(ctx, "migrator", None):
-            cert.command = regenerate_command(spec.label, seed=seed, budget=budget.name,
-                                              scenarios=scenarios, migrator=ctx.migrator,
-                                              pythonpath=pythonpath)
+        if n == 1 and (getattr(ctx, "migrator", None)
+                       or getattr(ctx, "pattern_migrator", None)):
+            cert.command = regenerate_command(
+                spec.label, seed=seed, budget=budget.name, scenarios=scenarios,
+                migrator=getattr(ctx, "migrator", None), pythonpath=pythonpath,
+                pattern_migrator=getattr(ctx, "pattern_migrator", None))
         t = time.perf_counter()
         with captured_output() as said:
             evidence, first = _confirm(row, _run_row(row, ctx))
@@ -283,7 +285,9 @@ def certify(
         row_command = regenerate_command(spec.label, seed=seed, budget=budget.name,
                                          scenarios=[row.key],
                                          migrator=getattr(ctx, "migrator", None),
-                                         pythonpath=pythonpath)
+                                         pythonpath=pythonpath,
+                                         pattern_migrator=getattr(ctx, "pattern_migrator",
+                                                                  None))
         evidence = _runnable(evidence, rdir, row_command, pythonpath)
         cert.results.append(RowResult(row, evidence, rseed, time.perf_counter() - t, first))
         progress(f"      {evidence.verdict.value} ({time.perf_counter() - t:.1f} s)")

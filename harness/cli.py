@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "crashgate.reference.rvf.cli",
     "crashgate.reference.rvlite_cli",
     "crashgate.reference.arch.cli",
+    "crashgate.reference.patterns.cli",
 )
 
 

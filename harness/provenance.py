@@ -32,7 +32,8 @@ def environment() -> dict[str, str]:
 
 
 def regenerate_command(label: str, *, seed: int, budget: str, scenarios: Sequence[str] = (),
-                       migrator: str | None = None, pythonpath: str | None = None) -> str:
+                       migrator: str | None = None, pythonpath: str | None = None,
+                       pattern_migrator: str | None = None) -> str:
     """The shell command that runs the same certification again (``scenarios`` empty: every
     row); ``pythonpath`` the directory a user's backend module imports from."""
     words = [f"PYTHONPATH={pythonpath}"] if pythonpath else []
@@ -42,4 +43,6 @@ def regenerate_command(label: str, *, seed: int, budget: str, scenarios: Sequenc
     words += ["--seed", str(seed), "--budget", budget]
     if migrator:
         words += ["--migrator", migrator]
+    if pattern_migrator:
+        words += ["--pattern-migrator", pattern_migrator]
     return shlex.join(words)

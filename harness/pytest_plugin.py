@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--crashgate-migrator", default=None, metavar="SPEC",
                     help="the migration tool ADR-032 row 4 certifies, e.g. mypkg.mod:migrate "
                     "(default crashgate's own rvf migrator, for backends that store RVF)")
+    group.addoption("--crashgate-pattern-migrator", default=None, metavar="SPEC",
+                    help="the pattern migrator the pattern migration guide's rows certify, "
+                    "e.g. mypkg.mod:factory (default crashgate's own agentdb-to-rvf)")
     group.addoption("--crashgate-jobs", type=_jobs, default=None, metavar="N",
                     help="worker processes that check a row's crash states (default: every "
                     "core; under pytest-xdist a worker's share, cores // workers, at least 1, "
@@ -74,10 +77,15 @@ class CrashgateRowItem(pytest.Item):
         migrator = config.getoption("crashgate_migrator")
         if migrator is not None:
             migrator = _load("crashgate.backends:resolve_migrator")(migrator).label
+        pattern_migrator = config.getoption("crashgate_pattern_migrator")
+        if pattern_migrator is not None:
+            pattern_migrator = _load("crashgate.backends:resolve_pattern_migrator")(
+                pattern_migrator).label
         cert = certify(self.spec, [self.row], budget=budget,
                        seed=config.getoption("crashgate_seed"), workdir=tmp,
                        context_factory=functools.partial(
-                           context, migrator=migrator, jobs=config.getoption("crashgate_jobs")),
+                           context, migrator=migrator, jobs=config.getoption("crashgate_jobs"),
+                           pattern_migrator=pattern_migrator),
                        declaration=self.declaration or probe_declaration(self.spec))
         ev = cert.results[0].evidence
         self.evidence = ev
@@ -131,6 +139,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             resolve_migrator(migrator).load()
         except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
             raise pytest.UsageError(f"--crashgate-migrator: {_one_line(exc)}") from None
+    pattern_migrator = config.getoption("crashgate_pattern_migrator")
+    if pattern_migrator is not None:
+        from crashgate.backends import resolve_pattern_migrator
+        try:
+            resolve_pattern_migrator(pattern_migrator).load()
+        except Exception as exc:  # noqa: BLE001 - a bad name is a usage error for pytest
+            raise pytest.UsageError(f"--crashgate-pattern-migrator: {_one_line(exc)}"
+                                    ) from None
     from crashgate.harness.certify import probe_declaration
 
     for text in specs:

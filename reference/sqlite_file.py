@@ -206,13 +206,17 @@ class SqliteFile:
             # deletes the WAL, which would rewrite a refused newer file whose commits are still
             # in its WAL (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE). A WAL the open itself created is
             # empty: closing then removes it, and a refused open leaves no file behind.
+            # A reader of a WAL that held frames never checkpoints either: its close would
+            # write a file it opened read-only (an I/O error on the routed VFS, whose handle is
+            # read-only). One that found no frames checkpoints nothing and removes the empty WAL
+            # its open created, leaving the files as it found them.
             if frames:
                 self._db.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
             with self._errors():
                 if exclusive:
                     self._pragma("locking_mode", "EXCLUSIVE")
                 version = self._check_file()
-                if frames:
+                if frames and not self.readonly:
                     self._db.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
                 if self.readonly:
                     self._check_readable(version)

@@ -148,4 +148,6 @@ def all_rows() -> list[Row]:
     # they build on this module's helpers
     from crashgate.scenarios.adr072 import ADR072_ROWS
     from crashgate.scenarios.arch001 import ARCH001_ROWS
-    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS, *ARCH001_ROWS]
+    from crashgate.scenarios.patterns import PATTERN_ROWS
+    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS, *ARCH001_ROWS,
+            *PATTERN_ROWS]

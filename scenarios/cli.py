@@ -11,7 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from crashgate.backends import close_matches_for, resolve, resolve_migrator
+from crashgate.backends import (
+    close_matches_for,
+    resolve,
+    resolve_migrator,
+    resolve_pattern_migrator,
+)
 from crashgate.harness.certify import certify, probe_declaration
 from crashgate.harness.cli import JOBS_HELP, OutputClosed, UsageError, jobs_option
 from crashgate.harness.crashpool import available_cores
@@ -73,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         named = resolve_migrator(args.migrator)
         named.load()   # a bad name or a module that does not import: exit 3 now, not per row
         migrator = named.label
+    pattern_migrator = None
+    if args.pattern_migrator is not None:
+        named_p = resolve_pattern_migrator(args.pattern_migrator)
+        named_p.load()   # as --migrator: a bad name is exit 3 now, not a failure per row
+        pattern_migrator = named_p.label
     out = writable_dir("--out", Path(args.out))
     worst = Verdict.PASS
     quiet = args.quiet
@@ -90,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"crashgate-{spec.slug[:40]}-") as tmp:
             cert = certify(spec, rows, budget=budget, seed=seed, workdir=Path(tmp),
-                           context_factory=functools.partial(RowContext, migrator=migrator,
-                                                             jobs=args.jobs),
+                           context_factory=functools.partial(
+                               RowContext, migrator=migrator, jobs=args.jobs,
+                               pattern_migrator=pattern_migrator),
                            progress=progress, declaration=decl,
                            scenarios=args.scenario or ())
             folder = write_certificate(cert, out, spec.slug)
@@ -127,12 +138,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "'mypkg.mod:factory'")
     p.add_argument("--scenario", action="append", metavar="KEY",
                    help="run only this row (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                   "model, io-errors, damage, adr072-reversible, adr072-escape, adr072-backup")
+                   "model, io-errors, damage, adr072-reversible, adr072-escape, adr072-backup, "
+                   "patterns-dry-run, patterns-rerun, patterns-crash, patterns-rollback, "
+                   "patterns-proxy-secondary, patterns-recall (the pattern migration guide's)")
     p.add_argument("--migrator", metavar="SPEC", default=None,
                    help="the migration tool ADR-032 row 4 certifies: 'mypkg.mod:migrate' (a "
                    "callable migrate(source, dest, env, *, batch_size) -> MigrationResult) or a "
                    "registered name; default crashgate's own 'rvf' migrator, for backends that "
                    "store RVF")
+    p.add_argument("--pattern-migrator", metavar="SPEC", default=None,
+                   help="the pattern migrator the pattern migration guide's rows certify, "
+                   "migrating into BACKEND: 'mypkg.mod:factory' (factory(**options) returns an "
+                   "object with migrate, status and rollback: crashgate.backends."
+                   "pattern_migrator) or a registered name; default crashgate's own "
+                   "'agentdb-to-rvf'")
     p.add_argument("--budget", choices=list(BUDGETS), default="standard",
                    help="how hard to look (default standard)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default random, printed)")

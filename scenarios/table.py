@@ -49,6 +49,9 @@ class RowContext:
     progress: Callable[[str], None] = field(default=lambda _msg: None)
     migrator: str | None = None
     jobs: int | None = None
+    pattern_migrator: str | None = None
+    """The pattern migrator named with ``--pattern-migrator`` (``backends.pattern_migrator``);
+    None: crashgate's own ``agentdb-to-rvf``."""
 
 
 @dataclass(frozen=True)
