@@ -24,8 +24,8 @@ from scipy import stats
 from crashgate.backends import Hit, Recall, VectorRecord, check_where, distances, matches
 from crashgate.harness.verdict import Verdict
 
-__all__ = ["TOLERANCE", "Probe", "RecallTally", "check_approximate", "check_exact", "check_hits",
-           "expected", "probe_queries"]
+__all__ = ["TOLERANCE", "Oracle", "Probe", "RecallTally", "check_approximate", "check_exact",
+           "check_hits", "expected", "probe_queries"]
 
 TOLERANCE = 1e-6
 """Distances agree when within this, absolutely or relative to the larger (DESIGN: 1e-6)."""
@@ -45,18 +45,44 @@ class _Truth:
     at: Mapping[int, float]                 # exact distance of each matching id
 
 
+class Oracle:
+    """The exact answers over one fixed set of live records, prepared once (ids, a float64
+    matrix, metadata by row): for many queries over the same records (a benchmark, a recovered
+    state queried with many probes). ``records`` are the live records (ids unique)."""
+
+    def __init__(self, records: Iterable[VectorRecord], metric: str) -> None:
+        self.by_id = {int(r.id): r for r in records}
+        ordered = sorted(self.by_id.values(), key=lambda r: r.id)
+        self.metric = metric
+        self._ids = np.array([r.id for r in ordered], dtype=np.uint64)
+        self._matrix = np.array([r.vector for r in ordered], dtype=np.float64)
+        self._metadata = [r.metadata for r in ordered]
+
+    def truth(self, query: Sequence[float] | np.ndarray,
+              where: Mapping[str, Any] | None) -> _Truth:
+        check_where(where)
+        keep = np.arange(len(self._ids))
+        if where:
+            keep = np.array([i for i, m in enumerate(self._metadata) if matches(m, where)],
+                            dtype=np.int64)
+        if keep.size == 0:
+            return _Truth((), (), self.by_id, {})
+        d = distances(self._matrix[keep], query, self.metric)
+        order = np.lexsort((self._ids[keep], d))
+        ids = tuple(int(x) for x in self._ids[keep][order])
+        dist = tuple(float(x) for x in d[order])
+        return _Truth(ids, dist, self.by_id, dict(zip(ids, dist, strict=True)))
+
+    def check(self, hits: Sequence[Hit], query: Sequence[float] | np.ndarray, k: int,
+              where: Mapping[str, Any] | None = None, recall: Recall | None = None,
+              tol: float = TOLERANCE) -> tuple[str | None, int, int]:
+        """``check_hits`` over these records."""
+        return _judge(hits, self.truth(query, where), k, recall, tol)
+
+
 def _truth(records: Iterable[VectorRecord], query: Sequence[float] | np.ndarray, metric: str,
            where: Mapping[str, Any] | None) -> _Truth:
-    check_where(where)
-    by_id = {int(r.id): r for r in records}
-    live = sorted((r for r in by_id.values() if matches(r.metadata, where)), key=lambda r: r.id)
-    if not live:
-        return _Truth((), (), by_id, {})
-    d = distances(np.array([r.vector for r in live], dtype=np.float64), query, metric)
-    order = np.lexsort((np.array([r.id for r in live], dtype=np.uint64), d))
-    ids = tuple(int(live[i].id) for i in order)
-    dist = tuple(float(d[i]) for i in order)
-    return _Truth(ids, dist, by_id, dict(zip(ids, dist, strict=True)))
+    return Oracle(records, metric).truth(query, where)
 
 
 def expected(records: Iterable[VectorRecord], query: Sequence[float] | np.ndarray, k: int,
@@ -163,7 +189,11 @@ def check_hits(hits: Sequence[Hit], records: Iterable[VectorRecord],
     """``hits`` judged as the store's declaration asks (``Declaration.recall``): exact search
     when ``recall`` is None (``check_exact``; found = possible unless it failed), else
     ``check_approximate``. Returns ``(problem or None, found, possible)``."""
-    t = _truth(records, query, metric, where)
+    return _judge(hits, _truth(records, query, metric, where), k, recall, tol)
+
+
+def _judge(hits: Sequence[Hit], t: _Truth, k: int, recall: Recall | None, tol: float
+           ) -> tuple[str | None, int, int]:
     if recall is not None:
         return _approximate(hits, t, k, tol)
     problem = _exact(hits, t, k, tol)

@@ -253,11 +253,10 @@ class HnswPath:
                     filter=None if allowed is None else allowed.__contains__)
             except RuntimeError:   # fewer than ``fetch`` reachable
                 return None
-            block = self._table.fetch_block(labels[0].tolist())
-            if len(block.ids) < want:
+            ids, vectors, rows = self._table.candidates(labels[0].tolist())
+            if len(rows) < want:
                 return None
-            ids = np.asarray(block.ids, dtype=np.uint64)
-            d = distances(block.vectors, q, self.metric)
+            d = distances(vectors, q, self.metric)
             order = np.lexsort((ids, d))
             # a record beyond the candidates may tie the last hit (one with a smaller id, which
             # exact search would return): only when the last hit ties the farthest candidate
@@ -266,7 +265,7 @@ class HnswPath:
             if fetch < matching and last >= far - TIE * max(1.0, abs(far)):
                 fetch = min(matching, 4 * fetch)
                 continue
-            return [Hit(int(ids[i]), float(d[i]), block.metadata[i]) for i in order[:want]]
+            return [self._table.hit(rows[i], float(d[i])) for i in order[:want]]
         return None
 
     def _exact_among(self, allowed: set[int] | None, query: Sequence[float], k: int

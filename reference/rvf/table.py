@@ -147,6 +147,18 @@ class VectorTable:
             rows = order[at:at + size]
             yield self._ids[rows], self._mat[rows], [self._meta[r] for r in rows]
 
+    def candidates(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The live ones among ``ids`` (in the order given; dead ones left out), as (their ids
+        (uint64), their vectors (a float64 (n, dim) copy), their rows): what an index's
+        candidates are re-scored from, without a record or a metadata copy per candidate."""
+        get = self._rows.get
+        rows = [row for row in map(get, ids) if row is not None]
+        return self._ids[rows], self._mat[rows], rows
+
+    def hit(self, row: int, distance: float) -> Hit:
+        """The hit of the record in ``row`` (its metadata a copy)."""
+        return Hit(int(self._ids[row]), distance, dict(self._meta[row]))
+
     def matching_ids(self, where: Mapping[str, Any] | None) -> set[int]:
         """The live ids whose metadata matches ``where`` (a checked filter): what the HNSW
         path counts and restricts its graph search to (hnsw.py)."""
