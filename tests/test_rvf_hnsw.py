@@ -262,6 +262,23 @@ def test_stale_index_is_rebuilt(tmp_path: Path) -> None:
     assert hits[0] == (1000, 0.0)
 
 
+def test_status_of_an_exact_open_says_what_an_hnsw_open_would_do_with_the_file(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.rvf"
+    _saved_store(path)
+    with open_rvf(str(path), os_env(), readonly="true") as plain:
+        assert plain.status()["index"]["file_status"].startswith(
+            "usable by an open with index=hnsw&m=16&ef_construction=200 (300 ids")
+    with open_rvf(str(path), os_env()) as plain:
+        plain.upsert([VectorRecord.of(1000, [0.5] * 16)])
+    _flip(tmp_path / "a.rvf.hnsw", 20)
+    before = (tmp_path / "a.rvf.hnsw").read_bytes()
+    with open_rvf(str(path), os_env(), readonly="true") as plain:
+        said = plain.status()["index"]["file_status"]
+    assert said == "rebuilt at an open with index=hnsw: damaged: checksum mismatch", said
+    assert (tmp_path / "a.rvf.hnsw").read_bytes() == before
+
+
 def test_index_of_another_commit_at_the_same_epoch_is_rebuilt(tmp_path: Path) -> None:
     # a backup restored and written again reaches the epoch of the index saved meanwhile, with
     # other data: the commit digest tells them apart

@@ -35,7 +35,8 @@ import numpy as np
 
 from crashgate.backends import FileSystem, publish, read_all
 
-__all__ = ["IndexRejected", "Stamp", "decode_index", "encode_index", "index_path"]
+__all__ = ["IndexRejected", "Stamp", "decode_index", "encode_index", "index_path",
+           "inspect_index"]
 
 MAGIC = b"RVFHNSW\0"
 FORMAT = 1
@@ -102,6 +103,35 @@ def decode_index(fs: FileSystem, path: str, stamp: Stamp, expect: Mapping[str, A
     """The index saved at ``path`` if it was built from ``stamp`` with the parameters and the
     live ids of ``expect`` (``metric``, ``dimension``, ``m``, ``ef_construction``, ``ids``);
     else ``IndexRejected`` with the reason."""
+    header, arrays, live_ids = _verified(fs, path, stamp, expect)
+    return _restore(dict(header["hnswlib"]), arrays, live_ids, expect)
+
+
+def inspect_index(fs: FileSystem, path: str, stamp: Stamp, metric: str, dimension: int,
+                  ids: list[int]) -> str:
+    """What an open with ``index=hnsw`` would do with the index file at ``path`` (for
+    ``crashgate rvf status`` of a store opened without the index): ``usable (m=.., ...)``, or
+    the reason it would be rebuilt. Reads only; hnswlib is never handed the payload."""
+    try:
+        header = _header_of(fs, path)
+        expect = {"metric": metric, "dimension": dimension, "m": header["m"],
+                  "ef_construction": header["ef_construction"], "ids": ids}
+        _verified(fs, path, stamp, expect)
+    except IndexRejected as exc:
+        return f"rebuilt at an open with index=hnsw: {exc}"
+    except (KeyError, TypeError) as exc:
+        return f"rebuilt at an open with index=hnsw: damaged: unreadable header ({exc})"
+    return (f"usable by an open with index=hnsw&m={header['m']}&ef_construction="
+            f"{header['ef_construction']} ({header['count']} ids, epoch {header['epoch']})")
+
+
+def _header_of(fs: FileSystem, path: str) -> dict[str, Any]:
+    header, _ = _checked(fs, path)
+    return header
+
+
+def _checked(fs: FileSystem, path: str) -> tuple[dict[str, Any], memoryview]:
+    """The header and payload of the file at ``path`` once its checksum holds."""
     if not fs.exists(path):
         raise IndexRejected("missing")
     try:
@@ -118,17 +148,28 @@ def decode_index(fs: FileSystem, path: str, stamp: Stamp, expect: Mapping[str, A
         raise IndexRejected("damaged: not an index file")
     try:
         header = json.loads(bytes(body[_HEAD.size:_HEAD.size + hlen]))
-        payload = body[_HEAD.size + hlen:]
+    except ValueError as exc:
+        raise IndexRejected(f"damaged: unreadable header ({exc})") from None
+    if not isinstance(header, dict):
+        raise IndexRejected("damaged: the header is not an object")
+    return header, body[_HEAD.size + hlen:]
+
+
+def _verified(fs: FileSystem, path: str, stamp: Stamp, expect: Mapping[str, Any]
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """The header, hnswlib's arrays and the live ids of the index file at ``path``, once it
+    is known to be ``stamp``'s with ``expect``'s parameters and ids; else ``IndexRejected``."""
+    header, payload = _checked(fs, path)
+    try:
         _check_header(header, stamp, expect, len(payload))
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         live_ids = arrays.pop("live_ids")
-        scalars = dict(header["hnswlib"])
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise IndexRejected(f"damaged: unreadable header or payload ({exc})") from None
     if not np.array_equal(live_ids, np.asarray(expect["ids"], dtype=np.uint64)):
         raise IndexRejected("labels: the index's live ids differ from the store's")
-    return _restore(scalars, arrays, live_ids, expect)
+    return header, arrays, live_ids
 
 
 def _check_header(header: Mapping[str, Any], stamp: Stamp, expect: Mapping[str, Any],

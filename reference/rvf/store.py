@@ -47,7 +47,7 @@ from crashgate.reference.rvf.audit import (
 from crashgate.reference.rvf.backup import RvfBackup
 from crashgate.reference.rvf.checkpoint import Cost, nested_headers, snapshot_payloads
 from crashgate.reference.rvf.hnsw import HnswPath, hnsw_params
-from crashgate.reference.rvf.index_file import Stamp
+from crashgate.reference.rvf.index_file import Stamp, index_path, inspect_index
 from crashgate.reference.rvf.lock import WriterLock
 from crashgate.reference.rvf.manifest import Lineage, Manifest, SegRef
 from crashgate.reference.rvf.payloads import encode_journal, encode_meta, encode_vec
@@ -751,11 +751,21 @@ class RvfStore(RvfRelational, RvfBackup):
             "segments": history.committed_segments, "witness_entries": self._witness_count,
             "wire_version": self._version, "file_wire_version": history.max_version,
             "readonly": self.readonly,
-            "index": {"kind": "exact"} if self._hnsw is None else self._hnsw.describe(),
+            "index": self._hnsw.describe() if self._hnsw is not None else self._index_file(),
             "lineage": {"file_id": lin.file_id.hex(), "parent_id": lin.parent_id.hex(),
                         "parent_hash": lin.parent_hash.hex(), "depth": lin.depth,
                         "parent_path": lin.parent_path},
         }
+
+    def _index_file(self) -> dict[str, object]:
+        """An exact store's view of an HNSW index file beside it (left by an ``index=hnsw``
+        open): whether such an open would use it, or why it would rebuild it."""
+        path = index_path(self.path)
+        if not self._env.fs.exists(path):
+            return {"kind": "exact"}
+        return {"kind": "exact", "file": path, "file_status": inspect_index(
+            self._env.fs, path, self._stamp(), self.metric, self.dimension or 0,
+            self._table.ids())}
 
     def _release(self) -> None:
         if self._file is not None:
