@@ -41,7 +41,7 @@ from crashgate.backends import (
     publish,
     remove_if_present,
 )
-from crashgate.reference.sqlite_vfs import RoutedVFS
+from crashgate.reference.sqlite_vfs import RoutedVFS, file_connection
 
 if TYPE_CHECKING:
     from crashgate.backends import VectorRecord
@@ -150,19 +150,8 @@ class SqliteBackup:
         """A connection to the database file ``path``, through the VFS the store would use
         for it, wrapped as a store of this class that is never written through (``view``):
         the store's own open checks and verified reads then run on it unchanged."""
-        env = self._env
-        native = env.fs.native_path(path)
-        flags = (apsw.SQLITE_OPEN_READONLY if readonly
-                 else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        vfs = None if native is not None else RoutedVFS(env.fs, prefix="crashgate-backup")
-        try:
-            try:
-                conn = (apsw.Connection(native, flags=flags) if native is not None
-                        else apsw.Connection(path, flags=flags, vfs=vfs.name))  # type: ignore[union-attr]
-            except _CANNOT_OPEN as exc:
-                if vfs is not None and vfs.crashed is not None:
-                    raise vfs.crashed from None
-                raise CorruptStore(path, f"SQLite cannot open it as a database: {exc}") from exc
+        with file_connection(self._env.fs, path, readonly=readonly, prefix="crashgate-backup",
+                             cannot_open=_CANNOT_OPEN) as (conn, vfs):
             view = object.__new__(type(self))
             vars(view).update(vars(self))   # its options, metric and declaration
             view.path, view._db, view._vfs = path, conn, vfs
@@ -171,10 +160,6 @@ class SqliteBackup:
                 yield view
             finally:
                 view._closed = True   # never closed as a store (``__del__``): closed here
-                conn.close()
-        finally:
-            if vfs is not None:
-                vfs.unregister()
 
     def _check_backup(self) -> None:
         """On a ``view`` of a backup: the store's open checks, then every record read once

@@ -48,14 +48,13 @@ from typing import Any, ClassVar
 import apsw
 
 from crashgate.backends import CorruptStore, Declaration, Env, StoreClosed, VersionTooNew
-from crashgate.reference.sqlite_vfs import RoutedVFS
+from crashgate.reference.sqlite_vfs import RoutedVFS, has_wal_frames
 
 __all__ = ["SqliteFile", "blob_field", "record_sum"]
 
 _DAMAGED = (apsw.CorruptError, apsw.NotADBError)
 _IN_DOUBT = (apsw.IOError, apsw.FullError)   # a write may or may not have reached the file
 _IMPLAUSIBLE_VERSION = 1 << 16
-_WAL_HEADER = 32   # a WAL file's header; frames follow it (sqlite.org/fileformat2.html)
 _SUM_SIZE = 16
 
 
@@ -110,11 +109,6 @@ def _format_versions_problem(env: Env, path: str) -> str | None:
         return None
     return (f"the header's file format versions read write={write} read={read} (bytes 18-19; "
             "SQLite writes 1 or 2)")
-
-
-def _has_wal_frames(env: Env, path: str) -> bool:
-    """Whether ``path``'s ``-wal`` exists and holds more than a header (frames to replay)."""
-    return len(_head(env, path + "-wal", _WAL_HEADER + 1) or b"") > _WAL_HEADER
 
 
 class SqliteFile:
@@ -186,7 +180,7 @@ class SqliteFile:
             env.fs.sync_dir(posixpath.dirname(parent.rstrip("/")) or "/")
         # a WAL with frames in it before the open: what closing must not copy into the file
         # until the file is known to be ours (below)
-        frames = _has_wal_frames(env, path)
+        frames = has_wal_frames(env.fs, path)
         native = env.fs.native_path(path)
         flags = (apsw.SQLITE_OPEN_READONLY if self.readonly
                  else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)

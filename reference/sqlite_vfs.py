@@ -33,14 +33,16 @@ import os
 import posixpath
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import apsw
 
-from crashgate.backends import File, FileSystem, OpenMode, SimulatedCrash
+from crashgate.backends import CorruptStore, File, FileSystem, OpenMode, SimulatedCrash
 
-__all__ = ["SECTOR_SIZE", "RoutedVFS"]
+__all__ = ["SECTOR_SIZE", "WAL_HEADER", "RoutedVFS", "file_connection", "has_wal_frames"]
+
+WAL_HEADER = 32   # a WAL file's header; frames follow it (sqlite.org/fileformat2.html)
 
 SECTOR_SIZE = 512
 
@@ -342,3 +344,59 @@ class RoutedVFS(apsw.VFS):
     def xFullPathname(self, name: str) -> str:
         # The env's file system is the whole world: its paths are already what to open.
         return name
+
+
+def has_wal_frames(fs: FileSystem, path: str) -> bool:
+    """Whether ``path``'s ``-wal`` exists and holds more than a header (frames to replay)."""
+    try:
+        f = fs.open(path + "-wal", "r")
+    except FileNotFoundError:
+        return False
+    try:
+        return f.size() > WAL_HEADER
+    finally:
+        f.close()
+
+
+@contextlib.contextmanager
+def file_connection(fs: FileSystem, path: str, *, readonly: bool, prefix: str,
+                    cannot_open: tuple[type[BaseException], ...] = (apsw.Error,)
+                    ) -> Iterator[tuple[apsw.Connection, RoutedVFS | None]]:
+    """A plain apsw connection to the database file ``path`` of ``fs`` (beside a store's own:
+    a backup's copy, a restore's source), and the VFS it runs on: the file itself when ``fs``
+    maps it to a native path, else a ``RoutedVFS`` registered for it (named after ``prefix``)
+    and unregistered after. An open failing with ``cannot_open`` is ``CorruptStore`` naming
+    ``path``. A crash of the simulated disk inside SQLite comes out as the ``SimulatedCrash``
+    itself, at the open and inside the block; a crashed disk's handles may fail to close. A
+    read-only connection to a WAL that holds frames never checkpoints at its close (that would
+    write the file it opened read-only)."""
+    native = fs.native_path(path)
+    keep_wal = readonly and has_wal_frames(fs, path)
+    flags = (apsw.SQLITE_OPEN_READONLY if readonly
+             else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    vfs = None if native is not None else RoutedVFS(fs, prefix=prefix)
+    try:
+        try:
+            conn = (apsw.Connection(native, flags=flags) if native is not None
+                    else apsw.Connection(path, flags=flags, vfs=vfs.name))  # type: ignore[union-attr]
+            if keep_wal:
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        except cannot_open as exc:
+            if vfs is not None and vfs.crashed is not None:
+                raise vfs.crashed from None
+            raise CorruptStore(path, f"SQLite cannot open it as a database: {exc}") from exc
+        try:
+            yield conn, vfs
+        except apsw.Error:
+            if vfs is not None and vfs.crashed is not None:
+                raise vfs.crashed from None
+            raise
+        finally:
+            try:
+                conn.close()
+            except apsw.Error:
+                if vfs is None or vfs.crashed is None:
+                    raise
+    finally:
+        if vfs is not None:
+            vfs.unregister()

@@ -24,10 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 from crashgate.backends import (
-    BadOption,
-    CorruptStore,
-    LockHeld,
-    VersionTooNew,
     backup_temp_path,
     os_env,
     publish,
@@ -38,16 +34,21 @@ from crashgate.reference.arch.json_state import JsonState, is_backup, legacy_fil
 from crashgate.reference.arch.missions_db import open_missions_db
 from crashgate.reference.arch.status import Unreadable, open_view, read_status
 from crashgate.reference.arch.transfer import export_memory, export_missions
+from crashgate.reference.cli_common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    InputError,
+    guarded,
+    positive_int,
+)
 
 __all__ = ["InputError", "add_parser"]
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 3
 _SHOWN = 20
 _PROGRESS_EVERY = 1000
 
 
-class InputError(Exception):
-    """Bad input on the command line (exit 3); the message names the argument and the fix."""
 
 
 def _db_dir(db: str) -> None:
@@ -293,30 +294,6 @@ def _status(args: argparse.Namespace) -> int:
 
 # -- the group --------------------------------------------------------------------------------
 
-def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (LockHeld, VersionTooNew, CorruptStore, Unreadable, _Refused,
-                PermissionError) as exc:
-            print(f"crashgate arch {args.arch_command}: {exc}", file=sys.stderr)
-            return EXIT_FAIL
-        except (InputError, BadOption) as exc:
-            print(f"crashgate arch {args.arch_command}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return run
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of files, 1 or more")
-    return value
-
-
 _IMPORT_HELP = """\
 Import legacy mission files (the raw JSON documents old sessions wrote, as
 .vibe/state/active_mission.json) into an ARCH-001 mission database, by mission id.
@@ -355,6 +332,10 @@ result and mission count. Read-only: it opens both databases without creating or
 any file in DIR. Exit 0 sound; 1 a database is damaged, too new or unreadable; 3 usage."""
 
 
+def _prefix(args: argparse.Namespace) -> str:
+    return f"crashgate arch {args.arch_command}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``arch`` group (``crashgate.harness.cli``'s ``COMMAND_MODULES`` hook)."""
     p = sub.add_parser("arch", help="import, export and inspect ARCH-001 mission state "
@@ -375,7 +356,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         c: argparse.ArgumentParser = cmds.add_parser(
             name, help=short, description=text,
             formatter_class=argparse.RawDescriptionHelpFormatter)
-        c.set_defaults(func=_guard(func))
+        c.set_defaults(func=guarded(func, _prefix, (Unreadable, _Refused)))
         return c
 
     c = command("import", _import, "import legacy JSON mission files into missions.db",
@@ -387,7 +368,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="read and check everything, report what would be imported; write "
                    "nothing")
     c.add_argument("--keep", action="store_true", help="do not rename imported files")
-    c.add_argument("--batch-size", type=_positive, default=BATCH, metavar="N",
+    c.add_argument("--batch-size", type=positive_int('files'), default=BATCH, metavar="N",
                    help=f"files per transaction (default {BATCH})")
     c.add_argument("--verbose", action="store_true",
                    help="progress on stderr every 1000 files (without it: only when stderr "

@@ -22,27 +22,28 @@ import sys
 from collections.abc import Callable
 
 from crashgate.backends import (
-    BadOption,
-    CorruptStore,
-    LockHeld,
     PatternMigrationError,
     PatternMigrator,
-    VersionTooNew,
     os_env,
     resolve,
     resolve_pattern_migrator,
 )
 from crashgate.backends.pattern_migrator import DEFAULT_PATTERN_MIGRATOR, DEFAULT_TARGET_BACKEND
+from crashgate.reference.cli_common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    InputError,
+    guarded,
+    positive_int,
+)
 
 __all__ = ["add_parser"]
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 3
 SOURCE, TARGET = "./data/agentic-qe.db", "./data/patterns.ruvector"
 BATCH_SIZE, DIMENSION = 1000, 384
 
 
-class InputError(Exception):
-    """Bad input on the command line (exit 3); the message names the argument and the fix."""
 
 
 def _migrator(args: argparse.Namespace) -> PatternMigrator:
@@ -117,30 +118,6 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_FAIL if result.errors else EXIT_OK
 
 
-def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (PatternMigrationError, LockHeld, VersionTooNew, CorruptStore,
-                PermissionError) as exc:
-            print(f"crashgate patterns {args.patterns_command}: {exc}", file=sys.stderr)
-            return EXIT_FAIL
-        except (InputError, BadOption) as exc:
-            print(f"crashgate patterns {args.patterns_command}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return run
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
-    return value
-
-
 _MIGRATE_HELP = """\
 Migrate test patterns from an AgentDB pattern database (SQLite) into a vector store, as the
 pattern migration guide's migrate-patterns.ts does, more carefully.
@@ -171,6 +148,10 @@ then the journal). Refused for a target without the migration's journal. Rerun i
 crash to finish. Exit 0 done; 1 refused or failed; 3 usage."""
 
 
+def _prefix(args: argparse.Namespace) -> str:
+    return f"crashgate patterns {args.patterns_command}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``patterns`` group (``crashgate.harness.cli``'s ``COMMAND_MODULES`` hook)."""
     p = sub.add_parser("patterns", help="migrate AgentDB test patterns to a vector store, "
@@ -192,7 +173,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         c: argparse.ArgumentParser = cmds.add_parser(
             name, help=short, description=text,
             formatter_class=argparse.RawDescriptionHelpFormatter)
-        c.set_defaults(func=_guard(func))
+        c.set_defaults(func=guarded(func, _prefix, (PatternMigrationError,)))
         c.add_argument("--source", default=SOURCE, metavar="PATH",
                        help=f"the AgentDB pattern database (default {SOURCE})")
         c.add_argument("--target", default=TARGET, metavar="PATH",
@@ -209,11 +190,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 _MIGRATE_HELP)
     c.add_argument("--dry-run", action="store_true",
                    help="validate without writing (nothing anywhere)")
-    c.add_argument("--batch-size", type=_positive, default=BATCH_SIZE, metavar="N",
+    c.add_argument("--batch-size", type=positive_int(), default=BATCH_SIZE, metavar="N",
                    help=f"patterns per batch (default {BATCH_SIZE})")
     c.add_argument("--no-backup", action="store_true", help="skip the backup (not "
                    "recommended: rollback then cannot restore the source)")
-    c.add_argument("--dimension", type=_positive, default=DIMENSION, metavar="N",
+    c.add_argument("--dimension", type=positive_int(), default=DIMENSION, metavar="N",
                    help=f"the embeddings' dimension (default {DIMENSION})")
     c.add_argument("--verbose", action="store_true",
                    help="progress on stderr after every batch (without it: only when stderr "

@@ -29,7 +29,6 @@ the target's followed by ``.`` or ``-`` (its lock, index, temporary files:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import posixpath
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ from crashgate.backends import (
     publish,
     remove_if_present,
 )
-from crashgate.reference.sqlite_vfs import RoutedVFS
+from crashgate.reference.sqlite_vfs import file_connection
 
 __all__ = ["JOURNAL_SUFFIX", "backup_database", "backup_path_for", "foreign_paths",
            "journal_path", "owned_paths", "read_journal", "restore_database", "write_journal"]
@@ -73,33 +72,11 @@ def backup_path_for(source: str, now: float) -> str:
 def _connection(env: Env, path: str, *, readonly: bool) -> Iterator[apsw.Connection]:
     """A plain apsw connection to ``path`` (module docstring: routed or native). A crash of the
     simulated disk inside SQLite comes out as the ``SimulatedCrash`` itself."""
-    native = env.fs.native_path(path)
-    flags = (apsw.SQLITE_OPEN_READONLY if readonly
-             else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    vfs = None if native is not None else RoutedVFS(env.fs, prefix="crashgate-patterns")
-    try:
-        try:
-            if vfs is None:
-                conn = apsw.Connection(native or path, flags=flags)
-            else:
-                conn = apsw.Connection(path, flags=flags, vfs=vfs.name)
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        except apsw.Error as exc:
-            if vfs is not None and vfs.crashed is not None:
-                raise vfs.crashed from None
-            raise CorruptStore(path, f"SQLite cannot open it as a database: {exc}") from exc
-        try:
-            yield conn
-        except apsw.Error:
-            if vfs is not None and vfs.crashed is not None:
-                raise vfs.crashed from None
-            raise
-        finally:
-            with contextlib.suppress(apsw.Error):   # a crashed disk's handles fail to close
-                conn.close()
-    finally:
-        if vfs is not None:
-            vfs.unregister()
+    with file_connection(env.fs, path, readonly=readonly, prefix="crashgate-patterns") as (
+            conn, vfs):
+        if vfs is not None:   # a WAL file's wal-index in heap memory (sqlite_vfs: no xShm)
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        yield conn
 
 
 def _copy(into: apsw.Connection, source: apsw.Connection) -> None:

@@ -37,17 +37,16 @@ from crashgate.backends import (
     VersionTooNew,
     os_env,
 )
+from crashgate.reference.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, InputError
 from crashgate.reference.rvf.store import RvfStore, open_rvf
 from crashgate.reference.vector_search import METRICS
 
 __all__ = ["InputError", "add_parser", "main", "parse_records", "rvf_subparsers"]
 
-EXIT_OK, EXIT_FAIL, EXIT_TAIL, EXIT_USAGE = 0, 1, 2, 3
+EXIT_TAIL = 2
 U64 = 2**64
 
 
-class InputError(Exception):
-    """Bad input on the command line or in an input file (exit 3); the message names where."""
 
 
 def _open(path: str, *, write: bool, **options: str) -> RvfStore:
