@@ -27,6 +27,7 @@ from crashgate.backends import (
     DamagePromise,
     Declaration,
     Durability,
+    Recall,
     os_env,
 )
 from crashgate.backends.errors import BadBackend
@@ -103,6 +104,8 @@ class Certificate:
                 "file_format": d.file_format, "wire_version": d.wire_version,
                 "failpoints": list(d.failpoints), "metric": d.metric, "notes": dict(d.notes),
                 "damage": d.damage.value,
+                "recall": None if d.recall is None else {"k": d.recall.k,
+                                                         "at_least": d.recall.at_least},
             },
             "rows": [r.to_json() for r in self.results],
         }
@@ -154,7 +157,8 @@ def _declaration_problem(decl: object) -> str | None:
         ("file_format", decl.file_format, (str, type(None))),
         ("wire_version", decl.wire_version, (int, type(None))),
         ("failpoints", decl.failpoints, (tuple, list)),
-        ("metric", decl.metric, (str, type(None))), ("notes", decl.notes, Mapping)]
+        ("metric", decl.metric, (str, type(None))), ("notes", decl.notes, Mapping),
+        ("recall", decl.recall, (Recall, type(None)))]
     for name, value, want in checks:
         if not isinstance(value, want):
             return f"its declaration's {name} is {value!r}, of the wrong type"

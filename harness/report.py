@@ -79,7 +79,8 @@ def render_markdown(cert: Certificate) -> str:
         f"Declared: durability **{d.durability.value}**; damage at rest **{d.damage.value}**; "
         f"capabilities {', '.join(sorted(c.value for c in d.capabilities))}"
         + (f"; file format {d.file_format} (wire version {d.wire_version})" if d.file_format
-           else ""),
+           else "")
+        + (f"; search: approximate, {d.recall}" if d.recall is not None else ""),
         "",
         f"Regenerate: `{cert.command}`",
         "",

@@ -160,3 +160,16 @@ def test_a_rows_own_output_goes_into_its_details_not_the_console(tmp_path: Path,
                and "metadata epoch" in d for d in row["details"]), row["details"]
     # each result once: the summary in the table at the end, not also in the progress lines
     assert captured.out.count(row["summary"]) == 1 and row["summary"] not in captured.err
+
+
+def test_a_recall_promise_is_checked_and_written_into_the_certificate() -> None:
+    from crashgate.backends import Recall
+    from crashgate.harness.certify import _declaration_problem
+    decl = Declaration(Durability.POWER_LOSS, frozenset({Capability.VECTOR}),
+                       recall=Recall(10, 0.95))
+    assert _declaration_problem(decl) is None
+    bad = Declaration(Durability.POWER_LOSS, frozenset({Capability.VECTOR}),
+                      recall=0.95)
+    assert "recall is 0.95, of the wrong type" in str(_declaration_problem(bad))
+    cert = Certificate("x", "run", 1, "quick", decl, "now", command="crashgate certify x")
+    assert cert.to_json()["declaration"]["recall"] == {"k": 10, "at_least": 0.95}
