@@ -10,7 +10,6 @@ Used by each reference store's test module::
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crashgate.backends import BatchWrite, Capability, Env, VectorRecord, os_env, resolve
+from crashgate.harness.vector_oracle import check_hits
 
 KEYS = st.sampled_from(["a", "ab", "abc", "b", "b/1", "b/2", "c", "z" * 40, "ünï"])
 VALUES = st.binary(max_size=64) | st.sampled_from([b"", b"x" * 3000])
@@ -109,29 +109,17 @@ def conformance_test(
 
         @precondition(lambda self: self.has_vec)
         @rule(vector=VECTORS, k=st.integers(0, 6),
-              where=st.none() | st.fixed_dictionaries({"tag": st.sampled_from(["x", "y"])}))
+              where=st.none() | st.fixed_dictionaries({}, optional={
+                  "tag": st.sampled_from(["x", "y"]) | st.fixed_dictionaries(
+                      {"$in": st.lists(st.sampled_from(["x", "y"]), max_size=2)}),
+                  "n": st.fixed_dictionaries({"$gte": st.integers(0, 3)},
+                                             optional={"$lt": st.integers(0, 4)})}))
         def query(self, vector: list[float], k: int, where: dict[str, Any] | None) -> None:
             hits = self.store.query(vector, k, where)
-            live = [r for r in self.vectors.values()
-                    if not where or all(r.metadata.get(a) == b for a, b in where.items())]
-            assert len(hits) == min(k, len(live))
-            if not live or not hits:
-                return
-            m = np.array([r.vector for r in live], dtype=np.float64)
-            q = np.array(vector, dtype=np.float64)
-            if self.metric == "l2":
-                d = np.sqrt(((m - q) ** 2).sum(axis=1))
-            else:
-                norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
-                d = 1 - np.where(norms > 0, (m @ q) / np.where(norms > 0, norms, 1), 0)
-            want = sorted(d)[: len(hits)]
-            got = [h.distance for h in hits]
-            assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
-                       for a, b in zip(got, want, strict=True))
-            by_id = {r.id: r for r in live}
-            for h in hits:
-                assert h.id in by_id
-                assert dict(h.metadata) == dict(by_id[h.id].metadata)
+            records = list(self.vectors.values())
+            problem, _, _ = check_hits(hits, records, vector, k, self.metric, where,
+                                       self.store.declaration.recall)
+            assert problem is None, f"query(k={k}, where={where}): {problem}"
 
         @precondition(lambda self: self.has_vec)
         @rule()
