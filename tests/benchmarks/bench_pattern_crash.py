@@ -37,10 +37,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     batches = -(-args.records // args.batch_size)
-    boundaries = 2 * batches + 1   # BATCH_READ and BATCH_DONE of each batch, and the end
+    # room for every boundary: BATCH_READ and BATCH_DONE of each batch (one disk position when
+    # nothing is written between them; "boundaries" below is the count of distinct ones), the end
+    boundaries = 2 * batches + 1
     print(f"load {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.records:,} patterns, "
-          f"{batches} batches of {args.batch_size:,}: {boundaries} boundary crashes + "
-          f"{args.inside} inside batches + {args.power} power losses, into {args.target}")
+          f"{batches} batches of {args.batch_size:,}: a process crash at every batch boundary "
+          f"and {args.inside} inside batches, {args.power} power losses, into {args.target}")
     t = time.perf_counter()
     ev = check_crashes(resolve(args.target), migrator=args.migrator, seed=args.seed,
                        records=args.records, batch_size=args.batch_size,
