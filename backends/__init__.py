@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from crashgate.backends.backup import Backupable, backup_temp_path, publish, remove_if_present
+from crashgate.backends.backup import (
+    Backupable,
+    backup_temp_path,
+    publish,
+    remove_if_present,
+    write_whole,
+)
 from crashgate.backends.contract import (
     BatchWrite,
     BulkFetch,
@@ -190,6 +196,7 @@ __all__ = [
     "publish",
     "read_all",
     "remove_if_present",
+    "write_whole",
     "resolve",
     "resolve_migrator",
 ]

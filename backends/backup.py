@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from crashgate.backends.env import FileSystem
 
-__all__ = ["Backupable", "backup_temp_path", "publish", "remove_if_present"]
+__all__ = ["Backupable", "backup_temp_path", "publish", "remove_if_present", "write_whole"]
 
 
 @runtime_checkable
@@ -60,3 +60,24 @@ def publish(fs: FileSystem, tmp: str, dest: str) -> None:
     is then the old file or the new one after any crash, and the new one once this returns."""
     fs.rename(tmp, dest)
     fs.sync_dir(posixpath.dirname(dest) or ".")
+
+
+def write_whole(fs: FileSystem, dest: str, *chunks: bytes | memoryview) -> None:
+    """Replace ``dest`` with ``chunks`` (written one after another) atomically: a temporary file
+    beside it (``backup_temp_path``), fsynced, then ``publish``ed. After any crash ``dest`` is
+    the old file or the new one; a write that fails (an I/O error) leaves no temporary file."""
+    tmp = backup_temp_path(dest)
+    try:
+        f = fs.open(tmp, "w")
+        try:
+            at = 0
+            for chunk in chunks:
+                f.write(at, bytes(chunk))
+                at += len(chunk)
+            f.sync()
+        finally:
+            f.close()
+        publish(fs, tmp, dest)
+    except Exception:   # not a SimulatedCrash (a BaseException): a crashed process cleans nothing
+        remove_if_present(fs, tmp)
+        raise

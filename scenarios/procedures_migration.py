@@ -232,13 +232,15 @@ def _judge(spec: BackendSpec, named: MigratorSpec, image: DiskImage, dest: str,
 
 
 def _read_back(spec: BackendSpec, image: DiskImage, dest: str,
-               want: Sequence[VectorRecord]) -> list[str]:
+               want: Sequence[VectorRecord], what: str = "destination") -> list[str]:
+    """How ``dest`` in ``image``, opened by the backend under test, differs from holding
+    exactly ``want`` (``what`` names it in the message)."""
     # on a copy: what the backend does on open must not change what the migrator sees next
     env = sim_env(SimDisk(image), VirtualClock())
     try:
         store = spec.open(dest, env)
     except Exception as exc:  # noqa: BLE001 - an unopenable destination is the finding
-        return [f"{spec.label} cannot open the destination: {type(exc).__name__}: {exc}"]
+        return [f"{spec.label} cannot open the {what}: {type(exc).__name__}: {exc}"]
     try:
         return _differences(store, want, spec.label)
     finally:

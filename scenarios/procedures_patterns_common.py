@@ -28,7 +28,7 @@ from crashgate.harness.patterns import generate_patterns
 from crashgate.harness.recovery import let_lease_go_stale
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
-from crashgate.scenarios.procedures_migration import _differences
+from crashgate.scenarios.procedures_migration import _read_back
 from crashgate.scenarios.table import RowContext
 
 __all__ = ["DATA", "DIM", "SOURCE", "Outcome", "migrator_label",
@@ -114,16 +114,7 @@ def target_problems(spec: Any, image: DiskImage, target: str,
                     want: Sequence[VectorRecord]) -> list[str]:
     """How the target in ``image``, opened by the backend under test (on a copy), differs from
     holding exactly ``want``."""
-    env = sim_env(SimDisk(image), VirtualClock())
-    try:
-        store = spec.open(target, env)
-    except Exception as exc:  # noqa: BLE001 - an unopenable target is the finding
-        return [f"{spec.label} cannot open the target: {type(exc).__name__}: {exc}"]
-    try:
-        return _differences(store, want, spec.label)
-    finally:
-        with contextlib.suppress(Exception):
-            store.close()
+    return _read_back(spec, image, target, want, "target")
 
 
 def source_problems(image: DiskImage, path: str, want: Sequence[VectorRecord]) -> list[str]:

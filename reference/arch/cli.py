@@ -24,10 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from crashgate.backends import (
-    backup_temp_path,
     os_env,
-    publish,
-    remove_if_present,
+    write_whole,
 )
 from crashgate.reference.arch.importer import BATCH, ImportReport, import_files, plan_import
 from crashgate.reference.arch.json_state import JsonState, is_backup, legacy_files
@@ -191,19 +189,8 @@ def _export_file(view: Any, mission_id: str, out: str) -> str:
     if doc is None:
         raise InputError(f"--mission {mission_id!r}: no such mission in "
                          f"{view.path}{_close_match(view, mission_id)}")
-    fs = os_env().fs
     data = (json.dumps(doc, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode()
-    tmp = backup_temp_path(out)
-    try:
-        f = fs.open(tmp, "w")
-        try:
-            f.write(0, data)
-            f.sync()
-        finally:
-            f.close()
-        publish(fs, tmp, out)   # rename over ``out``, fsync the directory
-    finally:
-        remove_if_present(fs, tmp)
+    write_whole(os_env().fs, out, data)
     return f"exported mission {mission_id!r} to {out} ({len(data)} bytes)"
 
 

@@ -44,6 +44,7 @@ from crashgate.backends import (
     backup_temp_path,
     publish,
     remove_if_present,
+    write_whole,
 )
 from crashgate.reference.sqlite_vfs import file_connection
 
@@ -128,18 +129,9 @@ def restore_database(env: Env, backup: str, dest: str) -> None:
 
 def write_journal(env: Env, target: str, state: dict[str, Any]) -> None:
     """Write the journal of ``target`` atomically (module docstring)."""
-    fs = env.fs
-    path = journal_path(target)
-    tmp = backup_temp_path(path)
     data = json.dumps({"format": JOURNAL_FORMAT, "version": 1, **state}, sort_keys=True,
                       indent=1).encode()
-    f = fs.open(tmp, "w")
-    try:
-        f.write(0, data)
-        f.sync()
-    finally:
-        f.close()
-    publish(fs, tmp, path)
+    write_whole(env.fs, journal_path(target), data)
 
 
 def read_journal(env: Env, target: str) -> dict[str, Any] | None:

@@ -36,7 +36,14 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from crashgate.backends import BadOption, FileSystem, Hit, check_where
+from crashgate.backends import (
+    BadOption,
+    FileSystem,
+    Hit,
+    backup_temp_path,
+    check_where,
+    remove_if_present,
+)
 from crashgate.reference.rvf.index_file import (
     IndexRejected,
     Stamp,
@@ -120,8 +127,8 @@ class HnswPath:
         it is this table's, else rebuild it in memory. A reader only reads the file."""
         with self._lock:
             self._table = table
-            if writable and self._fs.exists(self.path + ".tmp"):
-                self._fs.remove(self.path + ".tmp")   # a save cut by a crash before its rename
+            if writable:   # a save cut by a crash before its rename
+                remove_if_present(self._fs, backup_temp_path(self.path))
             try:
                 loaded = decode_index(self._fs, self.path, stamp, self._expect(table))
             except IndexRejected as exc:

@@ -33,7 +33,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from crashgate.backends import FileSystem, publish, read_all
+from crashgate.backends import FileSystem, read_all, write_whole
 
 __all__ = ["IndexRejected", "Stamp", "decode_index", "encode_index", "index_path",
            "inspect_index"]
@@ -68,7 +68,7 @@ def _checksum(data: bytes | memoryview) -> bytes:
 def encode_index(fs: FileSystem, path: str, stamp: Stamp, index: hnswlib.Index,
                  expect: Mapping[str, Any]) -> None:
     """Write ``index`` (built over ``expect["ids"]``) to ``path`` atomically: a temporary file
-    beside it, fsync, rename, fsync of the directory (``backends.publish``)."""
+    beside it, fsync, rename, fsync of the directory (``backends.write_whole``)."""
     (state,) = index.__getstate__()
     arrays: dict[str, Any] = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
@@ -86,16 +86,7 @@ def encode_index(fs: FileSystem, path: str, stamp: Stamp, index: hnswlib.Index,
     head = _HEAD.pack(MAGIC, len(header)) + header
     digest = hashlib.blake2b(head, digest_size=_SUM)
     digest.update(payload)
-    tmp = path + ".tmp"
-    f = fs.open(tmp, "w")
-    try:
-        f.write(0, head)
-        f.write(len(head), bytes(payload))
-        f.write(len(head) + len(payload), digest.digest())
-        f.sync()
-    finally:
-        f.close()
-    publish(fs, tmp, path)
+    write_whole(fs, path, head, payload, digest.digest())
 
 
 def decode_index(fs: FileSystem, path: str, stamp: Stamp, expect: Mapping[str, Any]
