@@ -28,9 +28,13 @@ holds the store's schema, its migrations, and the vector operations.
 not what a record holds: a flipped byte inside a value is a valid record with another value.
 So every record carries ``sum``, a 16-byte BLAKE2b of its fields (length-prefixed, so no two
 records share an input), written with the record and checked on every read before anything
-is decoded; keys and metadata are read as bytes (``CAST(... AS BLOB)``) so that text that is
-no longer UTF-8 is reported, not raised by apsw. A mismatch, an undecodable field, or SQLite's
-own ``CorruptError`` / "malformed" is ``CorruptStore`` naming the key or id and the file.
+is decoded. The vectors' id is their rowid, which no index repeats for ``integrity_check`` to
+compare: a flipped bit in it moves a record to another id, and a read by the old id finds
+nothing. So every open also checks every vector record against its sum
+(``_check_rowid_keys``). Keys and metadata are read as bytes (``CAST(... AS BLOB)``) so that
+text that is no longer UTF-8 is reported, not raised by apsw. A mismatch, an undecodable
+field, or SQLite's own ``CorruptError`` / "malformed" is ``CorruptStore`` naming the key or
+id and the file.
 (SQLite's checksum VFS, ``cksumvfs``, would check whole pages, but it is a loadable extension
 that the apsw build does not carry, and it wraps the OS VFS, not the routed one.)
 
@@ -47,7 +51,7 @@ without a sum, nor miss the relational tables.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,7 +170,9 @@ def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> 
         undetected_damage=frozenset({"stale-sector", "truncation"}),
         notes={
             "damage": "PRAGMA integrity_check on open; a BLAKE2b sum per record, checked on "
-                      "every read; SQLite's CorruptError and undecodable fields are "
+                      "every read, and on open for every vector record (its id is its rowid, "
+                      "which no index repeats: a flipped id would move the record unseen); "
+                      "SQLite's CorruptError and undecodable fields are "
                       "CorruptStore. Not detected: a lost write (a sector holding an older, "
                       "self-consistent version of itself), since nothing in the file ties a "
                       "page to the file's history (SQLite's checksum VFS would not see it "
@@ -323,9 +329,10 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
                 "INSERT OR REPLACE INTO vectors(id, vector, metadata, sum) VALUES (?, ?, ?, ?)",
                 rows)
 
-    def _records(self, where_sql: str = "", params: Sequence[int] = ()) -> list[VectorRecord]:
-        """The records, each checked against its sum before it is decoded."""
-        out = []
+    def _verified_vectors(self, where_sql: str = "", params: Sequence[int] = ()
+                          ) -> Iterator[tuple[int, tuple[bytes, bytes, bytes]]]:
+        """(id, (id bytes, vector bytes, metadata bytes)) of the vector records, each checked
+        against its sum (which covers the id) before anything is decoded."""
         for row_id, blob, meta, got in self._db.execute(
                 f"SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors {where_sql}",
                 tuple(params)):
@@ -336,6 +343,21 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
             fields = (_row_id_bytes(row_id), blob_field(self.path, blob, what),
                       blob_field(self.path, meta, what))
             self._verified(what, fields, got)
+            yield vid, fields
+
+    def _check_rowid_keys(self, version: int) -> None:
+        """The vectors' id is their rowid (``SqliteFile._check_rowid_keys``): every vector
+        record is checked against its sum on open. Before version 2 there are no sums; the
+        migration computes them."""
+        if version >= 2:
+            for _ in self._verified_vectors():
+                pass
+
+    def _records(self, where_sql: str = "", params: Sequence[int] = ()) -> list[VectorRecord]:
+        """The records, each checked against its sum before it is decoded."""
+        out = []
+        for vid, fields in self._verified_vectors(where_sql, params):
+            what = f"vector record of id {vid}"
             try:   # verified, so this fails only for a record written wrong, not damaged
                 vec = np.frombuffer(fields[1], dtype="<f8")
                 metadata = json.loads(fields[2].decode("utf-8"))

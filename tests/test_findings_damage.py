@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import struct
 from pathlib import Path
 
@@ -36,21 +37,17 @@ def _replace_once(path: Path, old: bytes, new: bytes) -> None:
 # -- finding 1: SQLite and JSON stores returned altered values ------------------------------
 
 def test_sqlite_a_float_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) -> None:
+    """The open refuses it: it checks every vector record against its sum (reads check each
+    record too: ``test_sqlite_store``'s records changed under an open store)."""
     db = tmp_path / "s.db"
     s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
     s.upsert([VectorRecord.of(7, [1.25, -3.5], {"owner": "ann"})])
     s.close()
     # one digit of the float changed: 1.25 -> 1.375 (bytes of a little-endian float64)
     _replace_once(db, struct.pack("<d", 1.25), struct.pack("<d", 1.375))
-    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
-    try:
-        with pytest.raises(CorruptStore) as info:
-            s.fetch([7])
-        assert "7" in str(info.value) and str(db) in str(info.value)
-        with pytest.raises(CorruptStore):
-            s.query([0.0, 0.0], 1)
-    finally:
-        s.close()
+    with pytest.raises(CorruptStore) as info:
+        open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    assert "id 7" in str(info.value) and str(db) in str(info.value)
 
 
 @pytest.mark.parametrize("old, new", [(b"metadata TEXT", b"metadatq TEXT"),
@@ -66,6 +63,51 @@ def test_sqlite_a_damaged_column_name_is_corrupt_not_a_query_error(
     _replace_once(db, old, new)
     with pytest.raises(CorruptStore, match="vectors"):
         open_sqlite(str(db), os_env(), journal_mode="DELETE")
+
+
+def _flip_rowid_bit(db: Path, table: str, rowid: int) -> None:
+    """Flip bit 0 of ``rowid`` where the leaf cell of ``table`` (one leaf page: a small
+    table) keeps it: the cell is the payload size, then the rowid, as varints (one byte each
+    below 128; sqlite.org/fileformat2.html, "B-tree Pages")."""
+    assert rowid < 128
+    with sqlite3.connect(db) as conn:
+        root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?",
+                            (table,)).fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(db.read_bytes())
+    page = (root - 1) * page_size
+    assert data[page] == 0x0D, "not a leaf table page"
+    cells = struct.unpack(">H", data[page + 3:page + 5])[0]
+    for i in range(cells):
+        cell = page + struct.unpack(">H", data[page + 8 + 2 * i:page + 10 + 2 * i])[0]
+        assert data[cell] < 0x80 and data[cell + 1] < 0x80
+        if data[cell + 1] == rowid:
+            data[cell + 1] ^= 1
+            db.write_bytes(bytes(data))
+            return
+    raise AssertionError(f"no cell of rowid {rowid}")
+
+
+def test_sqlite_a_flipped_bit_in_a_vector_id_is_corrupt_not_a_lost_record(
+        tmp_path: Path) -> None:
+    """Found by a certification (seed 3037027365): bit 0 of a vector record's id (its rowid,
+    which no index repeats) flipped 37 to 36. ``integrity_check`` passed, ``fetch([37])``
+    answered absent and id 36 appeared, unwritten. Every open now checks the vector records'
+    sums, which cover the id."""
+    db = tmp_path / "s.db"
+    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    s.upsert([VectorRecord.of(29, [1.0], {}), VectorRecord.of(37, [2.0], {"op": 6})])
+    s.close()
+    _flip_rowid_bit(db, "vectors", 37)
+    with sqlite3.connect(db) as conn:   # the damage is one SQLite cannot see
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert [r[0] for r in conn.execute("SELECT id FROM vectors")] == [29, 36]
+    conn.close()
+    with pytest.raises(CorruptStore, match="id 36"):
+        open_sqlite(str(db), os_env(), journal_mode="DELETE")
+    with pytest.raises(CorruptStore, match="id 36"):
+        open_sqlite(str(db), os_env(), journal_mode="DELETE", readonly="true")
 
 
 def test_sqlite_a_kv_value_changed_in_the_file_is_corrupt_not_data(tmp_path: Path) -> None:
@@ -92,12 +134,8 @@ def test_sqlite_metadata_that_no_longer_decodes_is_corrupt_not_an_untyped_error(
     s.upsert([VectorRecord.of(3, [0.5], {"owner": "ann"})])
     s.close()
     _replace_once(db, b'"ann"', b'"\xff\xfe\xfd"')   # invalid UTF-8 where JSON text was
-    s = open_sqlite(str(db), os_env(), journal_mode="DELETE")
-    try:
-        with pytest.raises(CorruptStore):
-            s.fetch([3])
-    finally:
-        s.close()
+    with pytest.raises(CorruptStore, match="id 3"):
+        open_sqlite(str(db), os_env(), journal_mode="DELETE")
 
 
 def test_json_store_a_value_changed_in_its_document_is_corrupt_not_data(

@@ -203,23 +203,25 @@ def test_a_version_1_file_is_migrated_on_open_and_then_checked(tmp_path: Path,
 
 
 def test_a_record_whose_type_changed_is_corrupt_not_a_value(tmp_path: Path) -> None:
+    """Changed by another connection while the store is open: each read checks its records
+    (an open checks every vector record: the next open refuses the file)."""
     path = tmp_path / "db"
     store = open_sqlite(str(path), os_env(), journal_mode="DELETE")
-    store.put("k", b"12345")
-    store.upsert([VectorRecord.of(5, [1.0, 2.0], {"o": 1})])
-    store.close()
-    db = apsw.Connection(str(path))
-    db.execute("UPDATE kv SET value = 5 WHERE key = 'k';"     # bytes(5) would be 5 zero bytes
-               "UPDATE vectors SET metadata = CAST(x'ff7b7d' AS TEXT) WHERE id = 5")
-    db.close()
-    store = open_sqlite(str(path), os_env(), journal_mode="DELETE")
     try:
+        store.put("k", b"12345")
+        store.upsert([VectorRecord.of(5, [1.0, 2.0], {"o": 1})])
+        db = apsw.Connection(str(path))
+        db.execute("UPDATE kv SET value = 5 WHERE key = 'k';"     # bytes(5): 5 zero bytes
+                   "UPDATE vectors SET metadata = CAST(x'ff7b7d' AS TEXT) WHERE id = 5")
+        db.close()
         with pytest.raises(CorruptStore, match="holds int where a BLOB was written"):
             store.get("k")
         with pytest.raises(CorruptStore, match="vector record of id 5"):
             store.fetch([5])
     finally:
         store.close()
+    with pytest.raises(CorruptStore, match="vector record of id 5"):
+        open_sqlite(str(path), os_env(), journal_mode="DELETE")
 
 
 def test_a_wal_file_reopened_in_delete_mode_through_the_routed_vfs(tmp_path: Path) -> None:
