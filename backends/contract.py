@@ -33,6 +33,7 @@ __all__ = [
     "Factory",
     "Hit",
     "KVStore",
+    "ServerBacked",
     "Store",
     "VectorBlock",
     "VectorRecord",
@@ -131,6 +132,14 @@ class Declaration:
     ``Recall`` is approximate search held to recall@k >= ``at_least`` (measured with its
     confidence interval). Either way every hit is live, matches the filter, carries its
     record's metadata and exact distance, and ``min(k, matching)`` hits come back."""
+
+    server: str | None = None
+    """None: the store does its I/O through ``env.fs`` (every byte crashgate's simulated disk
+    can crash, damage or fail). Otherwise the store's data is kept by a server in other
+    processes (e.g. ``Postgres 16.2 (pgserver)``): its files never pass through ``env.fs``, so
+    the rows that need the simulated disk (power loss, crash states at disk operations, I/O
+    errors, damage at rest) are n/a with this as the reason, and a process crash is a SIGKILL
+    of the server's processes (``ServerBacked``)."""
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -293,6 +302,24 @@ class Staged(Protocol):
     def promote(self) -> int: ...
 
     def rollback(self) -> int: ...
+
+
+@runtime_checkable
+class ServerBacked(Protocol):
+    """Optional, for a store whose ``Declaration.server`` is set: the server processes the
+    harness may kill from outside (SIGKILL, as a crash would) to certify what survives.
+
+    ``server_pids()``: every process of the server (the postmaster first), or ``()`` when the
+    server is not one crashgate started (e.g. an existing server named by URL): crashgate
+    never kills a server it did not start, and the crash rows are n/a then.
+    ``session_pid()``: the server process serving this store's own connection (killing only
+    it is a crash of one session, which the server survives).
+    After a kill the harness reopens the store with the backend's factory, which must bring
+    the server back (and wait for its recovery) before it answers."""
+
+    def server_pids(self) -> tuple[int, ...]: ...
+
+    def session_pid(self) -> int: ...
 
 
 class Factory(Protocol):

@@ -61,6 +61,10 @@ BUILTIN: dict[str, Builtin] = {
                       "the real SQLite engine through apsw (journal_mode, synchronous)"),
     "rvf": Builtin("crashgate.reference.rvf.store:open_rvf", "pip install crashgate",
                    "append-only RVF segment file: vectors, key-value, witness chain"),
+    "pgvector": Builtin("crashgate.reference.postgres.store:open_pgvector",
+                        "pip install 'crashgate[postgres]'",
+                        "ADR-0003's Postgres + pgvector: crashgate starts its own server "
+                        "(pgserver), or url= names one"),
     "rvlite": Builtin("crashgate.reference.rvlite:open_rvlite", "pip install crashgate",
                       "ADR-032's hybrid: vectors in RVF, metadata in an IndexedDB model"),
     **{f"stage{n}": Builtin(f"crashgate.reference.stages.factory:open_stage{n}",
