@@ -69,6 +69,7 @@ from crashgate.backends import (
     VectorRecord,
     check_options,
 )
+from crashgate.reference.row_ids import from_row_id, storable_row_ids, to_row_id
 from crashgate.reference.sqlite_backup import SqliteBackup
 from crashgate.reference.sqlite_file import SqliteFile, blob_field, record_sum
 from crashgate.reference.sqlite_kv import SqliteKV, key_text
@@ -105,8 +106,6 @@ _COLUMNS = {
     "vectors": (("id", "INTEGER", 0, 1), ("vector", "BLOB", 1, 0), ("metadata", "TEXT", 1, 0)),
 }
 _SUM_COLUMN = ("sum", "BLOB", 1, 0)
-_U64 = 1 << 64
-_I64_MAX = (1 << 63) - 1
 
 
 def _row_id_bytes(row_id: int) -> bytes:
@@ -191,21 +190,10 @@ def declaration_for(journal_mode: str, synchronous: str, metric: str = "l2") -> 
     )
 
 
-def _to_row_id(id_: int) -> int:
-    """u64 -> i64, order-preserving within each half (SQLite's INTEGER is signed 64-bit)."""
-    i = int(id_)
-    if not 0 <= i < _U64:
-        raise ValueError(f"vector id {id_!r} is not a u64 (0 <= id < 2**64)")
-    return i - _U64 if i > _I64_MAX else i
 
 
-def _row_ids(ids: Iterable[int]) -> list[int]:
-    """The row ids of those ``ids`` that could be stored (others cannot be live), sorted."""
-    return sorted({_to_row_id(i) for i in ids if 0 <= int(i) < _U64})
 
 
-def _from_row_id(row_id: int) -> int:
-    return row_id + _U64 if row_id < 0 else row_id
 
 
 def _int(value: object) -> int:
@@ -296,7 +284,7 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
         sums = []
         for row_id, vec, meta, got in self._db.execute(
                 "SELECT id, vector, CAST(metadata AS BLOB), sum FROM vectors").fetchall():
-            what = f"vector record of id {_from_row_id(_int(row_id))}"
+            what = f"vector record of id {from_row_id(_int(row_id))}"
             fields = (_row_id_bytes(_int(row_id)), blob_field(self.path, vec, what),
                       blob_field(self.path, meta, what))
             sums.append((self._sum_to_write(what, fields, got), _int(row_id)))
@@ -314,7 +302,7 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
         """Insert or replace by id, all records in one transaction."""
         rows = []
         for r in records:
-            row_id = _to_row_id(r.id)
+            row_id = to_row_id(r.id)
             vec = np.asarray(r.vector, dtype="<f8").tobytes()
             meta = json.dumps(dict(r.metadata), sort_keys=True)
             rows.append((row_id, vec, meta,
@@ -338,7 +326,7 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
                 tuple(params)):
             if not isinstance(row_id, int):
                 raise CorruptStore(self.path, f"a vector record's id reads as {row_id!r}")
-            vid = _from_row_id(row_id)
+            vid = from_row_id(row_id)
             what = f"vector record of id {vid}"
             fields = (_row_id_bytes(row_id), blob_field(self.path, blob, what),
                       blob_field(self.path, meta, what))
@@ -383,7 +371,7 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete by id in one transaction; how many of them were live."""
-        row_ids = _row_ids(ids)
+        row_ids = storable_row_ids(ids)
         removed = 0
         with self._transaction("remove"):
             for row_id in row_ids:
@@ -402,11 +390,11 @@ class SqliteStore(SqliteFile, SqliteKV, SqliteRelational, SqliteBackup):
         self._check_open()
         with self._errors():
             rows = self._db.execute("SELECT id FROM vectors").fetchall()
-        return sorted(_from_row_id(_int(r[0])) for r in rows)
+        return sorted(from_row_id(_int(r[0])) for r in rows)
 
     def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
         self._check_open()
-        row_ids = _row_ids(ids)
+        row_ids = storable_row_ids(ids)
         out: list[VectorRecord] = []
         with self._errors():
             for start in range(0, len(row_ids), 500):  # under SQLite's bound-parameter limit
