@@ -105,6 +105,7 @@ from crashgate.harness.crashstates import (
     sync_positions,
 )
 from crashgate.harness.failpoints import ArmedFailpoints
+from crashgate.harness.faults.server import KILLS, ServerKill, killable
 from crashgate.harness.history import History
 from crashgate.harness.missions import mission_documents
 from crashgate.harness.model import (
@@ -459,6 +460,11 @@ class StoreMachine(RuleBasedStateMachine):
     has_stages: ClassVar[bool] = False
     has_relational: ClassVar[bool] = False
     has_missions: ClassVar[bool] = False
+    has_server: ClassVar[bool] = False
+    """A server keeps the data (``Declaration.server``): nothing of it passes through the
+    simulated disk, so power loss and crashes inside an op are not drawn (they would judge
+    the marker file alone); a process crash is the client abandoning its connection, and
+    ``_ServerMachine`` adds SIGKILLs of the server."""
     stats: ClassVar[Counter[str]]
     last: ClassVar[StoreMachine | None] = None
     first_failure: ClassVar[tuple[str, str] | None] = None
@@ -726,12 +732,15 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     @_step
     def process_crash(self) -> None:
+        if self.has_server:
+            self._abandon()
         self.disk.crash()
         self.failpoints.disarm()
         # same disk: the page cache survives, and what was not yet synced may still be lost
         # to a later power loss
         self._recover("process crash", self.disk.position, power_loss=False)
 
+    @precondition(lambda self: not self.has_server)
     @rule(crash=_per_machine(_crash_states))
     @_step
     def power_loss(self, crash: CrashState) -> None:
@@ -768,7 +777,7 @@ class StoreMachine(RuleBasedStateMachine):
         finally:
             self.failpoints.disarm(failpoint)
 
-    @precondition(lambda self: self.writable)
+    @precondition(lambda self: self.writable and not self.has_server)
     @rule(op=_per_machine(_mutations), at=st.integers(0, 255),
           model=st.sampled_from((CrashModel.PROCESS, CrashModel.PREFIX)), keep=st.integers(0, 255))
     @_step
@@ -805,6 +814,14 @@ class StoreMachine(RuleBasedStateMachine):
                 self._probe_crash(probe, name.split(",")[0])
         self.disk = SimDisk(image)
         self._recover(how, position, power_loss=model is not CrashModel.PROCESS)
+
+    def _abandon(self) -> None:
+        """A server store's client dies: its connection ends (the server rolls back what it
+        had not committed); nothing of the server is touched."""
+        store, self.store = self.store, None
+        if store is not None and not self.crashed:
+            with contextlib.suppress(Exception):   # a dying client's close is not judged
+                store.close()
 
     def _probe_crash(self, position: int, what: str) -> None:
         """Judge a process crash at trace ``position`` of ``self.disk`` (crashed: its store is
@@ -964,7 +981,7 @@ class _StagedMachine(StoreMachine):
     def move_failpoint_crash(self, failpoint: str, after_hits: int, move: str) -> None:
         self._failpoint_crash(failpoint, after_hits, move)
 
-    @precondition(lambda self: self.has_stages and self.writable)
+    @precondition(lambda self: self.has_stages and self.writable and not self.has_server)
     @rule(move=st.sampled_from(MOVES), at=st.integers(0, 255),
           model=st.sampled_from((CrashModel.PROCESS, CrashModel.PREFIX)), keep=st.integers(0, 255))
     @_step
@@ -1085,6 +1102,22 @@ class _MissionMachine(StoreMachine):
                               + "; ".join(seen.describe_diff(want)))
 
 
+class _ServerMachine(StoreMachine):
+    """The machine for a server-backed store: SIGKILL of every server process or of the
+    store's session (``faults.server.ServerKill``), then the factory brings the server back
+    and the recovered store is judged as after a process crash. A class of its own, so that
+    other stores draw their rules as before."""
+
+    @precondition(lambda self: self.readable and killable(self.store) is None)
+    @rule(kind=st.sampled_from(KILLS))
+    @_step
+    def server_kill(self, kind: str) -> None:
+        ServerKill(kind).fire(self.store)
+        type(self).stats["server_kills"] += 1
+        self._abandon()
+        self._recover(f"SIGKILL of the {kind}", self.disk.position, power_loss=False)
+
+
 def _missions_state(records: Mapping[tuple[str, ...], QValue | str | None]) -> StoreState:
     """The missions among ``records`` as a state (an absent one, None, left out)."""
     return StoreState(relational=relations({k: v for k, v in records.items()
@@ -1124,6 +1157,7 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
         "has_stages": _capable(target, decl, store_type, Capability.STAGES, Staged),
         "has_relational": _capable(target, decl, store_type, Capability.RELATIONAL, Relational),
         "has_missions": _capable(target, decl, store_type, Capability.MISSIONS, MissionStore),
+        "has_server": decl.server is not None,
     }
     attrs: dict[str, Any] = dict(flags, target=target, declaration=decl, stats=Counter(),
                                  __module__=__name__)
@@ -1134,6 +1168,7 @@ def machine_for(spec: Any, *, options: Mapping[str, object] | None = None
     bases = tuple(b for b, on in ((_RelationalMachine, flags["has_relational"]),
                                   (_MissionMachine, flags["has_missions"]),
                                   (_StagedMachine, flags["has_stages"]),
+                                  (_ServerMachine, flags["has_server"]),
                                   (_VectorMachine, flags["has_vec"])) if on)
     return type("StoreMachine", bases or (StoreMachine,), attrs)
 
@@ -1254,9 +1289,23 @@ def _run_model_seed(spec: Any, *, seed: int, examples: int, steps: int, workdir:
         Verdict.PASS,
         f"{label}: {stats['examples']} runs, {stats['steps']} steps, {stats['crash_states']} "
         "crash recoveries judged; the store always agreed with the model",
-        _measured(machine, seed),
+        _measured(machine, seed), _server_notes(machine),
         attachments={f"history_{slug}_seed{seed}_last-run.jsonl": history} if history else {},
     )
+
+
+def _server_notes(machine: type[StoreMachine]) -> tuple[str, ...]:
+    """What the model could not do to a server-backed store, and what it did instead."""
+    if not machine.has_server:
+        return ()
+    kills = machine.stats["server_kills"]
+    return (f"power loss and crashes inside an op: n/a (server-backed store: "
+            f"{machine.declaration.server}; its data never passes through the simulated "
+            "disk)",
+            "process crash: the client abandons its connection; "
+            + (f"{kills} SIGKILLs of the server or of the store's session judged"
+               if kills else "no SIGKILL of the server drawn (not a server crashgate started, "
+               "or no run drew one): see the server-crash row"))
 
 
 def _slug(label: str) -> str:
@@ -1294,6 +1343,8 @@ def _measured(machine: type[StoreMachine], seed: int) -> dict[str, Any]:
     stats = machine.stats
     measured = {"examples": stats["examples"], "steps": stats["steps"],
                 "crash_states": stats["crash_states"], "seed": seed}
+    if machine.has_server:
+        measured["server_kills"] = stats["server_kills"]
     if stats["recall_possible"]:   # an approximate store: its neighbour slots, every run
         measured["recall_found"] = stats["recall_found"]
         measured["recall_possible"] = stats["recall_possible"]

@@ -51,6 +51,16 @@ def _needs_any(*caps: Capability, why: str) -> Callable[[Declaration], str | Non
     return check
 
 
+def _on_disk(needs: Callable[[Declaration], str | None], what: str
+             ) -> Callable[[Declaration], str | None]:
+    """``needs``, and n/a for a server-backed store: the row does ``what`` on crashgate's
+    simulated disk, which a server's files never pass through (it would pass unmeasured)."""
+    def check(decl: Declaration) -> str | None:
+        from crashgate.harness.faults.server import disk_rows_reason
+        return needs(decl) or disk_rows_reason(decl, what)
+    return check
+
+
 def _needs_epoch(decl: Declaration) -> str | None:
     # No failpoints needed: the procedure also crashes after every disk operation of a write
     if not decl.has(Capability.EPOCH):
@@ -71,10 +81,12 @@ P = "crashgate.scenarios."
 FAILURE_MODES = [
     Row(TABLE, "adr032-1", "1", "Power loss during ingest",
         "Reopen succeeds. Last committed epoch is consistent. Partial append is invisible.",
-        _always, _proc(P + "procedures_crash:power_loss_during_ingest")),
+        _on_disk(_always, "power loss (crash states of unsynced writes)"),
+        _proc(P + "procedures_crash:power_loss_during_ingest")),
     Row(TABLE, "adr032-2", "2", "Crash between RVF write and metadata write",
         "Next open reconciles by epoch. Metadata rebuilt from RVF.",
-        _needs_epoch, _proc(P + "procedures_crash:crash_between_writes")),
+        _on_disk(_needs_epoch, "a crash after each disk operation of a write"),
+        _proc(P + "procedures_crash:crash_between_writes")),
     Row(TABLE, "adr032-3", "3", "Two writers attempting to open same store",
         "Second writer gets `ELOCK` error with clear message.",
         _needs_any(Capability.WRITER_LOCK, why="has no writer lock across processes"),
@@ -82,19 +94,23 @@ FAILURE_MODES = [
     Row(TABLE, "adr032-4", "4", "Migration rerun on already-migrated store",
         "No-op. No duplication. Exit code 0.",
         # applies with --migrator or to a backend storing RVF: the procedure sees the context
-        _always, _proc(P + "procedures_migration:migration_rerun")),
+        _on_disk(_always, "the migration crashed at its disk operations"),
+        _proc(P + "procedures_migration:migration_rerun")),
     Row(TABLE, "adr032-5", "5", "Write in Node, read in browser, write, read back in Node",
         "Top-10 nearest neighbors match within 1e-6 distance tolerance.",
         _needs_all(Capability.VECTOR, why="shares no vector file format with another store"),
         _proc(P + "procedures_format:cross_store_round_trip")),
     Row(TABLE, "adr032-6", "6", "Browser refresh during write",
         "Writer lease expires. Next open acquires fresh lease. No corruption.",
-        _needs_any(Capability.LEASE, why="has no heartbeat writer lease"),
+        _on_disk(_needs_any(Capability.LEASE, why="has no heartbeat writer lease"),
+                 "a lease kept in files, crashed mid-write"),
         _proc(P + "procedures_lease:refresh_during_write")),
     Row(TABLE, "adr032-7", "7", "Mixed RVF versions (v1 file opened by v2 reader)",
         "Forward-compatible read succeeds. v1 file opened by v0 reader fails with upgrade hint.",
-        _needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
-                   why="declares no file or schema version"),
+        _on_disk(_needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
+                            why="declares no file or schema version"),
+                 "a refused file compared byte for byte (server-versions checks a server's "
+                 "schema version)"),
         _proc(P + "procedures_versions:mixed_versions")),
 ]
 
@@ -111,7 +127,8 @@ INVARIANTS = [
         "IndexedDB 3. Commit a shared monotonic epoch value in both stores. On startup: Compare "
         "epochs. If RVF epoch > IndexedDB epoch, rebuild metadata from RVF. If IndexedDB epoch "
         "> RVF epoch (should not happen), log warning and trust RVF.",
-        _needs_epoch, _proc(P + "procedures_crash:crash_ordering_rule")),
+        _on_disk(_needs_epoch, "a crash after each disk operation of a write"),
+        _proc(P + "procedures_crash:crash_ordering_rule")),
     Row(INVARIANT_TABLE, "inv-3", "3", "Backend selection rule",
         "Explicit override beats auto detection. If user passes `--backend rvf`, do not "
         "silently fall back to `core` or `memory`. Fail loud with a clear install hint.",
@@ -120,8 +137,10 @@ INVARIANTS = [
         "Every `.rvf` file written by WASM must be readable by Node N-API and vice versa for "
         "the same RVF wire version. If a file uses features from a newer version, the header "
         "must declare it and the CLI must refuse with an upgrade path.",
-        _needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
-                   why="declares no file or schema version"),
+        _on_disk(_needs_any(Capability.WIRE_VERSION, Capability.SCHEMA_VERSION,
+                            why="declares no file or schema version"),
+                 "refused and damaged files compared byte for byte (server-versions checks a "
+                 "server's schema version)"),
         _proc(P + "procedures_versions:cross_platform_rule")),
 ]
 
@@ -134,20 +153,24 @@ CRASHGATE_ROWS = [
     Row(CRASHGATE_TABLE, "io-errors", "IO", "I/O errors (EIO, ENOSPC at the n-th operation, "
         "transient or persistent)",
         "The store reports the error and loses nothing acknowledged.",
-        _always, _proc(P + "procedures_ioerrors:io_errors")),
+        _on_disk(_always, "I/O errors injected into its file operations"),
+        _proc(P + "procedures_ioerrors:io_errors")),
     Row(CRASHGATE_TABLE, "damage", "D", "Damage at rest (bit flips, overwritten, stale or "
         "misdirected sectors, truncation)",
         "Every answer is the acknowledged data or a typed CorruptStore (or the declared "
         "rollback to an earlier commit); never an altered value, never data that was never "
         "written, never an untyped exception.",
-        _needs_damage_promise, _proc(P + "procedures_damage:damage_at_rest")),
+        _on_disk(_needs_damage_promise, "damage to its files at rest"),
+        _proc(P + "procedures_damage:damage_at_rest")),
 ]
 
 
 def all_rows() -> list[Row]:
     # they build on this module's helpers
+    from crashgate.scenarios.adr0003 import ADR0003_ROWS
     from crashgate.scenarios.adr072 import ADR072_ROWS
     from crashgate.scenarios.arch001 import ARCH001_ROWS
     from crashgate.scenarios.patterns import PATTERN_ROWS
-    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *ADR072_ROWS, *ARCH001_ROWS,
-            *PATTERN_ROWS]
+    from crashgate.scenarios.server_rows import SERVER_ROWS
+    return [*FAILURE_MODES, *INVARIANTS, *CRASHGATE_ROWS, *SERVER_ROWS, *ADR072_ROWS,
+            *ARCH001_ROWS, *PATTERN_ROWS, *ADR0003_ROWS]

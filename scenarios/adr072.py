@@ -7,7 +7,7 @@ criteria of the stage gates ("RVF read latency within 2x of SQLite", "write late
 from __future__ import annotations
 
 from crashgate.backends import Declaration
-from crashgate.scenarios.adr032 import _proc
+from crashgate.scenarios.adr032 import _on_disk, _proc
 from crashgate.scenarios.table import Row
 
 __all__ = ["ADR072_ROWS", "TABLE"]
@@ -37,17 +37,18 @@ ADR072_ROWS = [
         "(and promoted to the next), with a crash anywhere in the transition",
         "A reversible migration path where any stage can be rolled back to the previous stage "
         "without data loss.",
-        _needs_stages, _proc(P + "reversible")),
+        _on_disk(_needs_stages, "crashes anywhere in a transition"), _proc(P + "reversible")),
     Row(TABLE, "adr072-escape", "E", "Stage 4's escape hatch activated, with a crash anywhere "
         "in the export",
         "Emergency rollback: export RVF to SQLite and switch. (A crash half-way leaves the "
         "previous SQLite untouched.)",
-        _needs_stages, _proc(P + "escape_hatch")),
+        _on_disk(_needs_stages, "crashes anywhere in the export"), _proc(P + "escape_hatch")),
     Row(TABLE, "adr072-backup", "B", "Back up, write more, restore, with a crash anywhere in "
         "the backup or the restore and a damaged backup",
         "Backup/restore cycle validated for RVF (go/no-go for stage 3). Full backup/restore "
         "cycle validated (go/no-go for stage 4).",
-        _needs_backup, _proc("crashgate.scenarios.procedures_backup:backup_restore")),
+        _on_disk(_needs_backup, "crashes in the backup or the restore and a damaged backup"),
+        _proc("crashgate.scenarios.procedures_backup:backup_restore")),
     Row(TABLE, "adr072-read-latency", "G3.2", "The backend's reads (get, scan, fetch, query) "
         "against its declared baseline's, interleaved in one process on real files, with an "
         "A/A run of the baseline against itself",

@@ -138,7 +138,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "'mypkg.mod:factory'")
     p.add_argument("--scenario", action="append", metavar="KEY",
                    help="run only this row (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                   "model, io-errors, damage, adr072-reversible, adr072-escape, adr072-backup, "
+                   "model, io-errors, damage, server-crash, server-clients, server-versions "
+                   "(a server-backed store's), adr072-reversible, adr072-escape, adr072-backup, "
                    "patterns-dry-run, patterns-rerun, patterns-crash, patterns-rollback, "
                    "patterns-proxy-secondary, patterns-recall (the pattern migration guide's)")
     p.add_argument("--migrator", metavar="SPEC", default=None,

@@ -15,7 +15,7 @@ and recall rows' procedures say n/a themselves for a store they do not apply to.
 from __future__ import annotations
 
 from crashgate.backends import Capability, Declaration, Durability
-from crashgate.scenarios.adr032 import _proc
+from crashgate.scenarios.adr032 import _on_disk, _proc
 from crashgate.scenarios.table import Row
 
 __all__ = ["PATTERN_ROWS", "TABLE", "needs_pattern_target"]
@@ -44,7 +44,8 @@ PATTERN_ROWS = [
         "of a sound source and of one whose embeddings are not of --dimension",
         "Dry-run (validate without writing). (No file or directory changes anywhere; the "
         "invalid source is reported.)",
-        needs_pattern_target, _proc(P + "dry_run")),
+        _on_disk(needs_pattern_target, "a dry run's writes looked for in its files"),
+        _proc(P + "dry_run")),
     Row(TABLE, "patterns-rerun", "Troubleshooting", "Migration incomplete: X patterns "
         "remaining (patterns missing from the target), then `--status` and the migration "
         "run again",
@@ -56,13 +57,15 @@ PATTERN_ROWS = [
         "the middle of a batch, then the migration run again",
         "Re-run migration (idempotent). (No pattern lost or duplicated: the target holds "
         "exactly the source's patterns; a failed run is never reported as success.)",
-        needs_pattern_target, _proc(C + "crashes")),
+        _on_disk(needs_pattern_target, "crashes at batch boundaries on its files"),
+        _proc(C + "crashes")),
     Row(TABLE, "patterns-rollback", "Rollback", "`--rollback` after the application changed "
         "the source, with a crash anywhere in the rollback",
         "Rollback last migration. Automatic Backup: migrations create automatic backups with "
         "timestamps. (The backup holds the commits in the source's WAL; the source is restored "
         "exactly; what the migration wrote is removed.)",
-        needs_pattern_target, _proc(P + "rollback")),
+        _on_disk(needs_pattern_target, "crashes anywhere in the rollback"),
+        _proc(P + "rollback")),
     Row(TABLE, "patterns-proxy-secondary", "Dual-Write", "The dual-write proxy's secondary "
         "(AgentDB) write or delete fails",
         "Monitor logs for \"Secondary store write failed\". (A failed secondary write or "

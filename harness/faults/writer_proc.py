@@ -1,7 +1,7 @@
 """A store opened in a process of its own: the child side of ``DuplicateWriter``.
 
     python -m crashgate.harness.faults.writer_proc ROLE SPEC PATH [--opt K=V]...
-        [--clock-offset SECONDS] [--prefix P] [--id-base N] [--interval SECONDS]
+        [--clock-offset SECONDS] [--prefix P] [--id-base N] [--interval SECONDS] [--batch N]
 
 ROLE is ``writer`` (open for writing, then write until told ``stop`` on stdin or killed; it also
 takes ``pause``, ``resume`` and ``age SECONDS``, see ``_Commands``) or ``reader`` (open, count
@@ -43,7 +43,7 @@ from crashgate.backends import (
     resolve,
 )
 
-__all__ = ["OffsetClock", "key_for", "main", "value_for", "vector_for"]
+__all__ = ["OffsetClock", "batch_items", "key_for", "main", "value_for", "vector_for"]
 
 EXIT_LOCKHELD, EXIT_REFUSED, EXIT_ERROR, EXIT_WRITEFAIL = 3, 4, 5, 6
 AGE_STEP = 5.0
@@ -95,6 +95,13 @@ def key_for(prefix: str, i: int) -> str:
 def value_for(prefix: str, i: int) -> bytes:
     """The value of a writer's ``i``-th write: recognisable, so a mix-up shows."""
     return f"{prefix}:{i}:".encode() + bytes((i * 31 + j) % 251 for j in range(24))
+
+
+def batch_items(prefix: str, i: int, n: int) -> list[tuple[str, bytes]]:
+    """The (key, value) pairs of a writer's ``i``-th write with ``--batch n`` (one
+    ``write_batch``, acknowledged as ``key_for(prefix, i)``); ``n`` 1 is the plain put."""
+    key, value = key_for(prefix, i), value_for(prefix, i)
+    return [(key, value)] + [(f"{key}#{j}", value + f"#{j}".encode()) for j in range(1, n)]
 
 
 def vector_for(rid: int) -> list[float]:
@@ -158,7 +165,10 @@ def _write_loop(store: Any, clock: OffsetClock, args: argparse.Namespace) -> int
             break
         cmd.tick(clock)
         try:
-            if kv:
+            if kv and args.batch > 1:   # all of it or none: a client killed mid-batch
+                store.write_batch(dict(batch_items(args.prefix, i, args.batch)))
+                _say(f"ACK {key_for(args.prefix, i)}")
+            elif kv:
                 key = key_for(args.prefix, i)
                 store.put(key, value_for(args.prefix, i))
                 _say(f"ACK {key}")
@@ -197,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="w")
     p.add_argument("--id-base", type=int, default=0)
     p.add_argument("--interval", type=float, default=0.01)
+    p.add_argument("--batch", type=int, default=1,
+                   help="keys per write, as one write_batch (key-value stores with batch)")
     p.add_argument("--max-writes", type=int, default=0, help="then wait for stop (0: no limit)")
     args = p.parse_args(argv)
     extra = dict(o.split("=", 1) for o in args.opt)

@@ -236,11 +236,11 @@ class DuplicateWriter(Fault):
         return requires(decl, Capability.WRITER_LOCK, what="writer lock across processes")
 
     def _spawn(self, role: str, label: str, options: dict[str, str], clock_offset: float,
-               id_base: int, max_writes: int) -> WriterProcess:
+               id_base: int, max_writes: int, batch: int = 1) -> WriterProcess:
         argv = [sys.executable, "-m", "crashgate.harness.faults.writer_proc", role, self.spec,
                 self.path, "--prefix", label, "--id-base", str(id_base),
                 "--interval", str(self.interval), "--clock-offset", str(clock_offset),
-                "--max-writes", str(max_writes)]
+                "--max-writes", str(max_writes)] + (["--batch", str(batch)] if batch > 1 else [])
         for k, v in options.items():
             argv += ["--opt", f"{k}={v}"]
         proc = WriterProcess(label, argv, self._env)
@@ -250,8 +250,12 @@ class DuplicateWriter(Fault):
         return proc
 
     def writer(self, label: str, *, id_base: int = 0, clock_offset: float = 0.0,
-               max_writes: int = 0, options: dict[str, str] | None = None) -> WriterProcess:
-        return self._spawn("writer", label, options or {}, clock_offset, id_base, max_writes)
+               max_writes: int = 0, options: dict[str, str] | None = None,
+               batch: int = 1) -> WriterProcess:
+        """``batch`` > 1: each write is one ``write_batch`` of that many keys
+        (``writer_proc.batch_items``)."""
+        return self._spawn("writer", label, options or {}, clock_offset, id_base, max_writes,
+                           batch)
 
     def reader(self, label: str, *, options: dict[str, str] | None = None) -> WriterProcess:
         return self._spawn("reader", label, options or {}, 0.0, 0, 0)
