@@ -5,7 +5,8 @@ A name is one of:
 - a built-in name: ``memory``, ``json``, ``sqlite``, ``rvf``, ``rvlite``, ``stage0`` ...
   ``stage4`` (ADR-072's stage adapters), ``arch-phase1`` ... ``arch-phase4`` (ARCH-001's),
   ``agentdb`` and ``pattern-proxy`` (the pattern migration guide's source and dual-write
-  proxy);
+  proxy), ``pgvector`` and ``pg-stage1`` ... ``pg-stage3`` (ADR-0003's Postgres store and its
+  SQLite -> Postgres stage adapters);
 - ``package.module:factory``, a factory ``open(path, env, **options) -> store`` of your own;
 - a name another package registers under the ``crashgate.backends`` entry-point group;
 
@@ -82,6 +83,14 @@ BUILTIN: dict[str, Builtin] = {
            "phase 2: reads from SQLite checked against JSON, fallbacks recorded",
            "phase 3: SQLite the primary, legacy JSON files imported",
            "phase 4: SQLite only, JSON state files archived"), start=1)},
+    **{f"pg-stage{n}": Builtin(f"crashgate.reference.postgres.stages:open_pg_stage{n}",
+                               "pip install 'crashgate[postgres]'",
+                               f"ADR-0003 SQLite -> Postgres stage adapter, {what}")
+       for n, what in enumerate((
+           "stage 1: dual-write, SQLite the source of truth, Postgres the shadow (reads "
+           "compared and counted)",
+           "stage 2: dual-write, Postgres the source of truth, SQLite the fallback",
+           "stage 3: Postgres only"), start=1)},
     "agentdb": Builtin("crashgate.reference.patterns.agentdb:open_agentdb", "pip install apsw",
                        "the guide's AgentDB pattern store: a SQLite patterns table, "
                        "brute-force search"),
