@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 from crashgate.harness.cli import main
 
 
@@ -8,11 +10,15 @@ def test_backends_lists_every_builtin_with_its_declaration(capsys) -> None:
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]
             if line and not line.startswith(" ")}
+    # the Postgres backends need the postgres extra: without it they are listed unavailable
+    postgres = ("power-loss" if importlib.util.find_spec("pgserver")
+                and importlib.util.find_spec("psycopg") else "unavailable")
     assert rows == {"json": "power-loss", "memory": "none", "rvf": "power-loss",
                     "rvlite": "power-loss", "sqlite": "power-loss",
                     **{f"stage{n}": "power-loss" for n in range(5)},
                     **{f"arch-phase{n}": "power-loss" for n in range(1, 5)},
-                    "agentdb": "power-loss", "pattern-proxy": "power-loss"}
+                    "agentdb": "power-loss", "pattern-proxy": "power-loss",
+                    "pgvector": postgres, **{f"pg-stage{n}": postgres for n in (1, 2, 3)}}
 
 
 def test_backends_with_options_shows_what_they_change(capsys) -> None:
