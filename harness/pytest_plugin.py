@@ -33,9 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--crashgate-seed", type=int, default=DEFAULT_SEED,
                     help=f"run seed (default {DEFAULT_SEED}: fixed, so xdist workers agree)")
     group.addoption("--crashgate-scenario", action="append", default=[], metavar="KEY",
-                    help="only these rows (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                    "model, io-errors, damage, adr072-reversible, adr072-escape, "
-                    "adr072-backup")
+                    help="only these rows (repeatable), by key as `crashgate certify --help` "
+                    "lists them: adr032-1 .. adr032-7, inv-1 .. inv-4, model, io-errors, "
+                    "damage, server-crash, adr072-*, arch001-*, patterns-*, adr0003-* ...")
     group.addoption("--crashgate-migrator", default=None, metavar="SPEC",
                     help="the migration tool ADR-032 row 4 certifies, e.g. mypkg.mod:migrate "
                     "(default crashgate's own rvf migrator, for backends that store RVF)")

@@ -127,21 +127,21 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "certify", help="certify backends against ADR-032's failure-mode tables",
-        description="Run every row of ADR-032's failure-mode table and key invariants, "
-        "crashgate's stateful model, I/O-error and damage rows, and ADR-072's stage rows "
-        "(reversible moves, the escape hatch, backup and restore) against each BACKEND and write "
-        "reports/<backend>/<run-id>/certificate.{json,md}. Exit 0 certified, 1 a verdict "
-        "failed, 2 unknown, 3 usage error.")
+        description="Run every row of the design documents' tables (ADR-032's failure modes "
+        "and key invariants, ADR-072's stages, ARCH-001's phases, the pattern migration "
+        "guide's, ADR-0003's acceptance criteria) and crashgate's own (the stateful model, I/O "
+        "errors, damage at rest, a server-backed store's crashes, clients and versions) "
+        "against each BACKEND and write reports/<backend>/<run-id>/certificate.{json,md}. A "
+        "row a backend cannot be held to is n/a with the reason. Exit 0 certified, 1 a "
+        "verdict failed, 2 unknown, 3 usage error.")
     p.add_argument("backends", nargs="+", metavar="BACKEND",
-                   help="backend names with options: memory json sqlite rvf rvlite, stage0 .. "
-                   "stage4 (ADR-072's stage adapters), 'sqlite?synchronous=OFF', "
-                   "'mypkg.mod:factory'")
+                   help="backend names with options (crashgate backends lists them): memory "
+                   "json sqlite rvf rvlite agentdb pgvector, stage0 .. stage4, arch-phase1 .. "
+                   "arch-phase4, pg-stage1 .. pg-stage3, 'sqlite?synchronous=OFF', "
+                   "'pgvector?synchronous_commit=off', 'mypkg.mod:factory'")
     p.add_argument("--scenario", action="append", metavar="KEY",
-                   help="run only this row (repeatable): adr032-1 .. adr032-7, inv-1 .. inv-4, "
-                   "model, io-errors, damage, server-crash, server-clients, server-versions "
-                   "(a server-backed store's), adr072-reversible, adr072-escape, adr072-backup, "
-                   "patterns-dry-run, patterns-rerun, patterns-crash, patterns-rollback, "
-                   "patterns-proxy-secondary, patterns-recall (the pattern migration guide's)")
+                   help="run only this row (repeatable): " + ", ".join(
+                       row.key for row in all_rows()))
     p.add_argument("--migrator", metavar="SPEC", default=None,
                    help="the migration tool ADR-032 row 4 certifies: 'mypkg.mod:migrate' (a "
                    "callable migrate(source, dest, env, *, batch_size) -> MigrationResult) or a "

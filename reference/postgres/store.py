@@ -350,7 +350,12 @@ def _declaration(conn: Connection, opts: Mapping[str, object]) -> Declaration:
             "vectors": "kept exactly as float64 bytes beside pgvector's float32 copy; every "
                        "answer is re-scored in float64 and filtered in Python "
                        "(backends.search); an index only proposes candidates, and a query "
-                       "whose candidates hold fewer than k matches is searched exactly",
+                       "whose candidates hold fewer than k matches is searched exactly. "
+                       "The recall an index declares (recall@10 >= 0.95) depends on the "
+                       "data: with the default parameters it holds on clustered embeddings "
+                       "like the pattern guide's, not on independent Gaussian vectors "
+                       "(tests/benchmarks/bench_pgvector.py prints both); raise ef_search "
+                       "for such data",
             "schema": "each store is a Postgres schema of its own, named by the marker file "
                       "at its path; its schema_version table holds the version that made it "
                       f"(this code reads up to {opts['schema_version']})",

@@ -2,6 +2,7 @@
 insert rate, query latency p50/p99, and recall@10 of pgvector's HNSW index against exact search.
 
     python tests/benchmarks/bench_pgvector.py [--rows N] [--dim D] [--queries Q] [--batch B]
+                                              [--data gaussian|patterns|both]
                                               [--ef-search N] [--url URL]
 
 Two stores on crashgate's own server (or on ``--url``): ``pgvector?index=hnsw`` and
@@ -25,6 +26,7 @@ import numpy as np
 
 from crashgate.backends import Hit, VectorRecord, os_env, resolve
 from crashgate.harness.latency import summarise
+from crashgate.harness.patterns import generate_pattern_arrays
 from crashgate.harness.vector_oracle import RecallTally, check_approximate, check_exact
 
 
@@ -52,23 +54,23 @@ def _queries(store: object, queries: np.ndarray, k: int) -> tuple[list[list[Hit]
     return answers, np.asarray(lat)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=10_000)
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--ef-search", type=int, default=None,
-                    help="HNSW ef_search (default: the store's own default)")
-    ap.add_argument("--url", default="", help="an existing server (default: crashgate's own)")
-    args = ap.parse_args()
-    k = 10
-    rng = np.random.default_rng(1)
-    data = rng.standard_normal((args.rows, args.dim))
-    # queries near stored vectors, as retrieval asks: a row plus noise of its own scale
-    picks = rng.integers(0, args.rows, args.queries)
-    queries = data[picks] + 0.5 * rng.standard_normal((args.queries, args.dim))
+def _data(kind: str, rows: int, dim: int, n_queries: int, seed: int = 1
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The stored vectors and the queries: ``gaussian`` (independent normal components, the
+    hardest case for a graph index) or ``patterns`` (the pattern guide's shape: unit-norm
+    embeddings with cluster structure, ``harness.patterns``, as the RVF HNSW benchmark uses).
+    Queries are stored vectors plus noise at half the data's own scale, as retrieval asks."""
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        data = rng.standard_normal((rows, dim))
+    else:
+        data = np.asarray(generate_pattern_arrays(rows, dim, seed)[1], dtype=np.float64)
+    picks = rng.integers(0, rows, n_queries)
+    return data, data[picks] + 0.5 * data.std() * rng.standard_normal((n_queries, dim))
+
+
+def _run(kind: str, args: argparse.Namespace, k: int) -> None:
+    data, queries = _data(kind, args.rows, args.dim, args.queries)
     extra = {"url": args.url} if args.url else {}
     hnsw_options = {"index": "hnsw", **extra}
     if args.ef_search is not None:
@@ -78,8 +80,8 @@ def main() -> None:
         started = time.perf_counter()
         hnsw = resolve("pgvector").open(f"{tmp}/hnsw.store", env, **hnsw_options)
         exact = resolve("pgvector").open(f"{tmp}/exact.store", env, **extra)
-        print(f"pgvector at {args.rows:,} x {args.dim}, k={k}, {args.queries} queries; "
-              f"{hnsw.declaration.server} (up and both stores open in "
+        print(f"{kind} data: pgvector at {args.rows:,} x {args.dim}, k={k}, {args.queries} "
+              f"queries; {hnsw.declaration.server} (up and both stores open in "
               f"{time.perf_counter() - started:.1f} s)")
         try:
             rates = {"hnsw": _fill(hnsw, data, args.batch),
@@ -106,6 +108,23 @@ def main() -> None:
           f"(ADR-0003's store declares {hnsw.declaration.recall})")
     print(f"  answers not well-formed (HNSW): {problems}; exact store answers not exact: "
           f"{inexact} of {args.queries}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--data", choices=("gaussian", "patterns", "both"), default="both",
+                    help="the vectors stored (default both, one after the other)")
+    ap.add_argument("--ef-search", type=int, default=None,
+                    help="HNSW ef_search (default: the store's own default)")
+    ap.add_argument("--url", default="", help="an existing server (default: crashgate's own)")
+    args = ap.parse_args()
+    for kind in (("patterns", "gaussian") if args.data == "both" else (args.data,)):
+        _run(kind, args, 10)
 
 
 if __name__ == "__main__":
