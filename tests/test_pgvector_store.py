@@ -183,3 +183,12 @@ def test_an_index_query_returns_min_k_matching_and_is_rescored(store_path: str,
             hits_found += len({h.id for h in got} & {h.id for h in want})
     assert hits_found >= 0.95 * 20 * (10 + 3 + 10)
     store.close()
+
+
+def test_a_declaration_never_carries_the_url_s_password() -> None:
+    """The declaration names the server and is written into certificates."""
+    from crashgate.reference.postgres.declaration import redacted
+    assert redacted("postgresql://bob:s3cret@db.example:5433/app?sslmode=require") == \
+        "postgresql://bob:***@db.example:5433/app?sslmode=require"
+    assert redacted("postgresql://postgres:@/postgres?host=/tmp/x") == \
+        "postgresql://postgres:@/postgres?host=/tmp/x"

@@ -32,50 +32,22 @@ import numpy as np
 
 from crashgate.backends import (
     BadOption,
-    Capability,
-    Declaration,
-    Durability,
     Env,
     Hit,
-    Option,
-    Recall,
     StoreClosed,
     VectorBlock,
     VectorRecord,
     check_options,
 )
 from crashgate.reference.postgres.connect import Connection, connect_store
-from crashgate.reference.postgres.schema import SCHEMA_VERSION
+from crashgate.reference.postgres.declaration import OPTIONS, declaration_for
 from crashgate.reference.row_ids import from_row_id, storable_row_ids, to_row_id
-from crashgate.reference.vector_search import METRICS, check_where, exact_search
+from crashgate.reference.vector_search import check_where, exact_search
 
 __all__ = ["OPTIONS", "PgvectorStore", "open_pgvector"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _OPS = {"l2": ("<->", "vector_l2_ops"), "cosine": ("<=>", "vector_cosine_ops")}
-
-OPTIONS = {
-    "synchronous_commit": Option("on", ("on", "off", "local"),
-                                 help="Postgres session setting: off acknowledges before the "
-                                      "commit's WAL is flushed"),
-    "fsync": Option("on", ("on", "off"), help="server setting (crashgate's own server only)"),
-    "index": Option("none", ("none", "hnsw", "ivfflat"), help="pgvector ANN index"),
-    "url": Option("", help="an existing server (libpq URL); default: crashgate starts its own"),
-    "metric": Option("l2", METRICS, help="distance for vector queries"),
-    "m": Option("16", convert=int, help="HNSW m"),
-    "ef_construction": Option("64", convert=int, help="HNSW ef_construction"),
-    "ef_search": Option("40", convert=int, help="HNSW ef_search (candidates per query)"),
-    "lists": Option("10", convert=int, help="IVFFlat lists"),
-    "probes": Option("0", convert=int, help="IVFFlat probes; 0: all lists (exhaustive)"),
-    "schema_version": Option(str(SCHEMA_VERSION), convert=int,
-                             help="newest schema version this code reads and writes"),
-}
-
-
-
-
-
-
 
 
 def _vector_text(vec: np.ndarray) -> str:
@@ -93,7 +65,7 @@ class PgvectorStore:
         self._index = str(opts["index"])
         self._opts = dict(opts)
         self._closed = False
-        self.declaration = _declaration(conn, opts)
+        self.declaration = declaration_for(conn, opts)
 
     # -- ServerBacked -------------------------------------------------------------------------
 
@@ -307,60 +279,6 @@ class PgvectorStore:
             self._closed = True
             with contextlib.suppress(Exception):   # a connection a crash broke closes anyway
                 self._db.close()
-
-
-def _declaration(conn: Connection, opts: Mapping[str, object]) -> Declaration:
-    """What the store promises, from the settings the server really has (``SHOW``)."""
-    fsync = conn.setting("fsync")
-    sync_commit = conn.setting("synchronous_commit")
-    if sync_commit == "off":
-        durability = Durability.NONE
-        why = ("synchronous_commit=off: a commit is acknowledged before its WAL is flushed, "
-               "so a server crash can lose the last acknowledged commits (Postgres docs, "
-               "'Asynchronous Commit'); it never leaves a transaction half applied")
-    elif fsync == "off":
-        durability = Durability.PROCESS_CRASH
-        why = ("fsync=off: commits reach the OS page cache, which survives the server's "
-               "processes dying but not a power loss or an OS crash")
-    else:
-        durability = Durability.POWER_LOSS
-        why = (f"fsync=on and synchronous_commit={sync_commit}: a commit is acknowledged "
-               "after its WAL is flushed to disk")
-    index = str(opts["index"])
-    where = "crashgate's own server (pgserver)" if conn.server is not None else \
-        f"the server at {conn.url}"
-    return Declaration(
-        durability=durability,
-        capabilities=frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH,
-                                Capability.METADATA_FILTER, Capability.SCHEMA_VERSION}),
-        metric=str(opts["metric"]),
-        recall=None if index == "none" else Recall(10, 0.95),
-        server=f"Postgres {conn.setting('server_version')} + pgvector {conn.pgvector}, "
-               f"{where}",
-        notes={
-            "durability": why,
-            "server": "the data lives in a Postgres server's files, not in env.fs: the rows "
-                      "that need crashgate's simulated disk (power loss, crash states at disk "
-                      "operations, I/O errors, damage at rest) cannot act on it; a process "
-                      "crash is a SIGKILL of the server's processes (server_pids), or of this "
-                      "store's session (session_pid)",
-            "options": " ".join(f"{k}={opts[k]}" for k in ("synchronous_commit", "fsync",
-                                                           "index", "metric")),
-            "batch": "write_batch, upsert and remove each run in one transaction",
-            "vectors": "kept exactly as float64 bytes beside pgvector's float32 copy; every "
-                       "answer is re-scored in float64 and filtered in Python "
-                       "(backends.search); an index only proposes candidates, and a query "
-                       "whose candidates hold fewer than k matches is searched exactly. "
-                       "The recall an index declares (recall@10 >= 0.95) depends on the "
-                       "data: with the default parameters it holds on clustered embeddings "
-                       "like the pattern guide's, not on independent Gaussian vectors "
-                       "(tests/benchmarks/bench_pgvector.py prints both); raise ef_search "
-                       "for such data",
-            "schema": "each store is a Postgres schema of its own, named by the marker file "
-                      "at its path; its schema_version table holds the version that made it "
-                      f"(this code reads up to {opts['schema_version']})",
-        },
-    )
 
 
 def open_pgvector(path: str, env: Env, **options: str) -> PgvectorStore:
