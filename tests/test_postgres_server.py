@@ -48,8 +48,9 @@ def test_kill_all_then_restart_keeps_committed_data(own: Any) -> None:
         db.execute("INSERT INTO t VALUES (7)")
     pids = own.pids()
     assert len(pids) >= 2 and pids[0] == own.postmaster_pid()
-    assert own.kill_all() == pids
-    assert not any(_alive(p) for p in pids)
+    killed = own.kill_all()   # a session's backend may come or go meanwhile: not pids exactly
+    assert killed and killed[0] == pids[0]
+    assert not any(_alive(p) for p in (*pids, *killed))
     assert not own.is_running() and own.pids() == ()
     own.ensure_running()
     assert own.is_running() and own.postmaster_pid() not in pids
