@@ -187,7 +187,7 @@ def test_an_index_query_returns_min_k_matching_and_is_rescored(store_path: str,
 
 def test_a_declaration_never_carries_the_url_s_password() -> None:
     """The declaration names the server and is written into certificates."""
-    from crashgate.reference.postgres.declaration import redacted
+    from crashgate.reference.postgres.connect import redacted
     assert redacted("postgresql://bob:s3cret@db.example:5433/app?sslmode=require") == \
         "postgresql://bob:***@db.example:5433/app?sslmode=require"
     assert redacted("postgresql://postgres:@/postgres?host=/tmp/x") == \

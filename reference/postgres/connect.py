@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from crashgate.backends import CorruptStore, CrashgateError, Env, VersionTooNew
 from crashgate.reference.postgres.schema import (
@@ -31,12 +32,23 @@ from crashgate.reference.postgres.server import (
     own_server_for,
 )
 
-__all__ = ["Connection", "ServerUnreachable", "connect_store", "drop_created_schemas"]
+__all__ = ["Connection", "ServerUnreachable", "connect_store", "drop_created_schemas",
+           "redacted"]
 
 _EXTENSION_LOCK = 0x63726173   # an advisory lock key: one CREATE EXTENSION at a time
 _CREATED: list[tuple[str, str]] = []   # (url, schema) made on servers named by url=
 _CREATED_PID = os.getpid()
 _CREATED_LOCK = threading.Lock()
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password: declarations and errors end up in certificates."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ServerUnreachable(CrashgateError):
@@ -45,7 +57,8 @@ class ServerUnreachable(CrashgateError):
     def __init__(self, path: str, url: str, cause: str, hint: str) -> None:
         self.path = path
         self.url = url
-        super().__init__(f"the pgvector store at {path} lives on the Postgres server {url}, "
+        super().__init__(f"the pgvector store at {path} lives on the Postgres server "
+                         f"{redacted(url)}, "
                          f"which does not answer ({cause}).\n  {hint}")
 
 
@@ -82,11 +95,14 @@ def connect_store(path: str, env: Env, *, url: str, fsync: bool, synchronous_com
     else:
         target = marker.server
         if url and url != marker.server:
-            raise ValueError(f"url={url!r}: the store at {path} lives on {marker.server!r}; "
+            raise ValueError(f"url={redacted(url)!r}: the store at {path} lives on "
+                             f"{redacted(marker.server)!r}; "
                              "open it with that url, or use a new path for a new store")
         if not url and not marker.own:
-            raise ValueError(f"the store at {path} lives on the server {marker.server!r} "
-                             f"(not crashgate's own); open it with url={marker.server!r}")
+            raise ValueError(f"the store at {path} lives on the server "
+                             f"{redacted(marker.server)!r} "
+                             "(not crashgate's own); open it with "
+                             f"url={redacted(marker.server)!r}")
         if marker.own:
             server = own_server_for(marker.server)
             if server is not None:
@@ -139,7 +155,8 @@ def _extension(db: Any, url: str) -> tuple[str, str]:
                 db.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
         except psycopg.Error as exc:
             raise CrashgateError(
-                f"the Postgres server at {url} has no pgvector extension and CREATE EXTENSION "
+                f"the Postgres server at {redacted(url)} has no pgvector extension and "
+                "CREATE EXTENSION "
                 f"vector failed: {str(exc).strip().splitlines()[0]}.\n  Fix: install pgvector "
                 f"on that server, or drop url= so crashgate starts its own ({INSTALL})"
             ) from exc
@@ -160,7 +177,8 @@ def _create(db: Any, schema: str, version: int) -> None:
 def _version(db: Any, path: str, schema: str, url: str, supported: int) -> int:
     sql = import_driver().sql
     if db.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
-        raise CorruptStore(path, f"its marker names schema {schema} on {url}, which has no "
+        raise CorruptStore(path, f"its marker names schema {schema} on {redacted(url)}, "
+                           "which has no "
                            "such schema (dropped, or another server at that address)")
     rows = db.execute(sql.SQL("SELECT version FROM {}.schema_version").format(
         sql.Identifier(schema))).fetchall()

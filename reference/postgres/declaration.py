@@ -4,14 +4,13 @@ the settings the server really has (``SHOW``), not from the options asked for.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 from crashgate.backends import Capability, Declaration, Durability, Option, Recall
-from crashgate.reference.postgres.connect import Connection
+from crashgate.reference.postgres.connect import Connection, redacted
 from crashgate.reference.postgres.schema import SCHEMA_VERSION
 from crashgate.reference.vector_search import METRICS
 
-__all__ = ["OPTIONS", "declaration_for", "redacted"]
+__all__ = ["OPTIONS", "declaration_for"]
 
 OPTIONS = {
     "synchronous_commit": Option("on", ("on", "off", "local"),
@@ -29,16 +28,6 @@ OPTIONS = {
     "schema_version": Option(str(SCHEMA_VERSION), convert=int,
                              help="newest schema version this code reads and writes"),
 }
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password (a declaration is written into certificates)."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def declaration_for(conn: Connection, opts: Mapping[str, object]) -> Declaration:
