@@ -279,7 +279,14 @@ class SqliteFile:
                                 what="schema version", upgrade=self.UPGRADE)
         if (damaged := _format_versions_problem(self._env, self.path)) is not None:
             raise CorruptStore(self.path, damaged)
-        problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+        except apsw.TooBigError as exc:
+            # the check writes nothing and reads only the file: a record there claims a length
+            # beyond SQLite's limit (found by the damage row: an overwritten sector)
+            raise CorruptStore(self.path, f"PRAGMA integrity_check: SQLite reports {exc} (a "
+                                          "record claims a length beyond SQLite's limit)"
+                               ) from exc
         if problems != ["ok"]:
             raise CorruptStore(self.path, "PRAGMA integrity_check: " + "; ".join(problems[:5]))
         if version >= 1:

@@ -208,3 +208,17 @@ def test_rvf_verify_reports_bytes_past_the_last_good_commit(
     assert f"at {last.offset} an intact MANIFEST segment" in out and "content hash" in out
     assert "a torn last commit or damage: the last good commit is epoch 1" in out.lower()
 
+
+
+def test_a_record_claiming_too_big_a_length_is_corrupt_not_an_untyped_error() -> None:
+    """Found by a certification of ``pattern-proxy`` (README's main command): sector 12 of its
+    AgentDB secondary overwritten with random bytes made ``PRAGMA integrity_check`` itself raise
+    ``apsw.TooBigError`` at open, where ``CorruptStore`` is the promise."""
+    from crashgate.backends import resolve
+    from crashgate.scenarios.procedures_damage import check_damage
+
+    evidence = check_damage(resolve("pattern-proxy"), seed=3231960766, ops=12, damage={
+        "kind": "overwritten-sector", "path": "/data/store/patterns-backup.db", "sector": 12,
+        "seed": 12})
+    assert evidence.verdict.value == "pass", evidence.summary
+    assert "answered CorruptStore" in evidence.summary, evidence.summary
