@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -227,7 +228,9 @@ class PostgresServer:
             self._stopped = True
             pids = self.pids()
             if pids:
-                from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+                # pgserver makes its command functions at import: no attribute a type checker
+                # sees, with or without pgserver installed
+                pg_ctl = importlib.import_module("pgserver._commands").pg_ctl
                 try:
                     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
                            user=self._pg.system_user, timeout=30)
