@@ -145,9 +145,10 @@ class PgvectorStore:
             # one upsert at a time per store: the dimension check must see the other's rows
             self._db.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
             held = self._dimension()
-            if len(dims | ({held} if held is not None else set())) > 1:
+            every = dims if held is None else dims | {held}
+            if len(every) > 1:
                 raise ValueError(f"vectors of different dimensions in one store: "
-                                 f"{sorted(dims | ({held} if held else set()))}")
+                                 f"{sorted(every)}")
             with self._db.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO vectors(id, exact, embedding, metadata) VALUES "
