@@ -31,6 +31,7 @@ from crashgate.backends import (
     os_env,
 )
 from crashgate.backends.errors import BadBackend
+from crashgate.harness.interrupt import raise_if_interrupted
 from crashgate.harness.provenance import environment, regenerate_command
 from crashgate.harness.reproduce import pythonpath_for
 from crashgate.harness.row_output import captured_output
@@ -181,6 +182,7 @@ def _run_row(row: Any, ctx: Any) -> Evidence:
     try:
         evidence: Evidence = row.procedure(ctx)
     except CorruptStore as exc:
+        raise_if_interrupted()   # see below
         # the store itself says its data is damaged: a finding about the store, not a check
         # that could not run
         tb = traceback.format_exc()
@@ -189,9 +191,11 @@ def _run_row(row: Any, ctx: Any) -> Evidence:
                         attachments={f"{row.key}-corrupt.txt": tb},
                         replay=lambda: _run_row(row, ctx), conclusive=True)
     except Exception as exc:  # noqa: BLE001 - the check itself broke
+        raise_if_interrupted()   # a Ctrl-C that a library turned into another error
         tb = traceback.format_exc()
         return Evidence(Verdict.UNKNOWN, f"the check could not run: {type(exc).__name__}: {exc}",
                         {"seed": ctx.seed}, attachments={f"{row.key}-error.txt": tb})
+    raise_if_interrupted()   # a Ctrl-C swallowed during the row: the row's verdict is not one
     if evidence.verdict is not Verdict.NA and not evidence.measured:
         return replace(evidence, verdict=Verdict.UNKNOWN,
                        summary=f"{evidence.summary} (measured nothing: not a pass)")

@@ -26,6 +26,7 @@ from crashgate.backends import (
     UnknownBackend,
 )
 from crashgate.backends.errors import BadBackend
+from crashgate.harness.interrupt import raise_if_interrupted, remembering_interrupts
 
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNKNOWN", "EXIT_USAGE", "JOBS_HELP", "USAGE_ERRORS",
            "OutputClosed", "UsageError", "jobs_option", "main", "one_line"]
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with remembering_interrupts():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -123,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         code: int = args.func(args)
+        raise_if_interrupted()   # a Ctrl-C that something swallowed still stops the run
         sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's shutdown
     except USAGE_ERRORS as exc:
         if isinstance(exc, OutputClosed):
@@ -166,5 +173,5 @@ def _drop_stdout() -> None:
 if __name__ == "__main__":
     # run the imported module's main, not this __main__ copy: command modules import
     # crashgate.harness.cli, and its UsageError must be the one main catches
-    from crashgate.harness.cli import main as _main
-    raise SystemExit(_main())
+    from crashgate.harness.cli import main as _imported_main
+    raise SystemExit(_imported_main())

@@ -107,6 +107,7 @@ from crashgate.harness.crashstates import (
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.server import KILLS, ServerKill, killable
 from crashgate.harness.history import History
+from crashgate.harness.interrupt import raise_if_interrupted
 from crashgate.harness.missions import mission_documents
 from crashgate.harness.model import (
     StoreState,
@@ -373,6 +374,7 @@ def _step(fn: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(fn)
     def wrapper(self: StoreMachine, **kwargs: Any) -> None:
+        raise_if_interrupted()   # a Ctrl-C swallowed on the way (see harness.interrupt)
         stats = type(self).stats
         stats["steps"] += 1
         stats[f"rule:{fn.__name__}"] += 1
@@ -1281,6 +1283,7 @@ def _run_model_seed(spec: Any, *, seed: int, examples: int, steps: int, workdir:
             attachments={f"history_{_slug(label)}_seed{seed}_first-failure.jsonl": history},
             conclusive=True)
     except Exception as exc:  # noqa: BLE001 - whatever the store raised is the finding
+        raise_if_interrupted()   # not when it is a Ctrl-C that Hypothesis turned into another
         return _failure(machine, exc, seed, workdir)
     stats = machine.stats
     history = machine.last.history.to_jsonl() if machine.last is not None else ""

@@ -17,6 +17,7 @@ from typing import Any
 
 from crashgate.backends import BackendSpec, Declaration, Durability
 from crashgate.harness.faults.probe import accepts_readonly
+from crashgate.harness.interrupt import interrupt_obeyed, raise_if_interrupted
 from crashgate.harness.soak.faults import inject
 from crashgate.harness.soak.procs import ServerProcess
 from crashgate.harness.soak.recorder import Recorder
@@ -191,6 +192,7 @@ class SoakRun:
         try:
             while True:
                 time.sleep(0.25)
+                raise_if_interrupted()   # one swallowed on the way stops the soak all the same
                 elapsed = time.monotonic() - t0
                 if self.s.duration is not None and elapsed >= self.s.duration:
                     break
@@ -210,6 +212,7 @@ class SoakRun:
             # a soak stopped by hand keeps what it gathered: the processes are stopped and the
             # documents written as for a run that ended
             self.result.interrupted = True
+            interrupt_obeyed()
         finally:
             for r in self.readers:
                 if not r.alive:   # readers are unlimited: one that died is a broken promise
