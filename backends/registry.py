@@ -9,6 +9,9 @@ A name is one of:
   SQLite -> Postgres stage adapters);
 - ``package.module:factory``, a factory ``open(path, env, **options) -> store`` of your own;
 - a name another package registers under the ``crashgate.backends`` entry-point group;
+- ``proc:<command line>``, a store in a child process speaking ``backends/PROTOCOL.md``
+  (``'proc:node my/driver.js?dimension=8'``: the options after the last ``?`` go to its
+  ``open``, except ``timeout=``, the seconds per response, which is crashgate's);
 
 optionally followed by options as a query string: ``sqlite?journal_mode=WAL&synchronous=NORMAL``.
 Nothing is imported until a backend is opened, so a broken optional backend fails only when
@@ -17,9 +20,11 @@ someone selects it, and then loudly, with the install command.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,11 +42,16 @@ from crashgate.backends.errors import (
     close_matches_for,
 )
 
-__all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "BackendSpec", "Builtin",
+__all__ = ["BUILTIN", "BUILTIN_NAMES", "ENTRY_POINT_GROUP", "PROC_PREFIX", "BackendSpec",
+           "Builtin",
            "ResolvedName", "callables_in", "import_problem", "import_target", "known_in",
            "known_names", "label_of", "resolve", "resolve_name"]
 
 ENTRY_POINT_GROUP = "crashgate.backends"
+PROC_PREFIX = "proc:"
+PROC_TARGET = "crashgate.harness.driver.client:open_proc"
+"""What a ``proc:`` name opens: the client, bound to the name's command (``BackendSpec.factory``);
+a string, so that the backends never import the harness."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ BUILTIN: dict[str, Builtin] = {
                       "the real SQLite engine through apsw (journal_mode, synchronous)"),
     "rvf": Builtin("crashgate.reference.rvf.store:open_rvf", "pip install crashgate",
                    "append-only RVF segment file: vectors, key-value, witness chain"),
+    "rvf-ruvector": Builtin("crashgate.reference.rvf_real.store:open_rvf_ruvector",
+                            "pip install crashgate", "the layout the real @ruvector/rvf runtime "
+                            "writes (rvf-ruvector/1): float32 vectors, metadata in META segments"),
     "pgvector": Builtin("crashgate.reference.postgres.store:open_pgvector",
                         "pip install 'crashgate[postgres]'",
                         "ADR-0003's Postgres + pgvector: crashgate starts its own server "
@@ -97,6 +110,16 @@ BUILTIN: dict[str, Builtin] = {
     "pattern-proxy": Builtin("crashgate.reference.patterns.proxy:open_pattern_proxy",
                              "pip install apsw", "the guide's dual-write proxy: RVF the "
                              "primary, AgentDB the secondary, failures queued"),
+    # the real npm packages, driven in a Node child process (harness/driver/rvf_driver.js);
+    # crashgate installs the pinned versions with npm into its cache on first use
+    "rvf-node": Builtin("crashgate.harness.driver.rvf_node:open_rvf_node",
+                        "apt-get install nodejs npm",
+                        "the real @ruvector/rvf-node engine (N-API) in a Node process, "
+                        "version=0.2.3|0.1.8"),
+    "rvf-sdk": Builtin("crashgate.harness.driver.rvf_node:open_rvf_sdk",
+                       "apt-get install nodejs npm",
+                       "the real @ruvector/rvf 0.2.3 SDK as applications use it (string ids, "
+                       "its .idmap.json side file) in a Node process"),
 }
 
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN)
@@ -121,7 +144,7 @@ def known_names() -> list[str]:
 def label_of(name: str, options: tuple[tuple[str, str], ...]) -> str:
     """The canonical spelling of a name with options, e.g. ``sqlite?synchronous=FULL``."""
     if not options:
-        return name
+        return name + "?" if "?" in name else name   # a proc: command holding a "?"
     return f"{name}?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in options)
 
 
@@ -225,6 +248,9 @@ class BackendSpec(ResolvedName):
         if not callable(found):
             raise BadBackend(self.name, f"{self.target} is a {type(found).__name__}, not a "
                              "callable", "name a factory open(path, env, **options)")
+        if self.name.startswith(PROC_PREFIX):   # open_proc(command, path, env, **options)
+            bound: Factory = functools.partial(found, self.name[len(PROC_PREFIX):])
+            return bound
         return found
 
     def open(self, path: str, env: Env, **extra: str) -> Any:
@@ -245,17 +271,7 @@ def resolve_name(spec: str, *, builtin: Mapping[str, Builtin], group: str,
     name, _, query = text.partition("?")
     if not name:
         raise unknown(spec)
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise unknown(spec) from None
-    options = tuple(pairs)
-    seen: dict[str, list[str]] = {}
-    for key, value in options:
-        seen.setdefault(key, []).append(value)
-    for key, values in seen.items():
-        if len(values) > 1:
-            raise DuplicateOption(name, key, values)
+    options = _options(spec, name, query, unknown)
     if name in builtin:
         b = builtin[name]
         return name, options, b.target, b.install
@@ -270,10 +286,49 @@ def resolve_name(spec: str, *, builtin: Mapping[str, Builtin], group: str,
     raise unknown(name)
 
 
+def _options(spec: str, name: str, query: str, unknown: Callable[[str], Exception]
+             ) -> tuple[tuple[str, str], ...]:
+    """The options of a name's query string, each given once (``DuplicateOption``)."""
+    try:
+        options = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError:
+        raise unknown(spec) from None
+    seen: dict[str, list[str]] = {}
+    for key, value in options:
+        seen.setdefault(key, []).append(value)
+    for key, values in seen.items():
+        if len(values) > 1:
+            raise DuplicateOption(name, key, values)
+    return options
+
+
+def _resolve_proc(spec: str) -> BackendSpec:
+    """``proc:<command>[?options]``: options after the last ``?`` (a command holding a ``?``
+    is followed by one: ``'proc:./drv --glob=a?b?'``)."""
+    rest = spec.strip()[len(PROC_PREFIX):]
+    command, _, query = rest.rpartition("?") if "?" in rest else (rest, "", "")
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise BadBackend(spec, f"the command does not split like a shell line: {exc}",
+                         "quote it as a POSIX shell would") from None
+    if not argv:
+        raise BadBackend(spec, "no command after 'proc:'",
+                         "give the command that starts the driver, e.g. "
+                         "'proc:node my/driver.js' (backends/PROTOCOL.md)")
+    name = PROC_PREFIX + command.strip()
+    options = _options(spec, name, query, lambda _: BadBackend(
+        spec, f"the options {query!r} do not parse", "give them as key=value&key=value"))
+    return BackendSpec(name, options, PROC_TARGET,
+                       f"install {argv[0]!r} or put its directory on PATH")
+
+
 def resolve(spec: str) -> BackendSpec:
     """Turn a backend name (with optional ``?options``) into a ``BackendSpec``.
 
     Raises ``UnknownBackend`` with close-match suggestions for a name that resolves to nothing.
     """
+    if spec.strip().startswith(PROC_PREFIX):
+        return _resolve_proc(spec)
     return BackendSpec(*resolve_name(spec, builtin=BUILTIN, group=ENTRY_POINT_GROUP,
                                      unknown=lambda name: UnknownBackend(name, known_names())))

@@ -44,5 +44,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        description="List the known backends with the durability and the "
                        "capabilities each declares (with its default options).")
     p.add_argument("names", nargs="*", help="backend names with options, e.g. "
-                   "'sqlite?synchronous=OFF' (default: every known backend)")
+                   "'sqlite?synchronous=OFF', or 'proc:<command>' for a store in a child "
+                   "process speaking backends/PROTOCOL.md (default: every known backend)")
     p.set_defaults(func=run)

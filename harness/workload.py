@@ -81,12 +81,21 @@ VECTOR_POOL = 1 << 18
 """Floats in the shared pool of ``pooled_vectors`` (2 MiB of values, 8 MiB as objects)."""
 _POOL: list[list[float]] = []
 
+_STEP = 2.0 ** -20
+"""Every vector component is a multiple of this in [-1, 1]: exact in float32 (21 significant
+bits) as in float64, so a store keeping float32 (the RVF layouts) holds exactly what was
+written, and a comparison at 1e-6 never falls on a rounding edge that float32 moved."""
+
+
+def _component(rng: random.Random) -> float:
+    return round(rng.uniform(-1, 1) / _STEP) * _STEP
+
 
 def _pool() -> list[float]:
     """The pool, drawn once per process from a fixed seed (workloads differ by their starts)."""
     if not _POOL:
         rng = random.Random("vector-pool")
-        _POOL.append([rng.uniform(-1, 1) for _ in range(VECTOR_POOL)])
+        _POOL.append([_component(rng) for _ in range(VECTOR_POOL)])
     return _POOL[0]
 
 
@@ -184,7 +193,7 @@ def _mission_doc(rng: random.Random, p: Profile, mission_id: str) -> dict[str, A
 def _records(rng: random.Random, p: Profile, ids: Iterable[int],
              metadata: dict[str, object]) -> tuple[VectorRecord, ...]:
     if not p.pooled_vectors:
-        return tuple(VectorRecord.of(i, [rng.uniform(-1, 1) for _ in range(p.dimension)],
+        return tuple(VectorRecord.of(i, [_component(rng) for _ in range(p.dimension)],
                                      {**metadata, "tag": rng.choice("xyz")})
                      for i in ids)
     ids = list(ids)

@@ -138,7 +138,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="backend names with options (crashgate backends lists them): memory "
                    "json sqlite rvf rvlite agentdb pgvector, stage0 .. stage4, arch-phase1 .. "
                    "arch-phase4, pg-stage1 .. pg-stage3, 'sqlite?synchronous=OFF', "
-                   "'pgvector?synchronous_commit=off', 'mypkg.mod:factory'")
+                   "'pgvector?synchronous_commit=off', 'mypkg.mod:factory', or a store in "
+                   "another language as a child process speaking backends/PROTOCOL.md: "
+                   "'proc:node my/driver.js?dimension=8'")
     p.add_argument("--scenario", action="append", metavar="KEY",
                    help="run only this row (repeatable): " + ", ".join(
                        row.key for row in all_rows()))

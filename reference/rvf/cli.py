@@ -39,6 +39,8 @@ from crashgate.backends import (
 )
 from crashgate.reference.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, InputError
 from crashgate.reference.rvf.store import RvfStore, open_rvf
+from crashgate.reference.rvf_real import export as real_layout
+from crashgate.reference.rvf_real.layout import is_real_file
 from crashgate.reference.vector_search import METRICS
 
 __all__ = ["InputError", "add_parser", "main", "parse_records", "rvf_subparsers"]
@@ -212,6 +214,8 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if is_real_file(args.path):  # the real runtime's layout: rvf_real/FORMAT-ruvector.md
+        return real_layout.run_status(args)
     with _open(args.path, write=False) as s:
         st = s.status()
     if args.json:
@@ -227,6 +231,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _segments(args: argparse.Namespace) -> int:
+    if is_real_file(args.path):  # the real runtime's layout: rvf_real/FORMAT-ruvector.md
+        return real_layout.run_segments(args)
     with _open(args.path, write=False) as s:
         segs = s.segments()
     if args.json:
@@ -240,6 +246,8 @@ def _segments(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if is_real_file(args.path):  # the real runtime's layout: rvf_real/FORMAT-ruvector.md
+        return real_layout.run_verify(args)
     with _open(args.path, write=False) as s:   # a reader: the tail is left as it is
         problems = s.verify()
         tail = s.tail()
@@ -279,6 +287,8 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if is_real_file(args.path):  # the real runtime's layout: rvf_real/FORMAT-ruvector.md
+        return real_layout.run_export(args)
     with _open(args.path, write=False) as s:
         records = s.fetch(s.ids())
     doc = [{"id": r.id, "vector": list(r.vector), "metadata": dict(r.metadata)} for r in records]

@@ -1,0 +1,54 @@
+"""Misbehaving drivers for ``tests/test_proc_driver.py``: the Python host serving ``memory``,
+broken in one way, chosen by the first argument::
+
+    python tests/proc_fakes.py MODE
+
+``garbage-hello`` prints a non-JSON line for hello; ``version-2`` answers hello with protocol 2;
+``silent`` never answers; ``hang-put`` never answers ``put``; ``die-put`` writes to stderr and
+exits mid ``put``; ``wrong-id`` answers with another request's id; ``derive`` declares a
+capability the protocol cannot carry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from crashgate.backends import resolve
+from crashgate.harness.driver.python_host import Host
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    host = Host(resolve("memory"))
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        op = request["op"]
+        if mode == "silent" or (mode == "hang-put" and op == "put"):
+            time.sleep(3600)
+        if mode == "die-put" and op == "put":
+            sys.stderr.write("fake driver: dying in the middle of put\n")
+            sys.stderr.flush()
+            os._exit(7)
+        if mode == "garbage-hello" and op == "hello":
+            out.write(b"Loading the store, please wait...\n")
+            out.flush()
+            continue
+        answer = json.loads(host.answer(line))
+        if op == "hello" and mode == "version-2":
+            answer["ok"]["protocol"] = 2
+        if op == "hello" and mode == "derive":
+            answer["ok"]["declaration"]["capabilities"].append("derive")
+        if op == "get" and mode == "wrong-id":
+            answer["id"] = 999
+        out.write(json.dumps(answer).encode() + b"\n")
+        out.flush()
+        if host.closed:
+            return
+
+
+if __name__ == "__main__":
+    main()
