@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 from crashgate.harness.cli import main
 
@@ -13,12 +14,15 @@ def test_backends_lists_every_builtin_with_its_declaration(capsys) -> None:
     # the Postgres backends need the postgres extra: without it they are listed unavailable
     postgres = ("power-loss" if importlib.util.find_spec("pgserver")
                 and importlib.util.find_spec("psycopg") else "unavailable")
+    # the real npm packages need node and npm (and the registry, once, for their install)
+    node = "power-loss" if shutil.which("node") and shutil.which("npm") else "unavailable"
     assert rows == {"json": "power-loss", "memory": "none", "rvf": "power-loss",
                     "rvlite": "power-loss", "sqlite": "power-loss",
                     **{f"stage{n}": "power-loss" for n in range(5)},
                     **{f"arch-phase{n}": "power-loss" for n in range(1, 5)},
                     "agentdb": "power-loss", "pattern-proxy": "power-loss",
-                    "pgvector": postgres, **{f"pg-stage{n}": postgres for n in (1, 2, 3)}}
+                    "pgvector": postgres, **{f"pg-stage{n}": postgres for n in (1, 2, 3)},
+                    "rvf-ruvector": "power-loss", "rvf-node": node, "rvf-sdk": node}
 
 
 def test_backends_with_options_shows_what_they_change(capsys) -> None:
