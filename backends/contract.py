@@ -141,6 +141,13 @@ class Declaration:
     errors, damage at rest) are n/a with this as the reason, and a process crash is a SIGKILL
     of the server's processes (``ServerBacked``)."""
 
+    metadata: bool = True
+    """False: the store keeps no metadata (e.g. an engine that takes only numbered typed fields
+    and never returns them): records are upserted with ``{}`` and come back with ``{}``. Rows do
+    not write metadata to it, and the rows that are about metadata (filters, metadata kept
+    across a crash or a rebuild) are n/a with this as the reason. Such a store cannot declare
+    ``metadata-filter``."""
+
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 

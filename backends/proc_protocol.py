@@ -40,7 +40,8 @@ from crashgate.backends.search import Recall
 __all__ = ["CARRIED", "ERROR_CODES", "PROTOCOL_VERSION", "DriverError", "bytes_from_wire",
            "bytes_to_wire", "decl_from_wire", "decl_to_wire", "decode", "encode",
            "error_from_wire", "error_to_wire", "hit_from_wire", "hit_to_wire", "id_from_wire",
-           "id_to_wire", "ids_to_wire", "only_carried", "record_from_wire", "record_to_wire"]
+           "id_to_wire", "ids_to_wire", "only_carried", "reader_from_wire", "record_from_wire",
+           "record_to_wire"]
 
 PROTOCOL_VERSION = 1
 U64 = 2**64
@@ -149,7 +150,7 @@ def decl_to_wire(decl: Declaration) -> dict[str, Any]:
             "metric": decl.metric,
             "recall": None if decl.recall is None else
             {"k": decl.recall.k, "at_least": decl.recall.at_least},
-            "damage": decl.damage.value, "notes": dict(decl.notes)}
+            "damage": decl.damage.value, "metadata": decl.metadata, "notes": dict(decl.notes)}
 
 
 def _enum(kind: Any, value: object, what: str) -> Any:
@@ -183,6 +184,7 @@ def decl_from_wire(value: object) -> Declaration:
             recall=None if recall is None else Recall(int(_object(recall, "recall")["k"]),
                                                       float(recall["at_least"])),
             damage=_enum(DamagePromise, doc.get("damage", "detected"), "damage"),
+            metadata=_bool(doc.get("metadata", True), "metadata"),
             notes={str(k): str(v) for k, v in notes.items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise DriverError(f"protocol violation: the declaration does not parse: {exc}",
@@ -195,6 +197,13 @@ def _optional_str(value: object, what: str) -> str | None:
     return value
 
 
+def _bool(value: object, what: str) -> bool:
+    # a missing field is true (drivers older than the field kept metadata); null is not a bool
+    if not isinstance(value, bool):
+        raise _bad(what, value, "true or false")
+    return value
+
+
 def only_carried(decl: Declaration) -> Declaration:
     """``decl`` with the capabilities the protocol cannot carry dropped (and named in a note),
     for a host serving an in-process store."""
@@ -204,6 +213,17 @@ def only_carried(decl: Declaration) -> Declaration:
     note = f"not carried by the process protocol: {', '.join(dropped)}"
     return replace(decl, capabilities=decl.capabilities & CARRIED, failpoints=(),
                    notes={**decl.notes, "driver": note})
+
+
+def reader_from_wire(value: object) -> str | None:
+    """The declaration's optional ``reader``: the backend spec (e.g. ``rvf-ruvector``) that
+    crashgate opens read-only on the store's files to answer ``fetch`` for a store with no
+    read-back op, or None. Kept out of ``Declaration``: it is how the client reads, not a
+    promise of the store."""
+    reader = _object(value, "the declaration").get("reader")
+    if reader is not None and (not isinstance(reader, str) or not reader.strip()):
+        raise _bad("reader", reader, "a backend spec (e.g. \"rvf-ruvector\") or null")
+    return reader
 
 
 # -- errors ---------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class Certificate:
                 "capabilities": sorted(c.value for c in d.capabilities),
                 "file_format": d.file_format, "wire_version": d.wire_version,
                 "failpoints": list(d.failpoints), "metric": d.metric, "notes": dict(d.notes),
-                "damage": d.damage.value,
+                "damage": d.damage.value, "metadata": d.metadata,
                 "recall": None if d.recall is None else {"k": d.recall.k,
                                                          "at_least": d.recall.at_least},
             },
@@ -159,7 +159,7 @@ def _declaration_problem(decl: object) -> str | None:
         ("wire_version", decl.wire_version, (int, type(None))),
         ("failpoints", decl.failpoints, (tuple, list)),
         ("metric", decl.metric, (str, type(None))), ("notes", decl.notes, Mapping),
-        ("recall", decl.recall, (Recall, type(None)))]
+        ("recall", decl.recall, (Recall, type(None))), ("metadata", decl.metadata, bool)]
     for name, value, want in checks:
         if not isinstance(value, want):
             return f"its declaration's {name} is {value!r}, of the wrong type"
@@ -169,6 +169,10 @@ def _declaration_problem(decl: object) -> str | None:
                 f"{', '.join(c.value for c in Capability)})")
     if not all(isinstance(f, str) for f in decl.failpoints):
         return f"its declaration's failpoints {decl.failpoints!r} are not all names (str)"
+    if not decl.metadata and decl.has(Capability.METADATA_FILTER):
+        # a filter over metadata the store does not keep can match nothing: the two contradict
+        return ("its declaration says it keeps no metadata (metadata=False) and declares "
+                "metadata-filter: a store that keeps no metadata cannot filter on it")
     return None
 
 

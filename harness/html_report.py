@@ -235,7 +235,9 @@ def certificate_html(cert: Mapping[str, Any]) -> str:
                    ("seed", cert.get("seed")), ("budget", cert.get("budget")),
                    ("started", cert.get("started")), ("seconds", cert.get("seconds")),
                    ("durability", decl.get("durability")), ("damage", decl.get("damage")),
-                   ("capabilities", ", ".join(decl.get("capabilities", ())))]) \
+                   ("capabilities", ", ".join(decl.get("capabilities", ()))),
+                   # certificates older than the field have no key: they kept metadata
+                   ("metadata", "kept" if decl.get("metadata", True) else "none (declared)")]) \
         + "<p>Regenerate:</p>" + _pre(command) \
         + _facts(sorted((str(k), v) for k, v in (cert.get("environment") or {}).items()))
     return page(f"crashgate certificate: {cert.get('backend')}", str(cert.get("verdict")), [

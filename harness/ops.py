@@ -5,11 +5,18 @@ history records. Each op knows how to run itself on a store and how it changes t
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crashgate.backends import QValue, VectorRecord, canonical_mission, check_q_value, plan_json
+from crashgate.backends import (
+    Declaration,
+    QValue,
+    VectorRecord,
+    canonical_mission,
+    check_q_value,
+    plan_json,
+)
 
 __all__ = [
     "Batch",
@@ -32,7 +39,10 @@ __all__ = [
     "is_mission",
     "is_mutation",
     "is_relational",
+    "metadata_rows_reason",
     "mission_text",
+    "op_for",
+    "records_for",
     "thin",
 ]
 
@@ -327,6 +337,33 @@ def thin(op: Op) -> Op:
     if isinstance(op, Upsert):
         return Upsert(tuple(VectorRecord(r.id, ()) for r in op.records))
     return op
+
+
+def records_for(decl: Declaration, records: Iterable[VectorRecord]
+                ) -> tuple[VectorRecord, ...]:
+    """``records`` as a store declaring ``decl`` keeps them: unchanged, or each with metadata
+    ``{}`` when it declares it keeps none (``Declaration.metadata``). A row whose metadata is
+    incidental writes these, to the store and to its model alike."""
+    if decl.metadata:
+        return tuple(records)
+    return tuple(r if not r.metadata else VectorRecord(r.id, r.vector, {}) for r in records)
+
+
+def op_for(decl: Declaration, op: Op) -> Op:
+    """``op`` as a store declaring ``decl`` can take it: an upsert's records through
+    ``records_for``; every other op as it is."""
+    if isinstance(op, Upsert) and not decl.metadata:
+        return Upsert(records_for(decl, op.records))
+    return op
+
+
+def metadata_rows_reason(decl: Declaration, what: str) -> str | None:
+    """None for a store that keeps metadata; for one that declares it keeps none, why a row
+    about metadata (``what`` it checks) is n/a."""
+    if decl.metadata:
+        return None
+    return (f"declares it keeps no metadata (Declaration.metadata is False), so {what} "
+            "cannot be checked")
 
 
 def batch_keys(op: Op) -> Mapping[str, bytes | None]:

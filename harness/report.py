@@ -80,7 +80,8 @@ def render_markdown(cert: Certificate) -> str:
         f"capabilities {', '.join(sorted(c.value for c in d.capabilities))}"
         + (f"; file format {d.file_format} (wire version {d.wire_version})" if d.file_format
            else "")
-        + (f"; search: approximate, {d.recall}" if d.recall is not None else ""),
+        + (f"; search: approximate, {d.recall}" if d.recall is not None else "")
+        + ("; keeps no metadata" if not d.metadata else ""),
         "",
         f"Regenerate: `{cert.command}`",
         "",

@@ -156,6 +156,7 @@ from crashgate.harness.stateful_stages import (
     stage_problem,
     stages_along,
 )
+from crashgate.harness.unsupported import cannot_answer
 from crashgate.harness.vector_oracle import RecallTally, check_approximate, check_exact
 from crashgate.harness.verdict import Evidence, Verdict
 
@@ -169,6 +170,25 @@ DIM = 4
 KEYS = st.sampled_from(["a", "ab", "b", "b/1", "b/2", "c", "ünï", "z" * 40])
 IDS = st.integers(min_value=0, max_value=9)
 VECTORS = st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=DIM, max_size=DIM)
+
+# The machine whose rules are being drawn: strategies that depend on a machine's state (crash
+# states over its disk trace) or on its declaration read it here. Hypothesis draws a rule's
+# arguments in the thread running that machine, right after building it.
+_LIVE = threading.local()
+
+
+def _live() -> StoreMachine:
+    machine: StoreMachine | None = getattr(_LIVE, "machine", None)
+    if machine is None:
+        raise RuntimeError("a StoreMachine strategy was drawn outside a running machine")
+    return machine
+
+
+def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
+                 ) -> st.SearchStrategy[Any]:
+    return st.composite(lambda draw: draw(build(_live())))()
+
+
 # Metadata a filter can tell apart: a tag, and a number "n" (ints and floats, 1 and 1.0 among
 # them, and now and then a bool, which equals no number and falls in no range)
 TAGS = st.sampled_from(["x", "y"])
@@ -200,6 +220,12 @@ BAD_WHERES = st.sampled_from([
     {"n": {"$lte": True}}, {"tag": "x", "n": {"$gte": 0, "$between": [0, 1]}},
 ])
 
+# A store that declares it keeps no metadata (``Declaration.metadata``) is sent none and
+# queried without filters: what it cannot keep it cannot be held to, and every other promise
+# (vectors, ids, distances, counts) is checked as for any store.
+KEPT_METADATA = _per_machine(lambda m: METADATA if m.declaration.metadata else st.just({}))
+KEPT_WHERES = _per_machine(lambda m: WHERES if m.declaration.metadata else st.none())
+
 
 # Values that show up in a printed failing run are built by composites (printed by repr), not
 # st.builds or .map (printed as the call that made them, which may not be importable).
@@ -222,7 +248,7 @@ def _batches(draw: st.DrawFn, min_puts: int) -> Batch:
 
 
 def _records(min_size: int) -> st.SearchStrategy[list[VectorRecord]]:
-    record = st.builds(VectorRecord, id=IDS, vector=VECTORS.map(tuple), metadata=METADATA)
+    record = st.builds(VectorRecord, id=IDS, vector=VECTORS.map(tuple), metadata=KEPT_METADATA)
     return st.lists(record, min_size=min_size, max_size=3, unique_by=lambda r: r.id)
 
 
@@ -315,24 +341,6 @@ def _crash_mutations(kv: bool, batch: bool, vec: bool, compact: bool, stages: bo
     return st.one_of(parts)
 
 
-# The machine whose rules are being drawn: strategies that depend on a machine's state (crash
-# states over its disk trace) or on its declaration read it here. Hypothesis draws a rule's
-# arguments in the thread running that machine, right after building it.
-_LIVE = threading.local()
-
-
-def _live() -> StoreMachine:
-    machine: StoreMachine | None = getattr(_LIVE, "machine", None)
-    if machine is None:
-        raise RuntimeError("a StoreMachine strategy was drawn outside a running machine")
-    return machine
-
-
-def _per_machine(build: Callable[[StoreMachine], st.SearchStrategy[Any]]
-                 ) -> st.SearchStrategy[Any]:
-    return st.composite(lambda draw: draw(build(_live())))()
-
-
 def _mutations(m: StoreMachine) -> st.SearchStrategy[Op | str]:
     return _crash_mutations(m.has_kv, m.has_batch, m.has_vec, m.has_compact, m.has_stages,
                             m.has_relational, m.has_missions)
@@ -352,7 +360,7 @@ USED_KEYS = _recent(KEYS, "recent_keys")
 USED_VALUES = _recent(VALUES, "recent_values")
 USED_IDS = _recent(IDS, "recent_ids")
 USED_RECORDS = st.lists(
-    st.builds(VectorRecord, id=USED_IDS, vector=VECTORS.map(tuple), metadata=METADATA),
+    st.builds(VectorRecord, id=USED_IDS, vector=VECTORS.map(tuple), metadata=KEPT_METADATA),
     min_size=1, max_size=3, unique_by=lambda r: r.id)
 
 
@@ -649,7 +657,7 @@ class StoreMachine(RuleBasedStateMachine):
         self._read("count", {}, self.store.count(), len(self.model.vectors))
 
     @precondition(lambda self: self.has_vec and self.readable)
-    @rule(vector=VECTORS, k=st.integers(0, 5), where=WHERES)
+    @rule(vector=VECTORS, k=st.integers(0, 5), where=KEPT_WHERES)
     @_step
     def query(self, vector: list[float], k: int, where: dict[str, Any] | None) -> None:
         hits = self.store.query(vector, k, where)
@@ -950,7 +958,8 @@ class _VectorMachine(StoreMachine):
     malformed filter. A class of its own, so that a store without vectors draws its rules as
     before."""
 
-    @precondition(lambda self: self.has_vec and self.readable)
+    # a store that keeps no metadata is never sent a filter, good or malformed
+    @precondition(lambda self: self.has_vec and self.readable and self.declaration.metadata)
     @rule(vector=VECTORS, k=st.integers(0, 5), where=BAD_WHERES)
     @_step
     def query_bad_filter(self, vector: list[float], k: int, where: dict[str, Any]) -> None:
@@ -1284,6 +1293,11 @@ def _run_model_seed(spec: Any, *, seed: int, examples: int, steps: int, workdir:
             conclusive=True)
     except Exception as exc:  # noqa: BLE001 - whatever the store raised is the finding
         raise_if_interrupted()   # not when it is a Ctrl-C that Hypothesis turned into another
+        if (cannot := cannot_answer(exc)) is not None:
+            # an op the store does not have (EUNSUPPORTED) broke no promise: the runs that
+            # needed it checked nothing
+            return Evidence(Verdict.UNKNOWN, f"{label}: {cannot}", _measured(machine, seed),
+                            tuple(str(exc).splitlines()[:10]))
         return _failure(machine, exc, seed, workdir)
     stats = machine.stats
     history = machine.last.history.to_jsonl() if machine.last is not None else ""

@@ -22,6 +22,7 @@ import numpy as np
 
 from crashgate.backends import BackendSpec, Capability, Declaration, VectorRecord, os_env
 from crashgate.harness.latency import Ratio, interleaved, median_ratio, ratio_verdict, summarise
+from crashgate.harness.ops import records_for
 from crashgate.harness.verdict import Evidence, Verdict, combine
 
 __all__ = ["READ", "ROLES", "WRITE", "Gate", "compare", "measure"]
@@ -127,8 +128,9 @@ class _Data:
                      rng.standard_normal((VECTORS, DIM)), rng.standard_normal((QUERIES, DIM)),
                      tuple(int(x) for x in rng.permutation(max(KEYS, VECTORS))))
 
-    def _record(self, i: int, row: int) -> VectorRecord:
-        return VectorRecord.of(i, self.vectors[row], {"group": i % 4})
+    def _record(self, decl: Declaration, i: int, row: int) -> VectorRecord:
+        # a store that keeps no metadata gets none (ops.records_for)
+        return records_for(decl, [VectorRecord.of(i, self.vectors[row], {"group": i % 4})])[0]
 
     def fill(self, store: Any) -> None:
         decl: Declaration = store.declaration
@@ -140,7 +142,7 @@ class _Data:
                 for k, v in puts.items():
                     store.put(k, v)
         if decl.has(Capability.VECTOR):
-            store.upsert([self._record(i, i) for i in range(VECTORS)])
+            store.upsert([self._record(decl, i, i) for i in range(VECTORS)])
         if decl.has(Capability.RELATIONAL):
             for s in range(STATES):
                 for a in range(ACTIONS):
@@ -150,13 +152,15 @@ class _Data:
         def at(i: int) -> int:
             return self.order[i % len(self.order)]
 
+        decl: Declaration = store.declaration
+
         calls: dict[str, Callable[[int], object]] = {
             "get": lambda i: store.get(_key(at(i) % KEYS)),
             "scan": lambda i: store.scan(_key(at(i) % KEYS)[:-1]),   # the 10 keys beside it
             "fetch": lambda i: store.fetch([(at(i) + 17 * j) % VECTORS for j in range(8)]),
             "query": lambda i: store.query(self.queries[i % QUERIES], K),
             "put": lambda i: store.put(_key(at(i) % KEYS), self.values[(at(i) + 1) % KEYS]),
-            "upsert": lambda i: store.upsert([self._record(at(i) % VECTORS,
+            "upsert": lambda i: store.upsert([self._record(decl, at(i) % VECTORS,
                                                            (at(i) + 1) % VECTORS)]),
             "q_value_update": lambda i: store.q_value_update(
                 f"s{at(i) % STATES}", f"a{at(i) % ACTIONS}", float(i)),

@@ -34,6 +34,7 @@ from crashgate.harness.ops import (
     Remove,
     Reopen,
     Upsert,
+    op_for,
 )
 
 __all__ = ["LONG_RECORD", "PROFILES", "Profile", "iter_workload", "random_workload"]
@@ -118,11 +119,13 @@ def random_workload(decl: Declaration, ops: int, seed: int, profile: Profile, *,
 def iter_workload(decl: Declaration, ops: int, seed: int, profile: Profile, *,
                   history: bool = False) -> Iterator[Op]:
     """``random_workload`` one op at a time: a run of the large profile need not hold every
-    vector it ever wrote."""
+    vector it ever wrote. A store that keeps no metadata (``Declaration.metadata``) gets the
+    same ops with metadata ``{}`` (``ops.op_for``; drawn as for any store, so the same seed
+    gives the same ids and vectors)."""
     plain = _plain_ops(decl, seed, profile)
-    if history:
-        return _History(decl, seed, profile).ops(ops, plain)
-    return itertools.islice(plain, ops)
+    made = (_History(decl, seed, profile).ops(ops, plain) if history
+            else itertools.islice(plain, ops))
+    return made if decl.metadata else (op_for(decl, op) for op in made)
 
 
 def _plain_ops(decl: Declaration, seed: int, p: Profile) -> Iterator[Op]:

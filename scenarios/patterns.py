@@ -15,6 +15,7 @@ and recall rows' procedures say n/a themselves for a store they do not apply to.
 from __future__ import annotations
 
 from crashgate.backends import Capability, Declaration, Durability
+from crashgate.harness.ops import metadata_rows_reason
 from crashgate.scenarios.adr032 import _on_disk, _proc
 from crashgate.scenarios.table import Row
 
@@ -32,7 +33,8 @@ def needs_pattern_target(decl: Declaration) -> str | None:
     if decl.durability is Durability.NONE:
         return ("keeps nothing across a reopen (durability none): a pattern migration target "
                 "is a file-backed vector store")
-    return None
+    # a pattern is its embedding and its fields (name, category, ...): all must arrive
+    return metadata_rows_reason(decl, "a migration of patterns with their fields (metadata)")
 
 
 def _needs_vectors(decl: Declaration) -> str | None:

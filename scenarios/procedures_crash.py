@@ -30,7 +30,7 @@ from crashgate.harness.crashstates import CrashModel, CrashState
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import write_reproduction
 from crashgate.harness.model import StoreState, prefix_states, read_state
-from crashgate.harness.ops import Compact, Op, Put, Upsert
+from crashgate.harness.ops import Compact, Op, Put, Upsert, op_for
 from crashgate.harness.powerloss import (
     DATA_DIR,
     POWER_MODELS,
@@ -185,9 +185,10 @@ def _ops(decl: Any) -> tuple[Op, Op]:
     if decl.has(Capability.VECTOR):
         # the in-flight write adds records and rewrites a committed one: metadata written ahead
         # of its vector (or the other way round) shows as a record no op ever wrote
+        # (a store that keeps no metadata gets them without: ops.op_for)
         rewrite = VectorRecord.of(1, [0.5] * 8, {"tag": "rewritten", "n": 99})
-        return (Upsert(_records(1, 5, 8, "committed")),
-                Upsert((*_records(100, 5, 8, "in-flight"), rewrite)))
+        return (op_for(decl, Upsert(_records(1, 5, 8, "committed"))),
+                op_for(decl, Upsert((*_records(100, 5, 8, "in-flight"), rewrite))))
     return Put("committed", b"v1"), Put("in-flight", b"v2")
 
 

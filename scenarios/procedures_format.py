@@ -21,6 +21,7 @@ from crashgate.backends import (
     resolve,
 )
 from crashgate.harness.certify import probe_declaration
+from crashgate.harness.ops import records_for
 from crashgate.harness.vector_oracle import RecallTally, check_hits
 from crashgate.harness.verdict import Evidence, Verdict
 from crashgate.scenarios.table import RowContext
@@ -101,17 +102,28 @@ class _Reader:
         return problems
 
 
-def _round_trip(ctx: RowContext, partner: str) -> tuple[list[str], int, list[_Reader]]:
+def _round_trip(ctx: RowContext, partner: str
+                ) -> tuple[list[str], int, list[_Reader], str | None]:
+    """Problems, queries asked, the two readers, and which of the two keeps no metadata (the
+    round trip then writes records without metadata; None: both keep it)."""
     rng = np.random.default_rng(ctx.seed)
     dim = 32
     path = str(ctx.workdir / f"shared-{partner}.rvf")
     env = os_env()
     other = resolve(partner)
     metric = ctx.declaration.metric or "l2"
+    other_decl = probe_declaration(other)
     ours = _Reader(ctx.spec.label, ctx.declaration.recall)
-    theirs = _Reader(other.label, probe_declaration(other).recall)
+    theirs = _Reader(other.label, other_decl.recall)
     exact = ours.recall is None and theirs.recall is None
-    live = {r.id: r for r in random_records(rng, range(200), dim)}
+    bare = next((label for label, d in ((ctx.spec.label, ctx.declaration),
+                                        (other.label, other_decl)) if not d.metadata), None)
+
+    def written(records: list[VectorRecord]) -> list[VectorRecord]:
+        # what either partner cannot keep is not written: both must read back what was
+        return list(records_for(other_decl, records_for(ctx.declaration, records)))
+
+    live = {r.id: r for r in written(random_records(rng, range(200), dim))}
     queries = rng.standard_normal((QUERIES[not exact], dim))
     problems: list[str] = []
     # 1. write with the backend under test ("Node")
@@ -127,7 +139,7 @@ def _round_trip(ctx: RowContext, partner: str) -> tuple[list[str], int, list[_Re
     if exact:
         problems += _compare(read_by_b, written_by_a, f"{partner} reading")
     # 3. write with the partner
-    extra = random_records(rng, range(200, 300), dim)
+    extra = written(random_records(rng, range(200, 300), dim))
     b.upsert(extra)
     gone = [int(i) for i in rng.choice(200, 20, replace=False)]
     b.remove(gone)
@@ -147,7 +159,7 @@ def _round_trip(ctx: RowContext, partner: str) -> tuple[list[str], int, list[_Re
         problems += _compare(back, after_b, f"{ctx.spec.label} reading back")
     if count != len(live):
         problems.append(f"count after the round trip is {count}, expected {len(live)}")
-    return problems, len(queries) * 4, [ours, theirs]
+    return problems, len(queries) * 4, [ours, theirs], bare
 
 
 def cross_store_round_trip(ctx: RowContext) -> Evidence:
@@ -161,8 +173,12 @@ def cross_store_round_trip(ctx: RowContext) -> Evidence:
     queries = 0
     recalls: list[tuple[Verdict, str]] = []
     found = possible = 0   # every approximate reading's neighbour slots, for the figures
+    bare: list[str] = []   # partners whose round trip wrote no metadata, and why
     for partner in partners:
-        p, q, readers = _round_trip(ctx, partner)
+        p, q, readers, without = _round_trip(ctx, partner)
+        if without is not None:
+            bare.append(f"with {partner}: records written without metadata ({without} "
+                        "declares it keeps none)")
         problems += p
         queries += q
         recalls += [(v, f"{r.label}: {text}") for r in readers if r.recall is not None
@@ -174,14 +190,15 @@ def cross_store_round_trip(ctx: RowContext) -> Evidence:
         measured.update(recall_found=found, recall_possible=possible)
     problems += [text for v, text in recalls if v is Verdict.FAIL]
     if problems:
-        return Evidence(Verdict.FAIL, problems[0], measured, tuple(problems),
+        return Evidence(Verdict.FAIL, problems[0], measured, (*problems, *bare),
                         replay=lambda: cross_store_round_trip(ctx))
     undecided = [text for v, text in recalls if v is not Verdict.PASS]
     if undecided:
-        return Evidence(Verdict.UNKNOWN, undecided[0], measured, tuple(undecided))
+        return Evidence(Verdict.UNKNOWN, undecided[0], measured, (*undecided, *bare))
     how = ("the promised recall@10 held (" + "; ".join(t for _, t in recalls) + ")" if recalls
            else "equal ids between the two")
     return Evidence(
         Verdict.PASS, f"{ctx.spec.label} -> {', '.join(partners)} -> {ctx.spec.label} on one "
         f".rvf file: top-10 neighbours checked against exact search at every step (distances "
-        f"within {TOLERANCE}), {how}", measured)
+        f"within {TOLERANCE}), {how}" + "".join(f"; {b}" for b in bare), measured,
+        tuple(bare))

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crashgate.backends import BackendSpec, Capability, LockHeld, VectorRecord
+from crashgate.backends import BackendSpec, Capability, Declaration, LockHeld, VectorRecord
 from crashgate.harness.crashcheck import allowed_range, judge
 from crashgate.harness.faults.base import requires
 from crashgate.harness.faults.lease import LeaseExpiry
@@ -40,7 +40,7 @@ from crashgate.harness.faults.lease_proc import DATA_DIR, STORE_PATH
 from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.model import StoreState, prefix_states, read_state
-from crashgate.harness.ops import Op, Put, Upsert
+from crashgate.harness.ops import Op, Put, Upsert, op_for
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.verdict import Evidence, Verdict, combine
@@ -54,13 +54,14 @@ HOLDER_OPS = 4          # the holder's acknowledged writes, one virtual second a
 FRESH_PROBES = (0.0, 20.0)  # seconds after the death: the lease is at most 25 s old then
 
 
-def _extra_op(ops: Sequence[Op], kv: bool, tag: str, rid: int) -> Op:
-    """A write no workload makes: a key or vector id of its own."""
-    if kv:
+def _extra_op(ops: Sequence[Op], decl: Declaration, tag: str, rid: int) -> Op:
+    """A write no workload makes: a key or vector id of its own (its tag as metadata, unless
+    the store keeps none: ``ops.op_for``)."""
+    if decl.has(Capability.KV):
         return Put(f"{tag}-write", f"{tag}!".encode())
     dim = next((len(r.vector) for op in ops if isinstance(op, Upsert) for r in op.records),
                PROFILES["small"].dimension)
-    return Upsert((VectorRecord.of(rid, [0.25] * dim, {"tag": tag}),))
+    return op_for(decl, Upsert((VectorRecord.of(rid, [0.25] * dim, {"tag": tag}),)))
 
 
 def _ids(ops: Sequence[Op]) -> set[int]:
@@ -133,8 +134,7 @@ def _after_takeover(spec: BackendSpec, fault: LeaseExpiry, disk: SimDisk, ops: S
                     acked: int, in_flight: bool, store: Any, notes: list[str]) -> list[str]:
     """The new writer sees no corruption, can write, and hands the store on."""
     states = prefix_states(ops)
-    kv = store.declaration.has(Capability.KV)
-    extra = _extra_op(ops, kv, "after-refresh", 900_001)
+    extra = _extra_op(ops, store.declaration, "after-refresh", 900_001)
     ids = _ids([*ops, extra])
     try:
         seen: StoreState | BaseException = read_state(store, ids)
@@ -173,9 +173,8 @@ def check_fencing(spec: BackendSpec, *, seed: int) -> Evidence:
     x = spec.open(STORE_PATH, fault.env(disk))
     decl = x.declaration
     ops = random_workload(decl, 2, seed, PROFILES["small"])
-    kv = decl.has(Capability.KV)
-    late = _extra_op(ops, kv, "late", 900_002)
-    newer = _extra_op(ops, kv, "new-writer", 900_003)
+    late = _extra_op(ops, decl, "late", 900_002)
+    newer = _extra_op(ops, decl, "new-writer", 900_003)
     ids = _ids([*ops, late, newer])
     problems: list[str] = []
     notes: list[str] = []
@@ -245,9 +244,8 @@ def check_late_write(spec: BackendSpec, *, seed: int) -> Evidence:
     x = spec.open(STORE_PATH, fault.env(disk, holder=True))
     decl = x.declaration
     ops = random_workload(decl, 3, seed, PROFILES["small"])
-    kv = decl.has(Capability.KV)
-    late = _extra_op(ops, kv, "late", 900_004)
-    mine = [_extra_op(ops, kv, f"taker-{i}", 900_005 + i) for i in range(2)]
+    late = _extra_op(ops, decl, "late", 900_004)
+    mine = [_extra_op(ops, decl, f"taker-{i}", 900_005 + i) for i in range(2)]
     ids = _ids([*ops, late, *mine])
     problems: list[str] = []
     notes: list[str] = []

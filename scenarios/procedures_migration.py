@@ -37,6 +37,7 @@ from crashgate.harness.crashenum import enumerate_crash_states
 from crashgate.harness.crashstates import CrashModel, CrashState, sync_positions
 from crashgate.harness.failpoints import ArmedFailpoints
 from crashgate.harness.faults.repro import on_failure
+from crashgate.harness.ops import metadata_rows_reason
 from crashgate.harness.recovery import let_lease_go_stale
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
@@ -373,6 +374,10 @@ def migration_rerun(ctx: RowContext) -> Evidence:
     if ctx.migrator is None and ctx.declaration.file_format != "rvf":
         return Evidence.na("does not store its data in the RVF file format that crashgate's own "
                            "migrator writes; name your migration tool with --migrator")
+    # the migrated source's records carry metadata, and the row checks it arrived
+    lossy = metadata_rows_reason(ctx.declaration, "a migration of records with their metadata")
+    if lossy is not None:
+        return Evidence.na(lossy)
     named = resolve_migrator(ctx.migrator or DEFAULT_MIGRATOR)
     share = max(ctx.budget.crash_states // 8, 8)
     kwargs: dict[str, Any] = {

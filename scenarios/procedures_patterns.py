@@ -100,6 +100,9 @@ def check_rerun(spec: BackendSpec, *, migrator: str, seed: int, records: int = R
     measured: dict[str, Any] = {"migrator": named.label, "records": records, "seed": seed}
     kw: dict[str, Any] = {"batch_size": BATCH, "dimension": DIM}
     first = run_step(named, "migrate", env, target, spec.label, **kw)
+    if first.unsupported is not None:
+        return Evidence(Verdict.UNKNOWN, f"migrator {named.label}: the first migration: "
+                        f"{first.unsupported}", measured)
     if not first.ok:
         return _fail(f"migrator {named.label}: the first migration failed: {first.why()}",
                      measured)

@@ -28,6 +28,7 @@ from crashgate.harness.patterns import generate_patterns
 from crashgate.harness.recovery import let_lease_go_stale
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.unsupported import cannot_answer
 from crashgate.scenarios.procedures_migration import _read_back
 from crashgate.scenarios.table import RowContext
 
@@ -70,10 +71,13 @@ def source_image(seed: int, n: int, dim: int = DIM) -> tuple[DiskImage, list[Vec
 
 @dataclass(frozen=True)
 class Outcome:
-    """One call of a migrator: its result, or the exception it raised (as text)."""
+    """One call of a migrator: its result, or the exception it raised (as text);
+    ``unsupported`` the ``unknown`` summary when that exception is the target store saying it
+    lacks an op (``harness.unsupported``), which breaks no promise of the store or tool."""
 
     result: Any = None
     raised: str | None = None
+    unsupported: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,7 +105,7 @@ def run_step(named: PatternMigratorSpec, step: str, env: Env, target: str, backe
                 raise
             return Outcome(call())
     except Exception as exc:  # noqa: BLE001 - a tool that raises has failed
-        return Outcome(raised=f"{type(exc).__name__}: {exc}")
+        return Outcome(raised=f"{type(exc).__name__}: {exc}", unsupported=cannot_answer(exc))
 
 
 def target_files(image: DiskImage, target: str) -> list[str]:

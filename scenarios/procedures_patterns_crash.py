@@ -74,6 +74,9 @@ def check_crashes(spec: BackendSpec, *, migrator: str, seed: int, records: int =
     measured: dict[str, Any] = {"migrator": named.label, "records": records,
                                 "batch_size": batch_size, "trace_ops": len(trace),
                                 "boundaries": len(bounds), "seed": seed}
+    if first.unsupported is not None:
+        return Evidence(Verdict.UNKNOWN, f"migrator {named.label}: the first migration: "
+                        f"{first.unsupported}", measured)
     if not first.ok:
         return Evidence(Verdict.FAIL, f"migrator {named.label}: the first migration failed: "
                         f"{first.why()}", measured, conclusive=True)

@@ -11,6 +11,7 @@ writers mean when the data is kept by a server in other processes.
 - ``server_clients``: two clients in two OS processes (``DuplicateWriter``'s children) write
   the same store at once, in atomic batches; one is SIGKILLed mid-batch. Every acknowledged
   batch of either is there whole, and the killed client's batch in flight is all or nothing.
+  n/a for a store declaring ``writer-lock``: there two clients writing at once cannot happen.
 
 Each check re-runs alone (``check_server_crash``, ``check_two_clients``) against the real server:
 a failure carries a reproduction script (``faults.repro.on_failure``). The version-skew row of
@@ -40,12 +41,13 @@ from crashgate.harness.ops import Op, Upsert, describe_op
 from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
+from crashgate.harness.unsupported import cannot_answer
 from crashgate.harness.verdict import Evidence, Verdict, combine, first_line
 from crashgate.harness.workload import PROFILES, random_workload
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["check_server_crash", "check_two_clients", "needs_server", "server_clients",
-           "server_crash"]
+__all__ = ["check_server_crash", "check_two_clients", "needs_server", "one_writer",
+           "server_clients", "server_crash"]
 
 DATA_DIR = "/data"
 PATH = f"{DATA_DIR}/store"
@@ -65,6 +67,14 @@ def needs_server(decl: Declaration) -> str | None:
     return None
 
 
+def one_writer(decl: Declaration) -> str | None:
+    """A store that declares a writer lock admits one writing client at a time by design."""
+    if decl.has(Capability.WRITER_LOCK):
+        return ("declares writer-lock: two clients writing at once cannot happen by design "
+                "(the second gets LockHeld; ADR-032 row 3 and invariant 1 certify that)")
+    return None
+
+
 # -- server-crash --------------------------------------------------------------------------
 
 
@@ -80,6 +90,7 @@ class _Runner:
         self.stop = threading.Event()
         self.killed = threading.Event()   # set just before the kill: later errors are its
         self.early: str | None = None     # an error before any kill: the store's own
+        self.unsupported: str | None = None   # ... one saying the store lacks the op
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -97,6 +108,7 @@ class _Runner:
                     self.in_flight, self.error = True, first_line(exc)
                     if not self.killed.is_set():
                         self.early = self.error
+                        self.unsupported = cannot_answer(exc)
                     self._cond.notify_all()
                 break
             self.history.record(name, args, "ok")
@@ -144,6 +156,9 @@ def check_server_crash(spec: BackendSpec, *, seed: int, ops: int, kill: str) -> 
     measured: dict[str, Any] = {"kills": 1, "ops": ops, "seed": seed, "kill": kill}
     if runner.early is not None:
         runner.finish()
+        if runner.unsupported is not None:   # EUNSUPPORTED broke no promise
+            return Evidence(Verdict.UNKNOWN, runner.unsupported, measured,
+                            tuple(history.tail()))
         return Evidence(Verdict.FAIL, f"an op failed before any kill: {runner.early}",
                         measured, tuple(history.tail()), conclusive=False)
     runner.killed.set()
@@ -173,6 +188,10 @@ def check_server_crash(spec: BackendSpec, *, seed: int, ops: int, kill: str) -> 
                 recovered.close()
     except Exception as exc:  # noqa: BLE001 - a store that cannot reopen is the finding
         seen = exc
+    if isinstance(seen, Exception) and (cannot := cannot_answer(seen)) is not None:
+        # reopened, but the store cannot be read back (no fetch): nothing to judge
+        return Evidence(Verdict.UNKNOWN, f"SIGKILL of the {kill}, reopened: {cannot}",
+                        measured, tuple(history.tail()))
     allowed = allowed_range(acked, in_flight, decl.durability, power_loss=False)
     verdict = judge(seen, states, index, ran, allowed)
     history.record("kill", {"kind": kill, "pids": list(pids)}, "info",
@@ -255,7 +274,7 @@ def check_two_clients(spec: BackendSpec, *, workdir: str, writes: int = 8) -> Ev
     first = spec.open(path, os_env())   # create it (and, for crashgate's server, start it)
     decl = first.declaration
     first.close()
-    if (reason := needs_server(decl)) is not None:
+    if (reason := needs_server(decl) or one_writer(decl)) is not None:
         return Evidence.na(reason)
     if not (decl.has(Capability.KV) and decl.has(Capability.BATCH)):
         return Evidence.na("the clients write key-value batches: declares no kv with batch")
@@ -298,7 +317,7 @@ def check_two_clients(spec: BackendSpec, *, workdir: str, writes: int = 8) -> Ev
 
 def server_clients(ctx: RowContext) -> Evidence:
     """``budget.processes`` rounds of ``check_two_clients``."""
-    if (reason := needs_server(ctx.declaration)) is not None:
+    if (reason := needs_server(ctx.declaration) or one_writer(ctx.declaration)) is not None:
         return Evidence.na(reason)
     parts = []
     for i in range(max(1, ctx.budget.processes)):

@@ -9,8 +9,10 @@ compatibility rule): files written by one wire/schema version and opened by anot
 - damaged is not too new: a file of the reader's own version, damaged (header overwritten,
   bytes flipped, truncated), is never refused as too new.
 
-Invariant 4's other half, files written by one implementation read by the other, is the
-file-format pair check of row 5; the version gate is what is checked here.
+Invariant 4 runs these on the simulated disk for a store doing its I/O through ``env.fs``, and
+the gate across implementations (``procedures_version_gate``: a partner sharing the file format
+writes the store's version and a newer one on the real file system) for any store, process
+driven and server backed included. Row 5 is the full write/read/write/read round trip.
 """
 
 from __future__ import annotations
@@ -265,15 +267,20 @@ def mixed_versions(ctx: RowContext) -> Evidence:
                    "unmodified", t0, note)
 
 
-def cross_platform_rule(ctx: RowContext) -> Evidence:
-    """Invariant 4, the version gate: same-version files read back, newer ones refused with an
-    upgrade path and untouched, damaged ones never called too new."""
-    t0 = time.perf_counter()
-    if (na := _needs(ctx)) is not None:
-        return Evidence.na(na)
+LOCAL_WHAT = ("refused and damaged files compared byte for byte on the simulated disk (the "
+              "gate across implementations runs on the real file system)")
+
+
+def _local_gate(ctx: RowContext) -> tuple[list[Evidence], str, str | None]:
+    """Invariant 4 within one implementation, on the simulated disk: (checks, summary, why
+    nothing ran)."""
+    from crashgate.harness.faults.server import disk_rows_reason
+
+    if (na := _needs(ctx) or disk_rows_reason(ctx.declaration, LOCAL_WHAT)) is not None:
+        return [], "", na
     versioning, _forward, too_new, readonly, why = _plan(ctx)
     if why:
-        return Evidence(Verdict.UNKNOWN, why, {"checks": 0, "seed": ctx.seed})
+        return [Evidence(Verdict.UNKNOWN, why, {"checks": 0, "seed": ctx.seed})], why, None
     assert versioning.current is not None
     cur = versioning.current
     parts = [_run(ctx, "same_version", check_forward, writer=cur, reader=cur, seed=ctx.seed)]
@@ -283,8 +290,30 @@ def cross_platform_rule(ctx: RowContext) -> Evidence:
                               writer=w, reader=r, seed=ctx.seed, readonly=ro))
     for how in DAMAGES:
         parts.append(_run(ctx, f"damaged_{how}", check_damaged, how=how, seed=ctx.seed))
-    note = ("version gate only: reading one implementation's files with the other (WASM and "
-            "Node) is row 5's file-format pair check")
-    return _finish(ctx, parts, f"same-version files read back; {len(too_new)} too-new pairs "
-                   f"refused with the upgrade path and untouched; {len(DAMAGES)} kinds of damage "
-                   "never called too new", t0, note)
+    return parts, (f"same-version files read back; {len(too_new)} too-new pairs refused with "
+                   f"the upgrade path and untouched; {len(DAMAGES)} kinds of damage never called "
+                   "too new"), None
+
+
+def cross_platform_rule(ctx: RowContext) -> Evidence:
+    """Invariant 4: within the implementation (simulated disk: same-version files read back,
+    newer ones refused with an upgrade path and untouched, damaged ones never called too new)
+    and across implementations (``procedures_version_gate``: a partner sharing the file format
+    writes the store's version and a newer one on the real file system)."""
+    # imported here: procedures_version_gate imports this module's hint_problem
+    from crashgate.scenarios.procedures_version_gate import partner_gates
+
+    t0 = time.perf_counter()
+    local, local_summary, local_na = _local_gate(ctx)
+    across, across_na = partner_gates(ctx)
+    if not local and not across:
+        return Evidence.na(f"{local_na}; across implementations: {across_na}")
+    summary = "; ".join(
+        ([local_summary] if local else [])
+        + ([f"{len(across)} partner(s) sharing {ctx.declaration.file_format} wrote the same "
+            "and a newer version: the same read back, the newer refused with the upgrade path "
+            "and untouched"] if across else []))
+    note = "; ".join(
+        [f"within the implementation: {'ran' if local else local_na}",
+         f"across implementations: {'ran' if across else across_na}"])
+    return _finish(ctx, [*local, *across], summary, t0, note)

@@ -6,7 +6,10 @@ broken in one way, chosen by the first argument::
 ``garbage-hello`` prints a non-JSON line for hello; ``version-2`` answers hello with protocol 2;
 ``silent`` never answers; ``hang-put`` never answers ``put``; ``die-put`` writes to stderr and
 exits mid ``put``; ``wrong-id`` answers with another request's id; ``derive`` declares a
-capability the protocol cannot carry.
+capability the protocol cannot carry. ``no-fetch`` answers every ``fetch`` with EUNSUPPORTED
+(a package with no read-back); ``reader`` serves ``rvf-ruvector``, answers ``fetch`` with
+EUNSUPPORTED and declares ``reader: rvf-ruvector`` (crashgate reads the file back itself);
+``bad-reader`` declares a reader no backend is named.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from crashgate.harness.driver.python_host import Host
 
 def main() -> None:
     mode = sys.argv[1]
-    host = Host(resolve("memory"))
+    host = Host(resolve("rvf-ruvector" if mode == "reader" else "memory"))
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
         request = json.loads(line)
@@ -33,6 +36,12 @@ def main() -> None:
             sys.stderr.write("fake driver: dying in the middle of put\n")
             sys.stderr.flush()
             os._exit(7)
+        if mode in ("no-fetch", "reader") and op == "fetch":
+            out.write(json.dumps({"id": request["id"], "error": {
+                "code": "EUNSUPPORTED", "message": "fetch: this fake has no read-back"}}
+            ).encode() + b"\n")
+            out.flush()
+            continue
         if mode == "garbage-hello" and op == "hello":
             out.write(b"Loading the store, please wait...\n")
             out.flush()
@@ -42,6 +51,11 @@ def main() -> None:
             answer["ok"]["protocol"] = 2
         if op == "hello" and mode == "derive":
             answer["ok"]["declaration"]["capabilities"].append("derive")
+        if mode in ("reader", "bad-reader") and op in ("hello", "open"):
+            doc = answer["ok"] if op == "hello" else (answer.get("ok") or {})
+            if "declaration" in doc:
+                doc["declaration"]["reader"] = ("rvf-ruvector" if mode == "reader" else
+                                                "no-such-reader")
         if op == "get" and mode == "wrong-id":
             answer["id"] = 999
         out.write(json.dumps(answer).encode() + b"\n")

@@ -19,6 +19,7 @@ import pytest
 from crashgate.backends import (
     BackendMissing,
     BadOption,
+    BulkFetch,
     CorruptStore,
     KVStore,
     LockHeld,
@@ -37,7 +38,10 @@ from crashgate.harness.cli import main
 from crashgate.harness.faults.server import ServerKill, disk_rows_reason
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
-from crashgate.harness.stateful import machine_for
+from crashgate.harness.stateful import machine_for, run_model
+from crashgate.harness.unsupported import cannot_answer
+from crashgate.harness.verdict import Verdict
+from crashgate.scenarios.procedures_server import check_two_clients, one_writer
 
 HOST = f"{shlex.quote(sys.executable)} -m crashgate.harness.driver.python_host"
 FAKES = shlex.join([sys.executable, str(Path(__file__).with_name("proc_fakes.py"))])
@@ -183,7 +187,10 @@ def test_open_answers_the_declaration_its_options_give(tmp_path: Path) -> None:
 ])
 def test_a_child_that_cannot_say_hello_is_a_clear_error(tmp_path: Path, mode: str,
                                                         words: str) -> None:
-    spec = resolve(f"proc:{FAKES} {mode}?timeout=1")
+    # hello gets the start's allowance (a minute by default: a loaded machine starts a child
+    # slowly); a child that never answers is given 3 s here, not to wait that minute
+    wait = "&start_timeout=3" if mode == "silent" else ""
+    spec = resolve(f"proc:{FAKES} {mode}?timeout=1{wait}")
     with pytest.raises(DriverError, match=words):
         spec.open(str(tmp_path / "s"), os_env())
 
@@ -295,3 +302,77 @@ def test_the_python_host_certifies_as_the_store_in_process(tmp_path: Path, capsy
     assert {k: compared.get(k) for k in ("model", "adr032-3", "inv-1")} == \
         dict.fromkeys(("model", "adr032-3", "inv-1"), "pass")
     assert driven["adr032-2"][0] == "n/a"   # crashes at the child's disk operations: unseen
+
+
+# -- reading back through crashgate's reader; what a store cannot do --------------------------
+
+
+def test_fetch_comes_from_the_declared_reader_of_the_file() -> None:
+    # the fake serves rvf-ruvector, answers fetch with EUNSUPPORTED and names the reader
+    # rvf-ruvector: every record below can only have come from reading the child's file
+    env = _sim()   # the simulated disk holds a marker; the files are in a real directory
+    store = resolve(f"proc:{FAKES} reader").open("/data/s.rvf", env)
+    try:
+        assert "rvf-ruvector" in store.declaration.notes["reader"]
+        assert isinstance(store, BulkFetch)
+        assert store.fetch([1]) == []   # no file yet: nothing stored
+        store.upsert([VectorRecord.of(3, [0.5, 1.0], {"tag": "x"}),
+                      VectorRecord.of(1, [0.25, -2.0]), VectorRecord.of(9, [1.0, 1.0])])
+        assert store.remove([9]) == 1
+        assert store.fetch([9, 3, 1, 4]) == [VectorRecord.of(1, [0.25, -2.0]),
+                                             VectorRecord.of(3, [0.5, 1.0], {"tag": "x"})]
+        block = store.fetch_block([3, 1])
+        assert block.ids == (1, 3) and block.metadata == ({}, {"tag": "x"})
+        assert block.vectors.tolist() == [[0.25, -2.0], [0.5, 1.0]]
+        assert store.count() == 2   # the child's answer
+    finally:
+        store.close()
+    with pytest.raises(StoreClosed):
+        store.fetch([1])
+
+
+def test_a_reader_no_backend_is_named_fails_the_open(tmp_path: Path) -> None:
+    with pytest.raises(DriverError, match="no-such-reader"):
+        resolve(f"proc:{FAKES} bad-reader").open(str(tmp_path / "s"), os_env())
+
+
+def test_a_store_that_cannot_fetch_is_unknown_in_the_model_not_a_failure(
+        tmp_path: Path) -> None:
+    ev = run_model(f"proc:{FAKES} no-fetch", seed=3, examples=4, steps=12, workdir=tmp_path)
+    assert ev.verdict is Verdict.UNKNOWN, ev.summary
+    assert "the store cannot answer fetch: nothing could be checked" in ev.summary
+    assert ev.reproduce is None
+
+
+def test_only_the_store_saying_it_lacks_an_op_is_unsupported() -> None:
+    store = resolve("memory").open("/data/m", _sim())
+
+    class Lacking:
+        declaration = store.declaration
+
+        def fetch(self, ids: object) -> None:
+            raise NotImplementedError("fetch: no read-back")
+
+    with pytest.raises(NotImplementedError) as info:
+        Lacking().fetch([1])
+    assert cannot_answer(info.value) == ("the store cannot answer fetch: nothing could be "
+                                         "checked (fetch: no read-back)")
+    with pytest.raises(NotImplementedError) as other:   # not raised by a store: a failure
+        _not_a_store()
+    assert cannot_answer(other.value) is None
+    assert cannot_answer(ValueError("fetch")) is None
+    store.close()
+
+
+def _not_a_store() -> None:
+    raise NotImplementedError("a tool's own gap")
+
+
+def test_two_clients_at_once_are_na_for_a_store_with_a_writer_lock(tmp_path: Path) -> None:
+    spec = resolve(f"proc:{HOST} rvf")
+    store = spec.open(str(tmp_path / "probe"), os_env())
+    store.close()
+    assert one_writer(store.declaration) is not None   # reference rvf declares writer-lock
+    ev = check_two_clients(spec, workdir=str(tmp_path))
+    assert ev.verdict is Verdict.NA
+    assert "writer-lock" in ev.summary and "LockHeld" in ev.summary

@@ -250,3 +250,41 @@ def test_certify_runs_the_writer_rows(name: str, tmp_path: Path) -> None:
     verdicts = {r["key"]: r["verdict"] for r in cert["rows"]}
     assert set(verdicts) == {"adr032-3", "inv-1"}
     assert verdicts["adr032-3"] != "n/a", cert["rows"]
+
+
+@requires_node
+@pytest.mark.parametrize("name", ["rvf-node", "rvf-node?version=0.1.8"])
+def test_native_fetch_reads_the_file_with_crashgates_reader(name: str, tmp_path: Path) -> None:
+    """The engine has no read-back (its driver answers fetch with EUNSUPPORTED): the native
+    target names the reader rvf-ruvector, so fetch reads the file the engine wrote."""
+    spec = resolve(name)
+    try:
+        store = spec.open(str(tmp_path / "store.rvf"), os_env())
+    except BackendMissing as exc:
+        pytest.skip(f"npm could not install {name}: {exc}")
+    try:
+        decl = store.declaration
+        assert decl.metadata is False and "rvf-ruvector" in decl.notes["reader"]
+        store.upsert([VectorRecord.of(4, [0.5, 3.0]), VectorRecord.of(9, [4.0, -0.25])])
+        store.upsert([VectorRecord.of(4, [1.0, 2.0])])   # replaced by id
+        assert store.remove([9]) == 1
+        assert store.fetch([9, 4, 5]) == [VectorRecord.of(4, [1.0, 2.0])]
+        block = store.fetch_block([4])
+        assert block.ids == (4,) and block.vectors.tolist() == [[1.0, 2.0]]
+    finally:
+        store.close()
+
+
+@requires_node
+def test_the_sdk_names_no_reader_and_keeps_no_metadata(tmp_path: Path) -> None:
+    try:
+        store = resolve("rvf-sdk").open(str(tmp_path / "s.rvf"), os_env())
+    except BackendMissing as exc:
+        pytest.skip(f"npm could not install rvf-sdk: {exc}")
+    try:
+        assert store.declaration.metadata is False and "reader" not in store.declaration.notes
+        store.upsert([VectorRecord.of(1, [1.0, 0.0])])
+        with pytest.raises(NotImplementedError, match="fetch"):
+            store.fetch([1])
+    finally:
+        store.close()

@@ -14,13 +14,22 @@ import numpy as np
 import pytest
 from node import requires_node
 
-from crashgate.backends import BackendMissing, LockHeld, VectorRecord, os_env
+from crashgate.backends import (
+    BackendMissing,
+    BadOption,
+    CorruptStore,
+    LockHeld,
+    VectorRecord,
+    VersionTooNew,
+    os_env,
+)
 from crashgate.backends.registry import resolve
 from crashgate.harness.cli import main
 from crashgate.harness.driver.npm_cache import install
 from crashgate.harness.driver.rvf_node import node_target
 from crashgate.reference.rvf_real import read, verify
-from crashgate.reference.rvf_real.layout import FILE_FORMAT
+from crashgate.reference.rvf_real.export import records
+from crashgate.reference.rvf_real.layout import FILE_FORMAT, is_real_file
 from crashgate.reference.rvf_real.reader import parse_vec, parse_witness
 from crashgate.reference.rvf_real.writer import encode_segment, encode_vec, encode_witness
 
@@ -206,3 +215,87 @@ def test_real_runtime_file_read_by_the_reference(tmp_path: Path) -> None:
         s.upsert([VectorRecord.of(3, [0.0] * 8, {"back": True})])   # deleted, then written again
     hits = _node(tmp_path, "read", path, {"query": [0.0] * 8})
     assert hits[0]["id"] == 3 and hits[0]["distance"] == 0.0
+
+
+# -- the version gate (reference/rvf_real/versions.py) -------------------------------------------
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_a_writer_at_version_2_writes_2_and_a_version_1_reader_refuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "v2.rvf"
+    with _open(path, wire_version="2") as s:
+        assert s.declaration.wire_version == 2
+        s.upsert(_records(range(1, 9)))
+        assert s.remove([1]) == 1
+    assert {seg.header.version for seg in read(str(path)).scan.segments} == {2}
+    before = _files(tmp_path)
+    for extra in ({}, {"readonly": "true"}):
+        with pytest.raises(VersionTooNew) as info:
+            _open(path, **extra)
+        text = str(info.value)
+        assert "requires RVF segment version (rvf-ruvector layout) 2" in text
+        assert "supports version 1" in text and "Run: npm update @ruvector/rvf" in text
+        assert "rvf-ruvector?wire_version=2" in text
+        assert _files(tmp_path) == before   # no byte changed, no lock file left
+    with _open(path, wire_version="3", readonly="true") as s:   # a newer reader reads it
+        assert s.count() == 7
+
+
+def test_a_newer_reader_reads_an_older_file_and_appends_at_its_own_version(
+        tmp_path: Path) -> None:
+    path = tmp_path / "v0.rvf"
+    with _open(path, wire_version="0") as s:
+        s.upsert(_records(range(1, 5)))
+    with _open(path) as s:   # version 1: forward-compatible
+        assert s.ids() == [1, 2, 3, 4]
+        s.upsert(_records(range(5, 7)))
+    versions = [seg.header.version for seg in read(str(path)).scan.segments]
+    assert versions[0] == 0 and versions[-1] == 1 and set(versions) == {0, 1}
+    with pytest.raises(VersionTooNew):   # the v0 reader now finds v1 commits
+        _open(path, wire_version="0")
+
+
+def test_one_damaged_version_byte_is_damage_not_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.rvf"
+    with _open(path) as s:
+        s.upsert(_records(range(1, 9)))
+        s.upsert(_records(range(9, 12)))
+    rf = read(str(path))
+    vec = next(seg for seg in rf.scan.segments if seg.header.type_name == "vec")
+    data = bytearray(path.read_bytes())
+    data[vec.offset + 4] ^= 0xFF   # 1 -> 254, the header has no check of its own
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptStore, match="version byte 254.*a damaged header"):
+        _open(path, readonly="true")
+    report = verify(read(str(path)))
+    assert [(p.check, p.offset) for p in report.problems] == [("version", vec.offset)]
+    assert "no other header declares a newer version" in report.problems[0].detail
+
+
+def test_a_runtime_file_of_version_2_is_recognised_and_reported_newer(tmp_path: Path) -> None:
+    """The real runtime's fixture with every header's version byte set to 2: still this layout
+    (not the reference's), reported as newer than the reader, exported by no one."""
+    data = bytearray((FIXTURES / "basic.rvf").read_bytes())
+    for seg in read(str(FIXTURES / "basic.rvf")).scan.segments:
+        data[seg.offset + 4] = 2
+    path = tmp_path / "v2.rvf"
+    path.write_bytes(bytes(data))
+    assert is_real_file(str(path))
+    [problem] = verify(read(str(path))).problems
+    assert problem.check == "version" and problem.offset == 0
+    assert problem.detail.startswith("version 2: newer than this reader (1)")
+    with pytest.raises(VersionTooNew):
+        _open(path)
+    with pytest.raises(VersionTooNew):
+        records(read(str(path)))
+    assert main(["rvf", "verify", str(path)]) == 1
+    assert main(["rvf", "export", str(path), "--output", str(tmp_path / "out.json")]) == 1
+    assert path.read_bytes() == bytes(data)
+
+
+def test_wire_version_must_fit_the_version_byte(tmp_path: Path) -> None:
+    with pytest.raises(BadOption, match="wire_version"):
+        _open(tmp_path / "s.rvf", wire_version="256")

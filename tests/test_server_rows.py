@@ -35,7 +35,7 @@ SERVER = Declaration(Durability.POWER_LOSS, EVERYTHING, server="Postgres (a test
                      file_format="rvf", metric="l2")
 NO_SERVER = dataclasses.replace(SERVER, server=None)
 
-ON_DISK = {"adr032-1", "adr032-2", "adr032-4", "adr032-6", "adr032-7", "inv-2", "inv-4",
+ON_DISK = {"adr032-1", "adr032-2", "adr032-4", "adr032-6", "adr032-7", "inv-2",
            "io-errors", "damage", "adr072-reversible", "adr072-escape", "adr072-backup",
            "patterns-dry-run", "patterns-crash", "patterns-rollback"}
 """Rows whose procedure crashes, fails or damages the simulated disk, or compares its files."""
@@ -44,6 +44,8 @@ MEASURED_FOR_A_SERVER = {
     "adr032-5": "another store reads what this one wrote, through the stores",
     "inv-1": "real processes, as adr032-3",
     "inv-3": "backend selection: no store data involved",
+    "inv-4": "a partner writes files on the real file system, the store opens them (the "
+             "in-process half is n/a inside the procedure)",
     "model": "process crash = the client abandons its connection; server kills; no power loss",
     "server-crash": "SIGKILL of the server's processes",
     "server-clients": "two client processes",

@@ -12,6 +12,13 @@ simulated disk (every row's fresh disk) a marker file at the path, written throu
 names a fresh real directory (``crashgate-proc-*`` in the temporary directory, removed when this
 process exits): every open of that disk's path, a reopen after a kill or a second writer,
 reaches the same files, and a fresh disk gets a fresh store.
+
+Reading back through crashgate: a driver whose package has no op that returns a stored vector
+may name a ``reader`` in its declaration, a backend that reads the store's file layout (e.g.
+``rvf-ruvector``). Then ``fetch`` and ``fetch_block`` are answered by opening that backend on
+the child's real path, read-only, for each call (``_ReadBack``); every other op stays the
+child's. The driver is never asked to ``fetch``: one source of read-back per store, fixed at
+open and named in the declaration's notes, rather than a mix that depends on what it answers.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from crashgate.backends import (
     BadOption,
     Capability,
@@ -38,13 +47,16 @@ from crashgate.backends import (
     Env,
     Hit,
     StoreClosed,
+    VectorBlock,
     VectorRecord,
+    os_env,
     read_all,
     write_whole,
 )
 from crashgate.backends import proc_protocol as wire
 from crashgate.backends.errors import BadBackend
 from crashgate.backends.proc_protocol import PROTOCOL_VERSION, DriverError
+from crashgate.backends.registry import BackendSpec, resolve
 from crashgate.harness.driver.child import Child
 
 __all__ = ["PREFIX", "ProcStore", "open_command", "open_proc", "real_path"]
@@ -60,9 +72,12 @@ class ProcStore:
 
     declaration: Declaration
 
-    def __init__(self, child: Child, path: str, label: str, declaration: Declaration) -> None:
+    def __init__(self, child: Child, path: str, label: str, declaration: Declaration, *,
+                 real: str = "", reader: BackendSpec | None = None) -> None:
         self._child = child
         self.path = path
+        self._real = real or path          # the path the child opened (see real_path)
+        self._reader = reader              # the read-back backend, when the driver names one
         self.label = label
         self.declaration = declaration
         self._closed = False
@@ -145,6 +160,47 @@ class _Vector(ProcStore):
         return [wire.record_from_wire(r) for r in _array(records, self.label, "fetch")]
 
 
+class _ReadBack(ProcStore):
+    """``fetch`` and ``fetch_block`` answered by the declared reader backend opened read-only
+    on the child's real path (with the real OS: the child's files never pass through the
+    simulated disk), once per call, so every read sees the file as the child left it."""
+
+    def _read(self, ids: Iterable[int], op: str) -> Any:
+        if self._closed:
+            raise StoreClosed(self.path)
+        assert self._reader is not None   # _class_for adds this mixin only with a reader
+        wanted = [int(i) for i in ids]
+        reader = self._reader.open(self._real, os_env(), readonly="true")
+        try:
+            if reader.declaration.file_format != self.declaration.file_format:
+                raise DriverError(
+                    f"{self.label}: its reader {self._reader.label} reads "
+                    f"{reader.declaration.file_format!r} files, the store declares "
+                    f"{self.declaration.file_format!r}",
+                    fix="name a reader of the store's own file format in the declaration")
+            if op == "fetch_block" and hasattr(reader, "fetch_block"):
+                return reader.fetch_block(wanted)
+            records = reader.fetch(wanted)
+        finally:
+            reader.close()
+        if op == "fetch":
+            return list(records)
+        # a reader without fetch_block: the same records as arrays (BulkFetch)
+        if not records:
+            return VectorBlock((), np.zeros((0, 0)), ())
+        return VectorBlock(tuple(r.id for r in records),
+                           np.array([r.vector for r in records], dtype=np.float64),
+                           tuple(r.metadata for r in records))
+
+    def fetch(self, ids: Iterable[int]) -> list[VectorRecord]:
+        records: list[VectorRecord] = self._read(ids, "fetch")
+        return records
+
+    def fetch_block(self, ids: Iterable[int]) -> VectorBlock:
+        block: VectorBlock = self._read(ids, "fetch_block")
+        return block
+
+
 class _Compact(ProcStore):
     def compact(self) -> None:
         self._call("compact")
@@ -174,11 +230,15 @@ _MIXINS = ((Capability.KV, _KV), (Capability.VECTOR, _Vector), (Capability.COMPA
 
 
 @functools.cache
-def _class_for(capabilities: frozenset[Capability]) -> type[ProcStore]:
+def _class_for(capabilities: frozenset[Capability], read_back: bool = False
+               ) -> type[ProcStore]:
     bases: list[type[ProcStore]] = [m for c, m in _MIXINS if c in capabilities]
     if Capability.KV in capabilities and Capability.BATCH in capabilities:
         bases.insert(1, _Batch)   # write_batch is a key-value op; a vector batch is upsert
-    name = "ProcStore[" + ",".join(sorted(c.value for c in capabilities)) + "]"
+    if read_back:
+        bases.insert(0, _ReadBack)   # before _Vector: its fetch is the reader's
+    name = "ProcStore[" + ",".join(sorted(c.value for c in capabilities)) + \
+        ("+reader" if read_back else "") + "]"
     return type(name, (*bases, ProcStore), {"__module__": __name__})
 
 
@@ -215,31 +275,41 @@ def _remove_own_dirs() -> None:
 # -- opening --------------------------------------------------------------------------------
 
 
+START_TIMEOUT = 60.0
+"""Seconds ``hello`` and ``open`` may take at least: a child starting its runtime (node loading
+a native module, python importing crashgate) on a loaded machine is slower than any one op."""
+
+
 def open_command(command: Sequence[str], path: str, env: Env, *, options: Mapping[str, str],
                  child_env: Mapping[str, str] | None = None, label: str,
-                 timeout: float = 30.0) -> ProcStore:
+                 timeout: float = 30.0, start_timeout: float | None = None) -> ProcStore:
     """Start ``command`` (argv), say ``hello`` and ``open`` the store at ``path`` with
     ``options``; the store, its declaration the child's with ``server`` naming the child.
     ``child_env`` is the child's environment (None: this process's); ``timeout`` the seconds
-    any one response may take. Errors: ``BackendMissing`` (the program cannot run),
-    ``DriverError`` (no hello, garbage, another protocol version), the child's own mapped
-    errors (``LockHeld``, ``BadOption`` ...) for ``open``."""
+    any one response may take, ``start_timeout`` the seconds ``hello`` and ``open`` may take
+    (default the larger of ``timeout`` and ``START_TIMEOUT``). Errors: ``BackendMissing``
+    (the program cannot run), ``DriverError`` (no hello, garbage, another protocol version),
+    the child's own mapped errors (``LockHeld``, ``BadOption`` ...) for ``open``."""
     if not command:
         raise BadBackend(label, "the command is empty", "give a command line after 'proc:'")
     child = Child(command, env=child_env, label=label, timeout=timeout)
+    start = max(timeout, START_TIMEOUT) if start_timeout is None else start_timeout
     try:
-        decl = _hello(child, label)
+        decl, reader_name = _hello(child, label, start)
         # the store's clock is env's: a host with time-based locks or leases reads it as the
         # real clock shifted (how a writer is made to see a lock 31 s old without waiting)
         offset = env.clock.time() - time.time()
-        ok, value = child.request("open", {"path": real_path(env, path),
+        real = real_path(env, path)
+        ok, value = child.request("open", {"path": real,
                                            "options": {str(k): str(v)
                                                        for k, v in options.items()},
-                                           "clock_offset": offset})
+                                           "clock_offset": offset}, timeout=start)
         if not ok:
             raise wire.error_from_wire(value, path=path)
         if isinstance(value, dict) and value.get("declaration") is not None:
             decl = wire.decl_from_wire(value["declaration"])   # as opened, with its options
+            reader_name = wire.reader_from_wire(value["declaration"])
+        reader = _reader_for(reader_name, decl, label)
     except BaseException:
         with contextlib.suppress(Exception):
             child.close(min(timeout, 5.0))
@@ -251,12 +321,37 @@ def open_command(command: Sequence[str], path: str, env: Env, *, options: Mappin
         "its files never pass through crashgate's simulated disk, so the rows that need it "
         "(power loss, crash states at disk operations, I/O errors, damage at rest) cannot "
         "act on it; a process crash is SIGKILL of the child"})
-    return _class_for(decl.capabilities)(child, path, label, decl)
+    if reader is not None:
+        decl = replace(decl, notes={
+            **decl.notes, "reader": f"fetch (and fetch_block) are not the store's answers: "
+            f"crashgate reads the store's file with its own reader `{reader.label}` "
+            "(opened read-only after the child's last op), because the driver declares it; "
+            "count, query and every write are the child's"})
+    return _class_for(decl.capabilities, reader is not None)(child, path, label, decl,
+                                                             real=real, reader=reader)
 
 
-def _hello(child: Child, label: str) -> Declaration:
+def _reader_for(name: str | None, decl: Declaration, label: str) -> BackendSpec | None:
+    """The resolved reader the declaration names (resolved now, so that an unknown name fails
+    the open, not the first fetch), or None."""
+    if name is None:
+        return None
+    if not decl.has(Capability.VECTOR):
+        raise DriverError(f"{label}: the declaration names the reader {name!r} but not the "
+                          "capability 'vector': a reader answers fetch of vector records",
+                          fix="drop 'reader', or declare 'vector'")
     try:
-        ok, value = child.request("hello", {"protocol": PROTOCOL_VERSION})
+        return resolve(name)
+    except Exception as exc:  # noqa: BLE001 - any failure to name a backend is the driver's
+        raise DriverError(f"{label}: the declaration names the reader {name!r}, which is no "
+                          f"backend crashgate knows: {exc}",
+                          fix="name a backend of `crashgate backends` that reads the store's "
+                              "files (e.g. rvf-ruvector)") from exc
+
+
+def _hello(child: Child, label: str, timeout: float) -> tuple[Declaration, str | None]:
+    try:
+        ok, value = child.request("hello", {"protocol": PROTOCOL_VERSION}, timeout=timeout)
     except DriverError as exc:
         raise DriverError(f"{label}: the child did not answer hello: {exc.problem}",
                           fix="check that the command runs by hand and speaks "
@@ -270,24 +365,33 @@ def _hello(child: Child, label: str) -> Declaration:
         raise DriverError(f"{label}: the child speaks protocol version {got!r}; crashgate "
                           f"speaks {PROTOCOL_VERSION}",
                           fix=f"use a driver for protocol version {PROTOCOL_VERSION}")
-    return wire.decl_from_wire(value.get("declaration"))
+    return (wire.decl_from_wire(value.get("declaration")),
+            wire.reader_from_wire(value.get("declaration")))
 
 
 def open_proc(command: str, path: str, env: Env, **options: str) -> ProcStore:
     """The factory of a ``proc:<command>`` name: ``command`` split like a POSIX shell; the
-    option ``timeout`` (seconds per response, default 30) is the client's, every other option
-    goes to the child's ``open``."""
+    options ``timeout`` (seconds per response, default 30) and ``start_timeout`` (seconds for
+    ``hello`` and ``open``, default the larger of ``timeout`` and 60) are the client's, every
+    other option goes to the child's ``open``."""
     label = PREFIX + command
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         raise BadBackend(label, f"the command does not split like a shell line: {exc}",
                          "quote it as a POSIX shell would") from None
-    text = options.pop("timeout", "30")
+    timeout = _seconds(label, "timeout", options.pop("timeout", "30"))
+    start = options.pop("start_timeout", None)
+    return open_command(argv, path, env, options=options, label=label, timeout=timeout,
+                        start_timeout=None if start is None else _seconds(label, "start_timeout",
+                                                                          start))
+
+
+def _seconds(label: str, name: str, text: str) -> float:
     try:
-        timeout = float(text)
-        if not timeout > 0:
+        seconds = float(text)
+        if not seconds > 0:
             raise ValueError(text)
     except ValueError:
-        raise BadOption(label, "timeout", text, ["a number of seconds > 0, e.g. 30"]) from None
-    return open_command(argv, path, env, options=options, label=label, timeout=timeout)
+        raise BadOption(label, name, text, ["a number of seconds > 0, e.g. 30"]) from None
+    return seconds

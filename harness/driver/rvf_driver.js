@@ -18,7 +18,13 @@
 // - the native ids are JS numbers (`ids: number[]`), so an id above 2^53-1 would be rounded
 //   silently: the driver refuses it (EINVAL) rather than write another id.
 // - neither API reads a stored vector or its metadata back (hits are `{id, distance}` only), so
-//   `fetch` is EUNSUPPORTED and hits carry `{}` as metadata.
+//   `fetch` is EUNSUPPORTED and hits carry `{}` as metadata. The native target declares
+//   `reader: "rvf-ruvector"`: crashgate answers fetch by reading the file with its own reader
+//   of the runtime's layout (PROTOCOL.md, the declaration). The SDK target names no reader: its
+//   file holds the SDK's labels 1, 2, ... as ids, the string ids live in <path>.idmap.json.
+// - both declare `metadata: false`: the native API takes metadata only as numbered typed fields
+//   and never writes them to the file; the SDK passes metadata to the engine at ingest, but no
+//   API returns it and its filters name numbered fieldIds. A record with metadata is refused.
 // - a store is created with its dimension: without the `dimension` option, the file is created
 //   at the first upsert, with that upsert's dimension.
 "use strict";
@@ -104,6 +110,15 @@ function compareHits(a, b) {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
+// both targets declare metadata: false (see declaration()): refuse rather than drop it
+function refuseMetadata(records, what) {
+  for (const r of records) {
+    if (r.metadata && Object.keys(r.metadata).length > 0) {
+      throw new WireError("EUNSUPPORTED", `record ${r.id} has metadata: ${what}`);
+    }
+  }
+}
+
 function flatten(records, dim) {
   const flat = new Float32Array(records.length * dim);
   records.forEach((r, i) => {
@@ -124,7 +139,11 @@ function declaration(target, nativeVersion) {
       "0.70 -> 0.95)': the floor it documents is the promise",
     durability: "README: 'Single-file vector database - crash-safe, no WAL, append-only'",
     read_back: "neither API returns a stored vector or its metadata (hits are {id, distance}): " +
-      "fetch is EUNSUPPORTED and hits carry {} as metadata",
+      "the driver answers fetch with EUNSUPPORTED and hits carry {} as metadata" +
+      (native ? "; the declaration names the reader rvf-ruvector: crashgate reads stored " +
+        "vectors back from the file with its own reader of the runtime's layout" :
+        "; no reader: the file's ids are the SDK's labels (the string ids live in " +
+        "<path>.idmap.json), which a reader of the layout cannot map back"),
     creation: "the file is created at open with option dimension=N, else at the first upsert",
     damage: "the docs make no promise about damaged files (the error codes include " +
       "InvalidChecksum and TruncatedSegment)",
@@ -132,11 +151,16 @@ function declaration(target, nativeVersion) {
   };
   if (native) {
     notes.ids = "ids are JS numbers in the package: ids above 2^53-1 are refused (EINVAL)";
-    notes.metadata = "the native API takes metadata only as numbered typed fields " +
-      "({fieldId, valueType, value}), not string keys: a record with metadata is EUNSUPPORTED";
+    notes.metadata = "declared metadata: false (the store keeps no metadata): the native API " +
+      "takes metadata only as numbered typed fields ({fieldId, valueType, value}), not string " +
+      "keys, never returns it and never writes it to the file: a record with metadata is " +
+      "EUNSUPPORTED";
   } else {
     notes.ids = "string ids, mapped by the SDK to labels 1, 2, ... kept in <path>.idmap.json";
-    notes.metadata = "metadata is passed to the SDK's ingestBatch as applications pass it";
+    notes.metadata = "declared metadata: false (the store keeps no metadata crashgate can see): " +
+      "the SDK takes metadata at ingestBatch, but no API returns it (RvfSearchResult is " +
+      "{id, distance}) and its filters name numbered fieldIds, not keys: a record with " +
+      "metadata is EUNSUPPORTED";
     notes.file_format = "the .rvf file is the native layout, but its ids are the SDK's labels; " +
       "the string ids live in <path>.idmap.json, so native readers see other ids";
   }
@@ -148,6 +172,8 @@ function declaration(target, nativeVersion) {
     metric: "l2",
     recall: { k: 10, at_least: 0.70 },
     damage: "none",
+    metadata: false,
+    reader: native ? "rvf-ruvector" : null,
     notes,
   };
 }
@@ -175,12 +201,8 @@ class NativeStore {
   }
   upsert(records) {
     if (records.length === 0) return null;
-    for (const r of records) {
-      if (r.metadata && Object.keys(r.metadata).length > 0) {
-        throw new WireError("EUNSUPPORTED", `record ${r.id} has metadata: ` +
-          "@ruvector/rvf-node takes only numbered typed fields and never returns them");
-      }
-    }
+    refuseMetadata(records, "@ruvector/rvf-node takes only numbered typed fields and never " +
+      "returns them (declared metadata: false)");
     const ids = records.map((r) => nativeId(r.id));
     const dim = this.db ? this.db.dimension() : records[0].vector.length;
     const flat = flatten(records, dim);
@@ -228,11 +250,12 @@ class SdkStore {
   }
   async upsert(records) {
     if (records.length === 0) return null;
+    refuseMetadata(records, "the SDK never returns metadata (declared metadata: false)");
     const dim = this.db ? await this.db.dimension() : records[0].vector.length;
     flatten(records, dim);   // the dimension check only: the SDK takes the entries themselves
     if (!this.db) this.db = await this.Db.create(this.path, { dimensions: dim, metric: "l2" });
     const res = await this.db.ingestBatch(records.map((r) => ({
-      id: r.id, vector: r.vector, metadata: r.metadata || undefined })));
+      id: r.id, vector: r.vector })));
     if (res.rejected > 0) {
       throw new WireError("ERVF_REJECTED", `ingestBatch accepted ${res.accepted} and rejected ` +
         `${res.rejected} of ${records.length} records (epoch ${res.epoch})`);

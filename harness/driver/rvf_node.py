@@ -11,7 +11,7 @@ Each store is one Node child process running ``rvf_driver.js`` (next to this fil
   ``overrides`` entry).
 
 Both take ``dimension=N`` (create the file at open; otherwise the first upsert creates it),
-``readonly=1`` and ``timeout=SECONDS`` (the client's wait per request). What each promises is
+``readonly=true`` and ``timeout=SECONDS`` (the client's wait per request). What each promises is
 the driver's ``hello`` declaration (see ``rvf_driver.js``), taken from the packages' docs.
 """
 
@@ -81,7 +81,8 @@ _COMMON = {
     "dimension": Option("", convert=_dimension,
                         help="create the file at open with this dimension (else at the first "
                         "upsert)"),
-    "readonly": Option("0", ("0", "1"), help="open read-only (RvfDatabase.openReadonly)"),
+    "readonly": Option("false", ("true", "false"),
+                       help="open read-only (RvfDatabase.openReadonly), as every backend says it"),
     "timeout": Option("30", convert=_seconds, help="seconds the client waits per request"),
 }
 
@@ -94,7 +95,7 @@ def _open(path: str, env: Env, target: str, npm: NpmTarget, backend: str,
     node, _ = require_node(backend)
     prefix = install(npm, backend=backend)
     command = [node, str(DRIVER_JS), "--target", target, "--prefix", str(prefix)]
-    driver_options = {"readonly": "1"} if checked["readonly"] == "1" else {}
+    driver_options = {"readonly": "1"} if checked["readonly"] == "true" else {}
     if checked["dimension"]:
         driver_options["dimension"] = str(checked["dimension"])
     timeout = checked["timeout"]

@@ -42,6 +42,7 @@ from crashgate.backends import (
     VectorRecord,
     resolve,
 )
+from crashgate.harness.ops import records_for
 
 __all__ = ["OffsetClock", "batch_items", "key_for", "main", "value_for", "vector_for"]
 
@@ -174,7 +175,9 @@ def _write_loop(store: Any, clock: OffsetClock, args: argparse.Namespace) -> int
                 _say(f"ACK {key}")
             else:
                 rid = args.id_base + i
-                store.upsert([VectorRecord.of(rid, vector_for(rid), {"writer": args.prefix})])
+                # metadata names the writer, unless the store keeps none (ops.records_for)
+                store.upsert(list(records_for(store.declaration, [
+                    VectorRecord.of(rid, vector_for(rid), {"writer": args.prefix})])))
                 _say(f"ACK {rid}")
         except Exception as exc:  # noqa: BLE001 - the parent decides what a failed write means
             _say(f"WRITEFAIL {_describe(exc)}")

@@ -15,9 +15,10 @@ import os
 from typing import Any
 
 from crashgate.backends import CorruptStore
-from crashgate.reference.rvf_real.layout import FILE_FORMAT
+from crashgate.reference.rvf_real.layout import FILE_FORMAT, VERSION
 from crashgate.reference.rvf_real.reader import RealFile, read
 from crashgate.reference.rvf_real.verify import verify
+from crashgate.reference.rvf_real.versions import check_version, claims
 
 __all__ = ["records", "run_export", "run_segments", "run_status", "run_verify", "status",
            "write_export"]
@@ -27,7 +28,9 @@ EXIT_OK, EXIT_FAIL, EXIT_TAIL = 0, 1, 2
 
 def records(rf: RealFile) -> list[dict[str, Any]]:
     """The live vectors, sorted by id; CorruptStore when the runtime could not open the file
-    (its loaded state would not be what was committed)."""
+    (its loaded state would not be what was committed); VersionTooNew when a newer writer wrote
+    it (versions.py)."""
+    check_version(rf, VERSION)
     if rf.manifest is None or rf.state.load_errors:
         first = rf.state.load_errors[0] if rf.state.load_errors else "no bootable manifest"
         raise CorruptStore(rf.path, f"the real runtime cannot open it ({first}); run "
@@ -66,6 +69,9 @@ def status(rf: RealFile) -> dict[str, Any]:
         "deleted": len(rf.state.deleted),
         "manifest_total_vectors": m.total_vectors if m else None,
         "segments": len(rf.scan.segments),
+        "segment_versions": sorted({s.header.version for s in rf.scan.segments}),
+        "reader_version": VERSION,
+        "newer_than_reader": claims(rf, VERSION).found is not None,
         "witness_entries": report.witness_entries,
         "file_id": ident.file_id.hex() if ident else None,
         "parent_id": ident.parent_id.hex() if ident else None,

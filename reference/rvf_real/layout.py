@@ -5,7 +5,7 @@ A file is a run of segments with no file header and **no padding**: each segment
 little-endian header directly followed by its payload, the next header right after it::
 
     0x00 u32 magic 0x52564653 ("SFVR" on disk)   0x18 u64 timestamp_ns   (runtime writes 0)
-    0x04 u8  version (1)                          0x20 u8  checksum_algo  (runtime writes 0)
+    0x04 u8  version (1; versions.py)             0x20 u8  checksum_algo  (runtime writes 0)
     0x05 u8  segment type                         0x21 u8  compression    (0)
     0x06 u16 flags (runtime writes 0)             0x22 u16 reserved_0     (0)
     0x08 u64 segment id (1, 2, ... per file)      0x24 u32 reserved_1     (0)
@@ -130,14 +130,14 @@ def _rotation_shaped(digest: bytes) -> bool:
 
 def looks_real(first: bytes) -> bool:
     """Whether the first 64 bytes of a file are a header the runtime writes: the segment magic,
-    version 1, checksum algorithm 0, zero at 0x24 (where the reference keeps its header check)
-    and a rotation-shaped content hash. A file that does not start with such a header is left
-    to the reference reader."""
+    checksum algorithm 0, zero at 0x24 (where the reference keeps its header check) and a
+    rotation-shaped content hash. Any version byte: a file of another segment version is still
+    this layout (its reader then says which version, ``versions.py``), not the reference's. A
+    file that does not start with such a header is left to the reference reader."""
     if len(first) < HEADER_SIZE or first[:4] != MAGIC_BYTES:
         return False
     h = Header.parse(first[:HEADER_SIZE])
-    return (h.version == VERSION and h.checksum_algo == 0 and h.reserved_1 == 0
-            and _rotation_shaped(h.content_hash))
+    return h.checksum_algo == 0 and h.reserved_1 == 0 and _rotation_shaped(h.content_hash)
 
 
 def is_real_file(path: str) -> bool:

@@ -52,7 +52,15 @@ from crashgate.reference.rvf_real.layout import (
     WITNESS,
     witness_hash,
 )
-from crashgate.reference.rvf_real.reader import DirEntry, FileIdentity, RealFile, parse, parse_vec
+from crashgate.reference.rvf_real.reader import (
+    DirEntry,
+    FileIdentity,
+    RealFile,
+    Segment,
+    parse,
+    parse_vec,
+)
+from crashgate.reference.rvf_real.versions import MAX_VERSION, check_version
 from crashgate.reference.rvf_real.writer import (
     META,
     encode_journal,
@@ -74,11 +82,15 @@ OPTIONS = {
     "lock": Option("true", ("true", "false"), help="take the <file>.lock writer lock"),
     "stale_after": Option("30", convert=float, help="seconds after which a dead writer's lock "
                           "is recovered"),
+    "wire_version": Option("1", convert=int, help="newest segment version this reader/writer "
+                           "supports (the runtime's is 1); segments it writes carry it, newer "
+                           "files are refused (versions.py)"),
 }
 FAILPOINTS = ("rvf-ruvector.after-data-write", "rvf-ruvector.after-data-sync",
               "rvf-ruvector.after-manifest-write")
 CAPABILITIES = frozenset({Capability.VECTOR, Capability.BATCH, Capability.WRITER_LOCK,
-                          Capability.METADATA_FILTER, Capability.FAILPOINTS})
+                          Capability.METADATA_FILTER, Capability.FAILPOINTS,
+                          Capability.WIRE_VERSION})
 WITNESS_INGEST, WITNESS_DELETE = 1, 0   # the types the runtime's files hold
 U64 = 2**64
 
@@ -95,6 +107,10 @@ class RuvectorStore:
         self.path = path
         self._env = env
         self.readonly = options["readonly"] == "true"
+        self._version = int(options["wire_version"])  # type: ignore[call-overload]
+        if not 0 <= self._version <= MAX_VERSION:
+            raise BadOption(NAME, "wire_version", self._version, ["an integer from 0 to 255 "
+                                                                  "(the header's version byte)"])
         want = int(options["dimension"])  # type: ignore[call-overload]
         if not 0 <= want <= 0xFFFF:
             raise BadOption(NAME, "dimension", want, ["0 (from the file)",
@@ -116,14 +132,21 @@ class RuvectorStore:
         self._chain = b"\0" * 32            # the witness chain restarts every session
         self.declaration = Declaration(
             durability=Durability.POWER_LOSS, capabilities=CAPABILITIES, file_format=FILE_FORMAT,
-            metric="l2", failpoints=FAILPOINTS, damage=DamagePromise.ROLLBACK,
+            wire_version=self._version, metric="l2", failpoints=FAILPOINTS,
+            damage=DamagePromise.ROLLBACK,
             notes={"vectors": "float32 (the layout's VEC payload)", "queries": "exact (NumPy)",
                    "metadata": "META segments (type 0x07) named in the manifest directory; the "
                                "real runtime ignores them (FORMAT-ruvector.md, 'Metadata')",
                    "damage": "the header and content hash of every data segment (VEC, META, "
                              "JOURNAL) the directory names and the boot manifest's hash are "
                              "checked: damage in the committed region is "
-                             "CorruptStore; a damaged last manifest shows the commit before"})
+                             "CorruptStore; a damaged last manifest shows the commit before",
+                   "versions": f"writes segment version {self._version}, reads 0-"
+                               f"{self._version}; a newer file is refused with VersionTooNew "
+                               "before the lock is taken (versions.py)"})
+        if not self.readonly and env.fs.exists(path):
+            # refuse a newer file before taking its lock: the refusal leaves no lock file
+            check_version(parse(path, read_all(env.fs, path), checked=True), self._version)
         if not self.readonly and options["lock"] == "true":
             self._lock = WriterLock(env.fs, env.clock, path, process=env.process,
                                     stale_after=float(options["stale_after"]))  # type: ignore[arg-type]
@@ -144,8 +167,10 @@ class RuvectorStore:
             if self.dimension is not None and not self.readonly:
                 self._create()
             return
+        rf = parse(self.path, read_all(fs, self.path), checked=True)
+        check_version(rf, self._version)   # again: the file may have changed before the lock
         self._file = fs.open(self.path, "r" if self.readonly else "r+")
-        self._adopt(parse(self.path, read_all(fs, self.path), checked=True))
+        self._adopt(rf)
         if not self.readonly:
             if self._file.size() > self._end:
                 # a torn or failed commit: never visible, and cut so no later scan finds it
@@ -166,6 +191,7 @@ class RuvectorStore:
                                           "64 KiB (damaged, or not an rvf-ruvector/1 file)")
         own = rf.segment_at(m.offset)
         assert own is not None   # a complete manifest whose hash holds (checked=True)
+        self._check_segment_version(own)
         if self.dimension is not None and m.dimension not in (0, self.dimension):
             raise BadOption(NAME, "dimension", self.dimension, [str(m.dimension), "0"])
         vectors: dict[int, tuple[float, ...]] = {}
@@ -186,6 +212,7 @@ class RuvectorStore:
             if not seg.complete or seg.hash_ok is False:
                 raise CorruptStore(self.path, f"segment {seg.label()} at offset {seg.offset} "
                                               "fails its content hash")
+            self._check_segment_version(seg)
             payload = rf.data[seg.payload_start:seg.end]
             if e.seg_type == VEC:
                 parsed = parse_vec(payload)
@@ -215,6 +242,15 @@ class RuvectorStore:
                 self._table.upsert(live, np.array([vectors[v] for v in live], dtype=np.float64),
                                    [meta[v] for v in live], owned=True)
 
+    def _check_segment_version(self, seg: Segment) -> None:
+        """A segment this open reads whose version is above the reader's, when the file as a
+        whole is not newer (``check_version`` passed): its version byte is damaged."""
+        if seg.header.version > self._version:
+            raise CorruptStore(self.path, f"segment {seg.label()} at offset {seg.offset} has "
+                                          f"version byte {seg.header.version}, above this "
+                                          f"reader's {self._version}, and no other header "
+                                          "declares a newer version: a damaged header")
+
     @property
     def _tmp(self) -> str:
         return self.path + ".create-tmp"
@@ -226,7 +262,7 @@ class RuvectorStore:
         fs = self._env.fs
         payload = encode_manifest(epoch=0, dimension=self.dimension, total_vectors=0,
                                   directory=(), deleted=(), identity=self._identity)
-        raw = encode_segment(MANIFEST, 1, payload)
+        raw = encode_segment(MANIFEST, 1, payload, self._version)
         f = fs.open(self._tmp, "w")
         try:
             f.write(0, raw)
@@ -252,18 +288,18 @@ class RuvectorStore:
             if payload is None:
                 continue
             entries.append(DirEntry(sid, at, len(payload), seg_type))
-            blob.append(encode_segment(seg_type, sid, payload))
+            blob.append(encode_segment(seg_type, sid, payload, self._version))
             sid, at = sid + 1, at + len(blob[-1])
         w_payload = encode_witness(witness[0], int(self._env.clock.time() * 1e9), witness[1],
                                    self._chain)
         entries.append(DirEntry(sid, at, len(w_payload), WITNESS))
-        tail = [encode_segment(WITNESS, sid, w_payload)]
+        tail = [encode_segment(WITNESS, sid, w_payload, self._version)]
         sid, at = sid + 1, at + len(tail[0])
         directory = [*self._directory, *entries]
         m_payload = encode_manifest(epoch=self.epoch + 1, dimension=self.dimension or 0,
                                     total_vectors=len(loaded), directory=directory,
                                     deleted=deleted, identity=self._identity)
-        tail.append(encode_segment(MANIFEST, sid, m_payload))
+        tail.append(encode_segment(MANIFEST, sid, m_payload, self._version))
         fp = self._env.failpoints
         self._dirty = True
         f.write(self._end, b"".join(blob))
@@ -408,7 +444,8 @@ def _check_meta(vid: int, metadata: Mapping[str, Any]) -> dict[str, Any]:
 def open_rvf_ruvector(path: str, env: Env, **options: str) -> RuvectorStore:
     """Open (creating at the first upsert, or now with ``dimension``) the ``rvf-ruvector/1`` file
     at ``path``. Options: ``dimension`` (0 = from the file), ``readonly`` true|false, ``lock``
-    true|false, ``stale_after`` seconds (default 30).
-    Raises ``LockHeld``, ``CorruptStore``, ``BadOption``."""
+    true|false, ``stale_after`` seconds (default 30), ``wire_version`` (default 1: the segment
+    version it writes and the newest it reads).
+    Raises ``LockHeld``, ``VersionTooNew``, ``CorruptStore``, ``BadOption``."""
     return RuvectorStore(path, env, check_options(NAME, options, OPTIONS))
 

@@ -1,6 +1,8 @@
 """Every check of a real-runtime RVF file, each finding naming its segment, offset and check.
 
-``verify(rf) -> Report`` sorts findings three ways:
+``verify(rf, supported=1) -> Report`` sorts findings three ways (a file a newer writer wrote,
+``versions.py``, gives one ``version`` problem, "version 2: newer than this reader (1)", and
+nothing else: this reader cannot judge what a newer writer wrote):
 
 - ``problems``: damage at or before the last commit (the end of the manifest the runtime boots
   from): a wrong magic or version, a header field the runtime always writes as zero that is not,
@@ -46,6 +48,7 @@ from crashgate.reference.rvf_real.reader import (
     parse_vec,
     witness_entries,
 )
+from crashgate.reference.rvf_real.versions import claims, upgrade_hint
 
 __all__ = ["Report", "verify"]
 
@@ -65,11 +68,12 @@ class Report:
     chain_restarts: int
 
 
-def _header_problems(s: Segment) -> list[Problem]:
+def _header_problems(s: Segment, supported: int) -> list[Problem]:
     h, out = s.header, []
-    if h.version != VERSION:
+    if h.version > supported:   # the file is not newer (verify checked): one damaged byte
         out.append(Problem(s.index, s.offset, "version",
-                           f"version byte {h.version}, the runtime writes and reads {VERSION}"))
+                           f"version byte {h.version}, above this reader's {supported}, and no "
+                           "other header declares a newer version: a damaged header"))
     if h.seg_type not in SEG_TYPES:
         out.append(Problem(s.index, s.offset, "header fields",
                            f"segment type 0x{h.seg_type:02x} is not one the runtime defines"))
@@ -81,8 +85,8 @@ def _header_problems(s: Segment) -> list[Problem]:
     return out
 
 
-def _segment_problems(rf: RealFile, s: Segment) -> list[Problem]:
-    out = _header_problems(s)
+def _segment_problems(rf: RealFile, s: Segment, supported: int) -> list[Problem]:
+    out = _header_problems(s, supported)
     if s.cut_at is not None:
         return out  # a torn append the runtime wrote after: a note (verify), not damage
     if not s.complete:
@@ -189,18 +193,25 @@ def _witness_chain(rf: RealFile) -> tuple[list[Problem], list[Problem], int, int
     return problems, notes, len(entries), restarts
 
 
-def verify(rf: RealFile) -> Report:
-    """Run every check on ``rf`` (nothing is written)."""
+def verify(rf: RealFile, supported: int = VERSION) -> Report:
+    """Run every check on ``rf`` as a reader at segment version ``supported`` (nothing is
+    written)."""
     committed_end = 0
     if rf.manifest is not None:
         own = rf.segment_at(rf.manifest.offset)
         committed_end = own.end if own is not None else 0
+    vc = claims(rf, supported)
+    if vc.found is not None:
+        first = vc.newer[0]
+        return Report((Problem(first.index, first.offset, "version",
+                               f"{vc.describe()}; upgrade: {upgrade_hint(vc.found)}"),),
+                      (), (), committed_end, 0, 0)
     found: list[Problem] = []
     notes: list[Problem] = []
     manifest_found, named = _manifest_problems(rf)
     found += manifest_found
     for s in rf.scan.segments:
-        found += _segment_problems(rf, s)
+        found += _segment_problems(rf, s, supported)
         unnamed = s.offset not in named and s.offset != (rf.manifest.offset if rf.manifest else -1)
         if unnamed and s.cut_at is not None:
             notes.append(Problem(s.index, s.offset, "not referenced",

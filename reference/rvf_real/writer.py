@@ -42,10 +42,13 @@ META = 0x07
 U16_MAX = 0xFFFF
 
 
-def encode_segment(seg_type: int, seg_id: int, payload: bytes) -> bytes:
+def encode_segment(seg_type: int, seg_id: int, payload: bytes,
+                   version: int = VERSION) -> bytes:
     """A 64-byte header as the runtime writes it (flags, timestamp, algorithm and reserved fields
-    zero; the content hash of ``payload``), then ``payload``, no padding."""
-    header = Header(MAGIC, VERSION, seg_type, 0, seg_id, len(payload), 0, 0, 0, 0, 0,
+    zero; the content hash of ``payload``; ``version`` in the version byte, 1 as the runtime
+    writes, another for a writer at another version, versions.py), then ``payload``, no
+    padding."""
+    header = Header(MAGIC, version, seg_type, 0, seg_id, len(payload), 0, 0, 0, 0, 0,
                     content_hash(payload), 0, 0)
     raw = header.encode()
     assert len(raw) == HEADER_SIZE
