@@ -178,6 +178,9 @@ def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
     if oc.kind != "READY":
         run.problems.append(f"a new writer {STALE_AFTER + 1:g} s later (its clock ahead) did not "
                             f"recover the killed writer's lock: {_describe(oc)}")
+        run.notes.append("the time passed on the env's clock only: a store that reads the real "
+                         "clock sees none, so for it this checked that the kill released the "
+                         "lock at once, as an flock (ADR-032's Node lock) is released")
         return None
     run.notes.append(f"a new writer recovered the lock once it was stale ({STALE_AFTER:g} s)")
     return c

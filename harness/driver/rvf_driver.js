@@ -147,6 +147,8 @@ function declaration(target, nativeVersion) {
     creation: "the file is created at open with option dimension=N, else at the first upsert",
     damage: "the docs make no promise about damaged files (the error codes include " +
       "InvalidChecksum and TruncatedSegment)",
+    clock: "the package reads the real clock: open's clock_offset cannot reach it (a lock " +
+      "made to look 31 s old on crashgate's clock is not old to the package)",
     engine: `@ruvector/rvf-node ${nativeVersion}`,
   };
   if (native) {
