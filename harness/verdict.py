@@ -60,7 +60,8 @@ class Evidence:
 
 def combine(parts: list[Evidence], summary: str) -> Evidence:
     """One row's evidence from several checks: any fail fails, else any unknown is unknown,
-    else pass if anything passed; all n/a stays n/a."""
+    else pass if anything passed; all n/a stays n/a. ``summary`` says what a pass is; a fail
+    or an unknown is summed up by its first such part (an unknown never reads as a pass)."""
     verdicts = {p.verdict for p in parts}
     if Verdict.FAIL in verdicts:
         verdict = Verdict.FAIL
@@ -80,7 +81,8 @@ def combine(parts: list[Evidence], summary: str) -> Evidence:
     for p in parts:
         attachments.update(p.attachments)
     return Evidence(
-        verdict, summary if verdict is not Verdict.FAIL or failing is None else failing.summary,
+        verdict, failing.summary if verdict in (Verdict.FAIL, Verdict.UNKNOWN) and failing
+        else summary,
         measured, tuple(d for p in parts for d in (p.summary, *p.details)),
         failing.reproduce if failing else None, failing.replay if failing else None, attachments,
         conclusive=failing.conclusive if failing else False,
