@@ -30,7 +30,7 @@ from crashgate.harness.driver.rvf_node import node_target
 from crashgate.reference.rvf_real import read, verify
 from crashgate.reference.rvf_real.export import records
 from crashgate.reference.rvf_real.layout import FILE_FORMAT, is_real_file
-from crashgate.reference.rvf_real.reader import parse_vec, parse_witness
+from crashgate.reference.rvf_real.payloads import parse_vec, parse_witness
 from crashgate.reference.rvf_real.writer import encode_segment, encode_vec, encode_witness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rvf_real" / "0.2.3"

@@ -39,15 +39,10 @@ from crashgate.reference.rvf_real.layout import (
     type_name,
     witness_hash,
 )
-from crashgate.reference.rvf_real.reader import (
-    Problem,
-    RealFile,
-    Segment,
-    parse_journal,
-    parse_manifest,
-    parse_vec,
-    witness_entries,
-)
+from crashgate.reference.rvf_real.manifest import parse_manifest
+from crashgate.reference.rvf_real.payloads import parse_journal, parse_vec
+from crashgate.reference.rvf_real.reader import Problem, RealFile, witness_entries
+from crashgate.reference.rvf_real.scan import Segment
 from crashgate.reference.rvf_real.versions import claims, upgrade_hint
 
 __all__ = ["Report", "verify"]

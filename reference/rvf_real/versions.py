@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crashgate.backends import VersionTooNew
-from crashgate.reference.rvf_real.reader import RealFile, Segment
+from crashgate.reference.rvf_real.reader import RealFile
+from crashgate.reference.rvf_real.scan import Segment
 
 __all__ = ["MAX_VERSION", "VersionClaims", "check_version", "claims", "upgrade_hint"]
 

@@ -3,8 +3,8 @@ META segment in which crashgate's reference store keeps metadata.
 
 Every function returns bytes to append; none does I/O. Headers come from ``layout.Header`` (the
 one header codec), hashes from ``layout.content_hash``; payloads are the inverses of
-``reader.parse_vec`` / ``parse_journal`` / ``parse_witness`` / ``parse_manifest``, and
-``parse_meta`` reads the META payload back.
+``payloads.parse_vec`` / ``parse_journal`` / ``parse_witness`` and
+``manifest.parse_manifest``, and ``parse_meta`` reads the META payload back.
 
 META (type 0x07, a type the runtime defines and never reads; crashgate's payload)::
 
@@ -32,7 +32,7 @@ from crashgate.reference.rvf_real.layout import (
     Header,
     content_hash,
 )
-from crashgate.reference.rvf_real.reader import DirEntry, FileIdentity
+from crashgate.reference.rvf_real.manifest import DirEntry, FileIdentity
 
 __all__ = ["META", "encode_journal", "encode_manifest", "encode_meta", "encode_segment",
            "encode_vec", "encode_witness", "parse_meta"]
