@@ -141,6 +141,16 @@ class Declaration:
     errors, damage at rest) are n/a with this as the reason, and a process crash is a SIGKILL
     of the server's processes (``ServerBacked``)."""
 
+    real_clock: bool = False
+    """True: the store reads the real clock, not ``env.clock`` (e.g. a package behind a process
+    driver, which ``open``'s ``clock_offset`` cannot reach). A row about time (a stale lock or
+    lease recovered after 30 s) then waits that time for real instead of moving ``env.clock``."""
+
+    injects_io_errors: bool = False
+    """With ``server`` set: the store's own process injects I/O errors into its file
+    operations when opened with the option ``io_error`` (``backends/PROTOCOL.md``), so the
+    I/O-error row runs through it (checking what is left on the real disk) instead of n/a."""
+
     metadata: bool = True
     """False: the store keeps no metadata (e.g. an engine that takes only numbered typed fields
     and never returns them): records are upserted with ``{}`` and come back with ``{}``. Rows do

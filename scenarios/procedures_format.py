@@ -8,12 +8,14 @@ has its neighbour slots tallied and its recall@10 judged with an interval instea
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from crashgate.backends import (
     BUILTIN_NAMES,
+    Declaration,
     Hit,
     Recall,
     VectorRecord,
@@ -23,10 +25,10 @@ from crashgate.backends import (
 from crashgate.harness.certify import probe_declaration
 from crashgate.harness.ops import records_for
 from crashgate.harness.vector_oracle import RecallTally, check_hits
-from crashgate.harness.verdict import Evidence, Verdict
+from crashgate.harness.verdict import Evidence, Verdict, first_line
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["TOLERANCE", "cross_store_round_trip", "random_records"]
+__all__ = ["TOLERANCE", "Probed", "cross_store_round_trip", "probe_builtin", "random_records"]
 
 TOLERANCE = 1e-6
 
@@ -40,21 +42,34 @@ def random_records(rng: np.random.Generator, ids: range, dim: int) -> list[Vecto
 # -- ADR-032 row 5: one file, two implementations -------------------------------------------
 
 
+@dataclass(frozen=True)
+class Probed:
+    """A built-in backend as a possible partner: what it declares, or why it could not be
+    probed (``error``, ``Type: first line``; then it is no partner)."""
+
+    declaration: Declaration | None
+    error: str | None = None
+
+
+@functools.cache
+def probe_builtin(name: str) -> Probed:
+    """``probe_declaration`` of the built-in backend ``name`` (no options), once per process:
+    the built-in names and what they declare do not change within one, and a probe is costly
+    (a store behind a process driver starts node, pgvector a Postgres server)."""
+    try:
+        return Probed(probe_declaration(resolve(name)))
+    except Exception as exc:  # noqa: BLE001 - an unavailable partner is simply not a partner
+        return Probed(None, first_line(exc))
+
+
 def _partners(ctx: RowContext) -> list[str]:
     """Built-in backends that write the same file format as the one under test."""
     fmt = ctx.declaration.file_format
     if fmt is None:
         return []
-    out = []
-    for name in BUILTIN_NAMES:
-        if name == ctx.spec.name:
-            continue
-        try:
-            if probe_declaration(resolve(name)).file_format == fmt:
-                out.append(name)
-        except Exception:  # noqa: BLE001, S112 - an unavailable partner is simply not a partner
-            continue
-    return out
+    return [name for name in BUILTIN_NAMES if name != ctx.spec.name
+            and (decl := probe_builtin(name).declaration) is not None
+            and decl.file_format == fmt]
 
 
 K = 10
@@ -112,7 +127,8 @@ def _round_trip(ctx: RowContext, partner: str
     env = os_env()
     other = resolve(partner)
     metric = ctx.declaration.metric or "l2"
-    other_decl = probe_declaration(other)
+    other_decl = probe_builtin(partner).declaration
+    assert other_decl is not None, partner   # a partner is one whose probe answered
     ours = _Reader(ctx.spec.label, ctx.declaration.recall)
     theirs = _Reader(other.label, other_decl.recall)
     exact = ours.recall is None and theirs.recall is None

@@ -36,7 +36,6 @@ from crashgate.backends import (
     os_env,
     resolve,
 )
-from crashgate.harness.certify import probe_declaration
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.faults.skew import Versioning, probe_versioning
 from crashgate.harness.verdict import Evidence, Verdict, first_line
@@ -46,6 +45,7 @@ from crashgate.scenarios.procedures_format import (
     _partners,
     _Reader,
     _top10,
+    probe_builtin,
 )
 from crashgate.scenarios.procedures_versions import hint_problem
 from crashgate.scenarios.table import RowContext
@@ -198,7 +198,8 @@ def _read_same(spec: BackendSpec, path: str, live: dict[int, VectorRecord], quer
 def _versioning(name: str, workdir: Path) -> tuple[Versioning, str | None]:
     """How ``name`` writes other versions, or why it cannot."""
     spec = resolve(name)
-    decl = probe_declaration(spec)
+    decl = probe_builtin(name).declaration   # a partner: its probe answered
+    assert decl is not None, name
     if not decl.has(Capability.WIRE_VERSION):
         return Versioning("none", None), f"{name} declares no wire version"
     scratch = Path(tempfile.mkdtemp(prefix=f"probe-{name}-", dir=workdir))

@@ -12,12 +12,20 @@ writer on a clock 31 s ahead; then writing while 31 s pass on its own clock, 5 s
 (so a heartbeat that writes renew stays fresh), with the next writer on that clock. Both must get
 ``LockHeld`` naming A, and A goes on writing.
 
+A store that reads the real clock (``Declaration.real_clock``: a package behind a process
+driver, which ``clock_offset`` cannot reach) gets the time for real instead (``passage``): the
+idle hold waits 31 real seconds once per row (the first round that holds; later rounds' holds,
+and every writing hold, are on crashgate's clock only, and their notes say so), and a killed
+writer's lock still held at once is retried after 31 real seconds. So a row costs one or two
+real waits at the quick and standard budgets; ``measured["real_seconds_waited"]`` says how long.
+
 Invariant 1 adds: readers (``readonly=true``, when the backend has it) open while A writes, as
 many as asked; after A is killed with SIGKILL, a new writer recovers the lock once it is stale
 (the new writer runs on a clock 31 s ahead, so the 30 s stale interval has passed for it
-without waiting) and A's acknowledged writes survive. Its rounds alternate: after a hold past
-the stale interval the dead writer's lock is old already, so every other round leaves the hold
-out and the lock of a writer killed young is seen recovered only once stale. For a store with
+without waiting; for a real-clock store, it opens 31 real seconds later) and A's acknowledged
+writes survive. Its rounds alternate: after a hold past the stale interval the dead writer's
+lock is old already, so every other round leaves the hold out and the lock of a writer killed
+young is seen recovered only once stale. For a store with
 a heartbeat lease, it adds the lease checks of ``procedures_lease`` (taken over only when
 stale, a fenced-off late write never lands, a paused holder's late write fenced off too).
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +57,8 @@ from crashgate.harness.recovery import reopen_after_crash
 from crashgate.harness.verdict import Evidence, Verdict, combine
 from crashgate.scenarios.table import RowContext
 
-__all__ = ["check_duplicate_writer", "single_writer_rule", "two_writers"]
+__all__ = ["Passage", "check_duplicate_writer", "passage", "round_plan", "single_writer_rule",
+           "two_writers"]
 
 ACK_TIMEOUT = 30.0
 IDS = {"A": 1_000_000, "C": 3_000_000}
@@ -64,10 +74,37 @@ class _Run:
     not say who holds the store, acknowledged writes missing), not a timeout or a dead child."""
     offset: float = 0.0
     """How far A's clock runs ahead of the real one (it ages while it holds the store)."""
+    waited: float = 0.0
+    """Real seconds slept so that time passed for a store that reads the real clock."""
+    sleep: Callable[[float], None] = time.sleep
 
     def violation(self, problem: str) -> None:
         self.problems.append(problem)
         self.conclusive = True
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass for real (bounded: the stale interval and a second)."""
+        t0 = time.perf_counter()
+        self.sleep(seconds)
+        self.waited += time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class Passage:
+    """How time passes for the store in one check: ``real`` seconds slept before the next
+    writer opens, else ``ahead`` seconds added to that writer's clock (no waiting)."""
+
+    real: float
+    ahead: float
+
+
+def passage(decl: Declaration, seconds: float, *, real_allowed: bool = True) -> Passage:
+    """``seconds`` for real when the store reads the real clock (``decl.real_clock``: moving
+    ``env.clock`` does not reach it) and this check may wait (``real_allowed``), else on the
+    next writer's clock."""
+    if decl.real_clock and real_allowed:
+        return Passage(real=seconds, ahead=0.0)
+    return Passage(real=0.0, ahead=seconds)
 
 
 def _describe(o: Outcome) -> str:
@@ -103,17 +140,22 @@ def _judge_refusal(run: _Run, ob: Outcome, a: WriterProcess, path: str, when: st
                             f" (the holder is not named by its pid {a.pid})"))
 
 
-def _held_past_stale(run: _Run, dw: DuplicateWriter, a: WriterProcess, path: str) -> None:
+def _held_past_stale(run: _Run, dw: DuplicateWriter, a: WriterProcess, path: str,
+                     decl: Declaration, real_hold: bool) -> None:
     """A holds the store for longer than the stale interval, alive, idle and then writing; a
-    writer whose clock is past the interval must be refused each time, and A goes on."""
+    writer whose clock is past the interval must be refused each time, and A goes on.
+    ``real_hold``: for a store that reads the real clock, the idle hold waits for real."""
     ahead = STALE_AFTER + 1
+    idle = passage(decl, ahead, real_allowed=real_hold)
     if a.command("pause", "PAUSED") is None:
         run.problems.append(f"the first writer ended before it could be paused: "
                             f"{a.stderr_tail or a.lines[-1:]}")
         return
-    b = dw.writer("B1", id_base=2_100_000, clock_offset=ahead)
-    _judge_refusal(run, b.opened(), a, path, f"the first idle, the second's clock {ahead:g} s "
-                   "ahead")
+    if idle.real:
+        run.wait(idle.real)
+    b = dw.writer("B1", id_base=2_100_000, clock_offset=idle.ahead)
+    _judge_refusal(run, b.opened(), a, path, f"the first idle {ahead:g} s, waited for real"
+                   if idle.real else f"the first idle, the second's clock {ahead:g} s ahead")
     dw.kill(b)
     if a.command("resume", "RESUMED") is None:
         run.problems.append(f"the first writer ended while it sat idle: "
@@ -130,6 +172,15 @@ def _held_past_stale(run: _Run, dw: DuplicateWriter, a: WriterProcess, path: str
     _judge_refusal(run, b.opened(), a, path, f"the first writing for {ahead:g} s, both clocks "
                    "on")
     dw.kill(b)
+    if decl.real_clock:
+        # say exactly which refusal did not have the time pass for real
+        run.notes.append(
+            "not real time (the store reads the real clock): "
+            + ("" if idle.real else f"the idle hold (B1: its clock {ahead:g} s ahead) and ")
+            + f"the writing hold (B2: {ahead:g} s passed on the writers' clocks only, so no "
+            f"real {ahead:g} s of writing renewed the lock); "
+            + (f"B2 met a live lock held more than {run.waited:.0f} real seconds (the idle hold)"
+               if idle.real else "the row's first round holds idle for real"))
 
 
 def _verify(spec: BackendSpec, path: str, writes: dict[str, list[str]], kv: bool,
@@ -160,9 +211,10 @@ def _verify(spec: BackendSpec, path: str, writes: dict[str, list[str]], kv: bool
     return missing
 
 
-def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
+def _recover(run: _Run, dw: DuplicateWriter, decl: Declaration) -> WriterProcess | None:
     """After the holder was killed: a new writer must get the store, at once or once the lock
-    is stale (run on a clock 31 s ahead)."""
+    is stale (run on a clock 31 s ahead, or 31 real seconds later for a store that reads the
+    real clock)."""
     c0 = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=run.offset)
     oc = c0.opened()
     if oc.kind == "READY":
@@ -173,25 +225,33 @@ def _recover(run: _Run, dw: DuplicateWriter) -> WriterProcess | None:
                             f"{_describe(oc)}")
         return None
     run.notes.append(f"right after the kill the lock was still held: {oc.message.splitlines()[0]}")
-    c = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=run.offset + STALE_AFTER + 1)
+    later = passage(decl, STALE_AFTER + 1)
+    if later.real:
+        run.wait(later.real)
+    c = dw.writer("C", id_base=IDS["C"], max_writes=3, clock_offset=run.offset + later.ahead)
     oc = c.opened()
+    how = "waited for real" if later.real else "its clock ahead"
     if oc.kind != "READY":
-        run.problems.append(f"a new writer {STALE_AFTER + 1:g} s later (its clock ahead) did not "
+        run.problems.append(f"a new writer {STALE_AFTER + 1:g} s later ({how}) did not "
                             f"recover the killed writer's lock: {_describe(oc)}")
-        run.notes.append("the time passed on the env's clock only: a store that reads the real "
-                         "clock sees none, so for it this checked that the kill released the "
-                         "lock at once, as an flock (ADR-032's Node lock) is released")
+        if not later.real:
+            run.notes.append("the time passed on the env's clock only: a store that reads the "
+                             "real clock without declaring it sees none, so for it this checked "
+                             "that the kill released the lock at once, as an flock (ADR-032's "
+                             "Node lock) is released")
         return None
-    run.notes.append(f"a new writer recovered the lock once it was stale ({STALE_AFTER:g} s)")
+    run.notes.append(f"a new writer recovered the lock once it was stale ({STALE_AFTER:g} s, "
+                     f"{how})")
     return c
 
 
 def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
-                           kill: bool = False, past_stale: bool = True) -> Evidence:
+                           kill: bool = False, past_stale: bool = True,
+                           real_hold: bool = True) -> Evidence:
     """One round: A writes, B is refused, A is unharmed; ``past_stale``: A then holds the
-    store for more than the stale interval, and later writers are refused too; ``readers``
-    read meanwhile; ``kill``: A is SIGKILLed and a new writer recovers the store, else A closes
-    cleanly."""
+    store for more than the stale interval, and later writers are refused too (``real_hold``:
+    idle for 31 real seconds if the store reads the real clock); ``readers`` read meanwhile;
+    ``kill``: A is SIGKILLed and a new writer recovers the store, else A closes cleanly."""
     t0 = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="dup-", dir=workdir))
     path = str(base / "store")
@@ -212,7 +272,7 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
             _judge_refusal(run, b.opened(), a, path)
             dw.kill(b)  # refused, it has exited; if it opened, it must not write on
             if past_stale:
-                _held_past_stale(run, dw, a, path)
+                _held_past_stale(run, dw, a, path, decl, real_hold)
             n = len(a.acks())
             if not a.wait_acks(n + 3, ACK_TIMEOUT):
                 run.problems.append("the first writer stopped acknowledging writes after the "
@@ -235,7 +295,7 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
                 else:
                     run.notes.append("A's writes not checked after the kill: the backend "
                                      f"promises durability '{decl.durability.value}'")
-                c = _recover(run, dw)
+                c = _recover(run, dw, decl)
                 if c is not None:
                     if not c.wait_acks(3, ACK_TIMEOUT) or not c.stop():
                         run.problems.append(f"the recovering writer could not write and close: "
@@ -253,6 +313,8 @@ def check_duplicate_writer(spec: BackendSpec, *, workdir: str, readers: int = 0,
             run.violation(problem)
     measured = {"processes": spawned, "acknowledged_writes": sum(map(len, writes.values())),
                 "rounds": 1, "seconds": round(time.perf_counter() - t0, 2)}
+    if decl.real_clock:  # the time that passed for the store, slept for real
+        measured["real_seconds_waited"] = round(run.waited, 1)
     details = (*run.notes, *dw.fired)
     if run.unknown:
         return Evidence(Verdict.UNKNOWN, run.unknown, measured, details)
@@ -270,14 +332,28 @@ def _ids_to_str(writes: dict[str, list[str]], kv: bool) -> dict[str, list[str]]:
     return writes if kv else {w: [str(int(x)) for x in acks] for w, acks in writes.items()}
 
 
+def round_plan(rounds: int, *, alternate: bool, real_clock: bool) -> list[tuple[bool, bool]]:
+    """``(past_stale, real_hold)`` for each of ``rounds`` rounds: with ``alternate``, every
+    other round (from the second) leaves out the hold past the stale interval, so that a killed
+    writer's lock is still fresh and its recovery once stale is seen too; a store that reads
+    the real clock waits the hold for real in the first round that holds only (one 31 s wait
+    a row, not one a round)."""
+    plan: list[tuple[bool, bool]] = []
+    for i in range(max(1, rounds)):
+        past_stale = not (alternate and i % 2)
+        plan.append((past_stale, real_clock and past_stale
+                     and not any(real for _, real in plan)))
+    return plan
+
+
 def _rounds(ctx: RowContext, *, alternate: bool = False, **kwargs: Any) -> list[Evidence]:
-    """``budget.processes`` rounds; with ``alternate``, every other round (from the second)
-    leaves out the hold past the stale interval, so that a killed writer's lock is still fresh
-    and its recovery once stale is seen too."""
+    """``budget.processes`` rounds, as ``round_plan`` says."""
     parts = []
-    for i in range(max(1, ctx.budget.processes)):
-        args = {"workdir": str(ctx.workdir), **kwargs,
-                "past_stale": not (alternate and i % 2)}
+    plan = round_plan(ctx.budget.processes, alternate=alternate,
+                      real_clock=ctx.declaration.real_clock)
+    for i, (past_stale, real_hold) in enumerate(plan):
+        args = {"workdir": str(ctx.workdir), **kwargs, "past_stale": past_stale,
+                "real_hold": real_hold}
         ev = check_duplicate_writer(ctx.spec, **args)
         parts.append(on_failure(ev, workdir=ctx.workdir, name=f"reproduce_writers_{i}.py",
                                 spec=ctx.spec, check=check_duplicate_writer, kwargs=args))

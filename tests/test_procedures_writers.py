@@ -3,14 +3,25 @@ store that ignores its lock is caught."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procedure_helpers import assert_caught, context
 
-from crashgate.backends import resolve
+from crashgate.backends import Capability, Declaration, Durability, resolve
+from crashgate.harness.faults.writers import Outcome
 from crashgate.harness.verdict import Verdict
-from crashgate.scenarios.procedures_writers import single_writer_rule, two_writers
+from crashgate.scenarios.procedures_writers import (
+    Passage,
+    _recover,
+    _Run,
+    passage,
+    round_plan,
+    single_writer_rule,
+    two_writers,
+)
 
 
 def test_row3_passes_on_rvf(tmp_path: Path) -> None:
@@ -63,3 +74,75 @@ def test_a_store_that_ignores_its_lock_is_caught(tmp_path: Path) -> None:
     assert "the second writer opened" in ev.summary
     assert ev.conclusive  # a second writer got in: seen, not inferred from a timeout
     assert_caught(ev)
+
+
+# -- a store that reads the real clock (Declaration.real_clock): the time passes for real ----
+
+REAL = Declaration(Durability.PROCESS_CRASH, frozenset({Capability.WRITER_LOCK}),
+                   real_clock=True)
+SIMULATED = dataclasses.replace(REAL, real_clock=False)
+
+
+def test_a_real_clock_store_waits_for_real_instead_of_moving_the_clock() -> None:
+    assert passage(REAL, 31) == Passage(real=31, ahead=0.0)
+    assert passage(SIMULATED, 31) == Passage(real=0.0, ahead=31)
+    # a check that may not wait (a later round's hold) moves the clock, and says so in notes
+    assert passage(REAL, 31, real_allowed=False) == Passage(real=0.0, ahead=31)
+
+
+@pytest.mark.parametrize(("rounds", "alternate"), [(1, True), (2, True), (2, False), (5, True),
+                                                   (5, False)])
+def test_a_real_clock_row_holds_for_real_once_not_once_a_round(rounds: int,
+                                                               alternate: bool) -> None:
+    plan = round_plan(rounds, alternate=alternate, real_clock=True)
+    assert [past for past, _ in plan] == [not (alternate and i % 2) for i in range(rounds)]
+    assert [real for _, real in plan] == [True] + [False] * (rounds - 1)
+    assert not any(real for _, real in round_plan(rounds, alternate=alternate,
+                                                  real_clock=False))
+
+
+class _FakeWriter:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def opened(self) -> Outcome:
+        return Outcome(self.kind, {"message": "ELOCK: held"} if self.kind == "LOCKHELD" else {})
+
+
+class _FakeDW:
+    """Hands out writers whose opens end as ``kinds`` say, one per writer, recording the clock
+    offset each was started with."""
+
+    def __init__(self, *kinds: str) -> None:
+        self.kinds = list(kinds)
+        self.offsets: list[float] = []
+
+    def writer(self, label: str, *, clock_offset: float = 0.0, **_: Any) -> _FakeWriter:
+        self.offsets.append(clock_offset)
+        return _FakeWriter(self.kinds.pop(0))
+
+
+def _recovering(decl: Declaration, *kinds: str) -> tuple[_Run, _FakeDW, list[float], bool]:
+    slept: list[float] = []
+    run = _Run(offset=31.0, sleep=slept.append)
+    dw = _FakeDW(*kinds)
+    got = _recover(run, dw, decl) is not None  # type: ignore[arg-type]
+    return run, dw, slept, got
+
+
+def test_a_real_clock_store_gets_its_recovering_writer_after_a_real_wait() -> None:
+    run, dw, slept, got = _recovering(REAL, "LOCKHELD", "READY")
+    assert got and slept == [31]
+    assert dw.offsets == [31.0, 31.0]   # the clock is not moved: the store would not see it
+    assert "a new writer recovered the lock once it was stale (30 s, waited for real)" in run.notes
+    # the same on a store on crashgate's clock: no waiting, the writer's clock 31 s ahead
+    run, dw, slept, got = _recovering(SIMULATED, "LOCKHELD", "READY")
+    assert got and slept == [] and dw.offsets == [31.0, 62.0]
+
+
+def test_a_real_clock_store_still_refusing_after_the_real_wait_fails() -> None:
+    run, _, slept, got = _recovering(REAL, "LOCKHELD", "LOCKHELD")
+    assert not got and slept == [31]
+    assert run.problems == ["a new writer 31 s later (waited for real) did not recover the "
+                            "killed writer's lock: LOCKHELD: ELOCK: held"]
+    assert not any("env's clock only" in n for n in run.notes)

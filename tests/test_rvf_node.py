@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from node import requires_node
 
-from crashgate.backends import BackendMissing, BadOption, LockHeld, VectorRecord, os_env
+from crashgate.backends import (
+    BackendMissing,
+    BadOption,
+    LockHeld,
+    Unsupported,
+    VectorRecord,
+    os_env,
+)
 from crashgate.backends.registry import resolve
 from crashgate.harness.driver.npm_cache import NpmTarget, install
 from crashgate.harness.driver.rvf_node import (
@@ -284,7 +291,23 @@ def test_the_sdk_names_no_reader_and_keeps_no_metadata(tmp_path: Path) -> None:
     try:
         assert store.declaration.metadata is False and "reader" not in store.declaration.notes
         store.upsert([VectorRecord.of(1, [1.0, 0.0])])
-        with pytest.raises(NotImplementedError, match="fetch"):
+        with pytest.raises(Unsupported, match="fetch") as info:   # the op it lacks, named
             store.fetch([1])
+        assert info.value.op == "fetch"
+    finally:
+        store.close()
+
+
+@requires_node
+@pytest.mark.parametrize("name", ["rvf-node", "rvf-sdk"])
+def test_the_package_declares_that_it_reads_the_real_clock(name: str, tmp_path: Path) -> None:
+    """open's clock_offset cannot reach the package: the rows about time wait for real."""
+    try:
+        store = resolve(name).open(str(tmp_path / "c.rvf"), os_env())
+    except BackendMissing as exc:
+        pytest.skip(f"npm could not install {name}: {exc}")
+    try:
+        assert store.declaration.real_clock is True
+        assert "real_clock: true" in store.declaration.notes["clock"]
     finally:
         store.close()

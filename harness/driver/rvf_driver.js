@@ -148,7 +148,9 @@ function declaration(target, nativeVersion) {
     damage: "the docs make no promise about damaged files (the error codes include " +
       "InvalidChecksum and TruncatedSegment)",
     clock: "the package reads the real clock: open's clock_offset cannot reach it (a lock " +
-      "made to look 31 s old on crashgate's clock is not old to the package)",
+      "made to look 31 s old on crashgate's clock is not old to the package), so the " +
+      "declaration says real_clock: true and crashgate waits for real where a row needs " +
+      "time to pass (a dead writer's lock recovered once stale)",
     engine: `@ruvector/rvf-node ${nativeVersion}`,
   };
   if (native) {
@@ -175,6 +177,7 @@ function declaration(target, nativeVersion) {
     recall: { k: 10, at_least: 0.70 },
     damage: "none",
     metadata: false,
+    real_clock: true,
     reader: native ? "rvf-ruvector" : null,
     notes,
   };
