@@ -55,6 +55,7 @@ from crashgate.backends.errors import (
     LockHeld,
     StoreClosed,
     UnknownBackend,
+    Unsupported,
     VersionTooNew,
     close_matches_for,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "SystemClock",
     "UnknownBackend",
     "UnknownMigrator",
+    "Unsupported",
     "VectorBlock",
     "VectorRecord",
     "VectorStore",

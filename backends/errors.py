@@ -21,6 +21,7 @@ __all__ = [
     "LockHeld",
     "StoreClosed",
     "UnknownBackend",
+    "Unsupported",
     "VersionTooNew",
     "close_matches_for",
 ]
@@ -193,6 +194,25 @@ class BadBackend(CrashgateError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{kind} {name!r}: {problem}.\n  Fix: {fix}")
+
+
+class Unsupported(NotImplementedError):
+    """An op the store does not have (a process driver's ``EUNSUPPORTED``, e.g. ``fetch`` of a
+    package with no read-back): not a broken promise, so a check that needed the op checked
+    nothing and is ``unknown`` naming it (``harness/unsupported.py``).
+
+    ``op`` is the store's op (its method's name: ``"fetch"``), ``why`` the store's own words.
+    A ``NotImplementedError``, so code that catches that still does; but only this type says
+    "the store lacks the op": a bare ``NotImplementedError`` is whoever raised it's failure."""
+
+    def __init__(self, op: str, why: str = "") -> None:
+        self.op = op
+        self.why = why
+        super().__init__(f"the store does not offer {op}: {why or 'no reason given'}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its fields (the default passes the message alone as ``op``), notes kept
+        return (type(self), (self.op, self.why), dict(self.__dict__))
 
 
 class StoreClosed(CrashgateError):

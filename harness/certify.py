@@ -35,6 +35,7 @@ from crashgate.harness.interrupt import raise_if_interrupted
 from crashgate.harness.provenance import environment, regenerate_command
 from crashgate.harness.reproduce import pythonpath_for
 from crashgate.harness.row_output import captured_output
+from crashgate.harness.unsupported import cannot_answer
 from crashgate.harness.verdict import Evidence, Verdict
 
 __all__ = ["SCHEMA_VERSION", "Certificate", "RowResult", "certify", "probe_declaration",
@@ -104,7 +105,8 @@ class Certificate:
                 "capabilities": sorted(c.value for c in d.capabilities),
                 "file_format": d.file_format, "wire_version": d.wire_version,
                 "failpoints": list(d.failpoints), "metric": d.metric, "notes": dict(d.notes),
-                "damage": d.damage.value, "metadata": d.metadata,
+                "damage": d.damage.value, "metadata": d.metadata, "server": d.server,
+                "real_clock": d.real_clock, "injects_io_errors": d.injects_io_errors,
                 "recall": None if d.recall is None else {"k": d.recall.k,
                                                          "at_least": d.recall.at_least},
             },
@@ -197,8 +199,10 @@ def _run_row(row: Any, ctx: Any) -> Evidence:
     except Exception as exc:  # noqa: BLE001 - the check itself broke
         raise_if_interrupted()   # a Ctrl-C that a library turned into another error
         tb = traceback.format_exc()
-        return Evidence(Verdict.UNKNOWN, f"the check could not run: {type(exc).__name__}: {exc}",
-                        {"seed": ctx.seed}, attachments={f"{row.key}-error.txt": tb})
+        # an op the store does not have (Unsupported) broke no promise: say which, not "broke"
+        summary = cannot_answer(exc) or f"the check could not run: {type(exc).__name__}: {exc}"
+        return Evidence(Verdict.UNKNOWN, summary, {"seed": ctx.seed},
+                        attachments={f"{row.key}-error.txt": tb})
     raise_if_interrupted()   # a Ctrl-C swallowed during the row: the row's verdict is not one
     if evidence.verdict is not Verdict.NA and not evidence.measured:
         return replace(evidence, verdict=Verdict.UNKNOWN,

@@ -81,7 +81,10 @@ def render_markdown(cert: Certificate) -> str:
         + (f"; file format {d.file_format} (wire version {d.wire_version})" if d.file_format
            else "")
         + (f"; search: approximate, {d.recall}" if d.recall is not None else "")
-        + ("; keeps no metadata" if not d.metadata else ""),
+        + ("; keeps no metadata" if not d.metadata else "")
+        + (f"; kept by {d.server}" if d.server else "")
+        + ("; reads the real clock" if d.real_clock else "")
+        + ("; its driver injects I/O errors" if d.injects_io_errors else ""),
         "",
         f"Regenerate: `{cert.command}`",
         "",
