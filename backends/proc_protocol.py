@@ -16,7 +16,7 @@ import binascii
 import errno
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from crashgate.backends.contract import (
@@ -33,11 +33,13 @@ from crashgate.backends.errors import (
     CrashgateError,
     LockHeld,
     StoreClosed,
+    Unsupported,
     VersionTooNew,
 )
 from crashgate.backends.search import Recall
 
-__all__ = ["CARRIED", "ERROR_CODES", "PROTOCOL_VERSION", "DriverError", "bytes_from_wire",
+__all__ = ["CARRIED", "ERROR_CODES", "IO_ERROR_KINDS", "PROTOCOL_VERSION", "DriverError",
+           "FsOpsReport", "bytes_from_wire", "fs_ops_from_wire", "io_error_from_option",
            "bytes_to_wire", "decl_from_wire", "decl_to_wire", "decode", "encode",
            "error_from_wire", "error_to_wire", "hit_from_wire", "hit_to_wire", "id_from_wire",
            "id_to_wire", "ids_to_wire", "only_carried", "reader_from_wire", "record_from_wire",
@@ -46,7 +48,7 @@ __all__ = ["CARRIED", "ERROR_CODES", "PROTOCOL_VERSION", "DriverError", "bytes_f
 PROTOCOL_VERSION = 1
 U64 = 2**64
 ERROR_CODES = ("ELOCK", "EVERSION", "ECORRUPT", "ECLOSED", "EINVAL", "EOPTION", "EIO", "ENOSPC",
-               "EUNSUPPORTED")
+               "ENOENT", "EUNSUPPORTED")
 """The codes ``error_from_wire`` maps onto crashgate's errors; any other is a ``DriverError``."""
 CARRIED = frozenset({Capability.KV, Capability.VECTOR, Capability.BATCH, Capability.COMPACT,
                      Capability.WITNESS, Capability.WRITER_LOCK, Capability.WIRE_VERSION,
@@ -150,7 +152,9 @@ def decl_to_wire(decl: Declaration) -> dict[str, Any]:
             "metric": decl.metric,
             "recall": None if decl.recall is None else
             {"k": decl.recall.k, "at_least": decl.recall.at_least},
-            "damage": decl.damage.value, "metadata": decl.metadata, "notes": dict(decl.notes)}
+            "damage": decl.damage.value, "metadata": decl.metadata,
+            "real_clock": decl.real_clock, "io_errors": decl.injects_io_errors,
+            "notes": dict(decl.notes)}
 
 
 def _enum(kind: Any, value: object, what: str) -> Any:
@@ -185,6 +189,8 @@ def decl_from_wire(value: object) -> Declaration:
                                                       float(recall["at_least"])),
             damage=_enum(DamagePromise, doc.get("damage", "detected"), "damage"),
             metadata=_bool(doc.get("metadata", True), "metadata"),
+            real_clock=_bool(doc.get("real_clock", False), "real_clock"),
+            injects_io_errors=_bool(doc.get("io_errors", False), "io_errors"),
             notes={str(k): str(v) for k, v in notes.items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise DriverError(f"protocol violation: the declaration does not parse: {exc}",
@@ -198,7 +204,7 @@ def _optional_str(value: object, what: str) -> str | None:
 
 
 def _bool(value: object, what: str) -> bool:
-    # a missing field is true (drivers older than the field kept metadata); null is not a bool
+    # a missing field takes its default (the caller's); null is not a bool
     if not isinstance(value, bool):
         raise _bad(what, value, "true or false")
     return value
@@ -244,8 +250,11 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, BadOption):
         return {"code": "EOPTION", "message": message, "option": exc.option,
                 "value": str(exc.value)}
-    if isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.ENOSPC):
-        return {"code": errno.errorcode[exc.errno], "message": message}
+    if isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.ENOSPC, errno.ENOENT):
+        # strerror alone: the client builds the OSError again (its str adds "[Errno n]")
+        return {"code": errno.errorcode[exc.errno], "message": exc.strerror or message}
+    if isinstance(exc, Unsupported):   # the store's words: the client names the op again
+        return {"code": "EUNSUPPORTED", "message": exc.why or message}
     if isinstance(exc, NotImplementedError):
         return {"code": "EUNSUPPORTED", "message": message}
     if isinstance(exc, ValueError):
@@ -253,9 +262,11 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
     return {"code": "EINTERNAL", "message": f"{type(exc).__name__}: {message}"}
 
 
-def error_from_wire(value: object, *, path: str) -> Exception:
-    """The crashgate error for a wire error about the store at ``path`` (the caller's path).
-    The child's own message is kept as the error's text: it is the evidence."""
+def error_from_wire(value: object, *, path: str, op: str | None = None) -> Exception:
+    """The crashgate error for a wire error about the store at ``path`` (the caller's path)
+    answering the request ``op``. The child's own message is kept as the error's text: it is
+    the evidence. ``EUNSUPPORTED`` is ``Unsupported(op)``: the store lacks that op; without an
+    op (an answer to no store op, e.g. the open) it is a plain ``NotImplementedError``."""
     doc = _object(value, "an error")
     code, message = doc.get("code"), str(doc.get("message", ""))
     exc: Exception
@@ -270,10 +281,10 @@ def error_from_wire(value: object, *, path: str) -> Exception:
         exc = StoreClosed(path)
     elif code == "EOPTION":
         exc = BadOption(path, str(doc.get("option", "?")), doc.get("value"), ())
-    elif code in ("EIO", "ENOSPC"):
+    elif code in ("EIO", "ENOSPC", "ENOENT"):   # ENOENT: FileNotFoundError, as OSError makes
         return OSError(getattr(errno, str(code)), message, path)
     elif code == "EUNSUPPORTED":
-        return NotImplementedError(message)
+        return NotImplementedError(message) if op is None else Unsupported(op, message)
     elif code == "EINVAL":
         return ValueError(message)
     else:
@@ -307,3 +318,45 @@ def decode(line: bytes) -> dict[str, Any]:
 
 def ids_to_wire(ids: Iterable[int]) -> list[str]:
     return [id_to_wire(int(i)) for i in ids]
+
+
+# -- I/O errors injected by the driver ------------------------------------------------------
+
+
+IO_ERROR_KINDS = ("EIO", "ENOSPC")
+
+
+def io_error_from_option(text: str, *, label: str) -> dict[str, Any]:
+    """The ``io_error`` of ``open``'s args for the client option ``io_error``: ``count``,
+    ``EIO@3`` (the 3rd mutating file operation fails, once) or ``ENOSPC@3+`` (it and every one
+    after); ``BadOption`` for anything else."""
+    want = ["count", "EIO@3 (the 3rd mutating file operation fails once)",
+            "ENOSPC@3+ (it and every later one fail)"]
+    text = text.strip()
+    if text == "count":
+        return {"count": True}
+    kind, _, at = text.partition("@")
+    persistent = at.endswith("+")
+    at = at.removesuffix("+")
+    if kind not in IO_ERROR_KINDS or not at.isdigit() or int(at) < 1:
+        raise BadOption(label, "io_error", text, want)
+    return {"kind": kind, "at": int(at), "persistent": persistent}
+
+
+@dataclass(frozen=True)
+class FsOpsReport:
+    """A driver's ``fs_ops`` answer: mutating file operations made since ``open`` began, and
+    a line per injected failure."""
+
+    mutating_ops: int
+    fired: tuple[str, ...]
+
+
+def fs_ops_from_wire(value: object) -> FsOpsReport:
+    doc = _object(value, "the fs_ops answer")
+    count, fired = doc.get("mutating_ops"), doc.get("fired", [])
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise _bad("mutating_ops", count, "a number >= 0")
+    if not isinstance(fired, list):
+        raise _bad("fired", fired, "an array of strings")
+    return FsOpsReport(count, tuple(str(f) for f in fired))

@@ -62,6 +62,16 @@ def _on_disk(needs: Callable[[Declaration], str | None], what: str
     return check
 
 
+def _io_errors_reach(decl: Declaration) -> str | None:
+    # a child process whose driver injects the errors itself runs the row through it
+    if decl.server is not None and decl.injects_io_errors:
+        return None
+    reason = _on_disk(_always, "I/O errors injected into its file operations")(decl)
+    return None if reason is None else (
+        f"{reason}; a process driver that injects them itself declares io_errors "
+        "(backends/PROTOCOL.md)")
+
+
 def _version_or_format(decl: Declaration) -> str | None:
     # the gate across implementations writes vectors in a file format two stores share
     if decl.has(Capability.WIRE_VERSION) or decl.has(Capability.SCHEMA_VERSION) or (
@@ -163,7 +173,7 @@ CRASHGATE_ROWS = [
     Row(CRASHGATE_TABLE, "io-errors", "IO", "I/O errors (EIO, ENOSPC at the n-th operation, "
         "transient or persistent)",
         "The store reports the error and loses nothing acknowledged.",
-        _on_disk(_always, "I/O errors injected into its file operations"),
+        _io_errors_reach,
         _proc(P + "procedures_ioerrors:io_errors")),
     Row(CRASHGATE_TABLE, "damage", "D", "Damage at rest (bit flips, overwritten, stale or "
         "misdirected sectors, truncation)",

@@ -10,6 +10,12 @@ acknowledged op must be there when the store promises process-crash durability, 
 ``close`` returned) and, for a power-loss-durable store, from the durable image (so a store
 that acknowledges a write whose fsync failed is caught). The state recovered must be the
 model's state after the acknowledged ops plus any subset of the indeterminate ones.
+
+A store in a child process whose driver injects I/O errors itself (``injects_io_errors``,
+``backends/PROTOCOL.md``) gets the same cases through the driver: the child is opened with the
+option ``io_error`` (the same ``IOErrors`` fault, on the real disk), and a new child without it
+is the recovery. Its files are on the real disk, which keeps no durable image apart from the
+page cache, so only the first recovery is checked, and the evidence says so.
 """
 
 from __future__ import annotations
@@ -22,8 +28,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from crashgate.backends import BackendSpec, Capability, CrashgateError, Durability, LockHeld
+from crashgate.backends import (
+    BackendSpec,
+    Capability,
+    CrashgateError,
+    Declaration,
+    Durability,
+    LockHeld,
+)
+from crashgate.backends.proc_protocol import DriverError
 from crashgate.harness.crashcheck import allowed_range, judge
+from crashgate.harness.driver.client import ProcStore
 from crashgate.harness.faults.ioerrors import IOErrors, count_mutating_ops
 from crashgate.harness.faults.probe import accepts_readonly
 from crashgate.harness.faults.repro import write_reproduction
@@ -67,17 +82,36 @@ def _name(exc: BaseException) -> str:
     return f"*{type(exc).__module__}.{type(exc).__qualname__}"
 
 
-def _workload(spec: BackendSpec, ops: int, seed: int) -> tuple[list[Op], int]:
+def _through_driver(decl: Declaration) -> bool:
+    """True for a store in a child process that injects the errors itself."""
+    return decl.server is not None and decl.injects_io_errors
+
+
+def _option(kind: Kind, at: int, persistent: bool) -> str:
+    """The ``io_error`` option of a driver (``proc_protocol.io_error_from_option``)."""
+    return f"{kind}@{at}{'+' if persistent else ''}"
+
+
+def _workload(spec: BackendSpec, ops: int, seed: int, driver: bool = False
+              ) -> tuple[list[Op], int]:
     """The ops (from the declaration a store on a simulated disk gives) and how many mutating
-    fs operations a clean run of open, ops, close makes."""
+    fs operations a clean run of open, ops, close makes (counted by the driver's child when
+    ``driver``)."""
     disk = SimDisk(DiskImage.empty(DATA_DIR))
     env, counter = count_mutating_ops(sim_env(disk))
-    store = spec.open(PATH, env)
+    # through a driver, its child counts (and the simulated disk holds only the marker)
+    store = spec.open(PATH, sim_env(disk), io_error="count") if driver else spec.open(PATH, env)
     workload = random_workload(store.declaration, ops, seed, PROFILES["small"])
     for op in workload:
         op.run(store)
     store.close()
-    return workload, counter.count
+    if not driver:
+        return workload, counter.count
+    if not isinstance(store, ProcStore) or store.fs_ops_at_close is None:
+        raise DriverError(f"{spec.label}: its close answered no fs_ops report although it "
+                          "declares io_errors", fix="answer close with the fs_ops result "
+                          "when opened with io_error (backends/PROTOCOL.md)")
+    return workload, store.fs_ops_at_close.mutating_ops
 
 
 def _recover(spec: BackendSpec, image: DiskImage, ids: set[int], readonly: bool,
@@ -133,13 +167,14 @@ def _judge(seen: StoreState | BaseException, ops: Sequence[Op], outcomes: Sequen
 
 
 def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Durability,
-              readonly: bool) -> _Case:
+              readonly: bool, driver: bool = False) -> _Case:
     disk = SimDisk(DiskImage.empty(DATA_DIR))
     fault = IOErrors(case.kind, at=case.at, persistent=case.persistent)
-    env = fault.install(sim_env(disk))
     closed = False
     try:
-        store = spec.open(PATH, env)
+        store = (spec.open(PATH, sim_env(disk),
+                           io_error=_option(case.kind, case.at, case.persistent)) if driver
+                 else spec.open(PATH, fault.install(sim_env(disk))))
     except Exception as exc:  # noqa: BLE001 - the open reported the error
         case.reported.append(_name(exc))
         store = None
@@ -161,11 +196,14 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
             case.reported.append(_name(exc))
     fault.heal()
     case.fired = len(fault.fired)
+    if driver and isinstance(store, ProcStore) and store.fs_ops_at_close is not None:
+        case.fired = len(store.fs_ops_at_close.fired)
     ids = {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
     # a clean close keeps everything acknowledged in the page cache, whatever the durability
     cache_durability = Durability.POWER_LOSS if closed else durability
-    checks = [("page cache", disk.cache_image(), cache_durability, False)]
-    if durability is Durability.POWER_LOSS:
+    where = "real disk, by a new child" if driver else "page cache"
+    checks = [(where, disk.cache_image(), cache_durability, False)]
+    if durability is Durability.POWER_LOSS and not driver:
         checks.append(("durable image", disk.durable_image(), durability, True))
     for where, image, dur, power in checks:
         seen = _recover(spec, image, ids, readonly, case)
@@ -181,14 +219,15 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
 def check_io_error(spec: BackendSpec, *, kind: Kind, at: int, persistent: bool, seed: int,
                    ops: int) -> Evidence:
     """Re-run one case (the replay and the reproduction script call this)."""
-    workload, _ = _workload(spec, ops, seed)
     store = spec.open(f"{PATH}", sim_env(SimDisk(DiskImage.empty(DATA_DIR))))
-    durability = store.declaration.durability
-    lockish = store.declaration.has(Capability.WRITER_LOCK) or store.declaration.has(
-        Capability.LEASE)
+    decl = store.declaration
     store.close()
+    driver = _through_driver(decl)
+    workload, _ = _workload(spec, ops, seed, driver)
+    lockish = decl.has(Capability.WRITER_LOCK) or decl.has(Capability.LEASE)
     readonly = lockish and accepts_readonly(spec)
-    case = _run_case(spec, workload, _Case(kind, at, persistent), durability, readonly)
+    case = _run_case(spec, workload, _Case(kind, at, persistent), decl.durability, readonly,
+                     driver)
     measured = {"cases": 1, "ops": len(workload), "seed": seed, "errors_injected": case.fired}
     if case.problem:
         return Evidence(Verdict.FAIL, case.problem, measured, details=_ops_lines(workload, case))
@@ -219,7 +258,8 @@ def _cases(count: int, limit: int, seed: int) -> tuple[list[tuple[Kind, int, boo
 def io_errors(ctx: RowContext) -> Evidence:
     t0 = time.perf_counter()
     n_ops = max(6, min(20, ctx.budget.workload_ops // 10))
-    workload, count = _workload(ctx.spec, n_ops, ctx.seed)
+    driver = _through_driver(ctx.declaration)
+    workload, count = _workload(ctx.spec, n_ops, ctx.seed, driver)
     durability = ctx.declaration.durability
     lockish = ctx.declaration.has(Capability.WRITER_LOCK) or ctx.declaration.has(
         Capability.LEASE)
@@ -232,7 +272,8 @@ def io_errors(ctx: RowContext) -> Evidence:
     absorbed = 0
     read_only = 0
     for kind, at, persistent in chosen:
-        case = _run_case(ctx.spec, workload, _Case(kind, at, persistent), durability, readonly)
+        case = _run_case(ctx.spec, workload, _Case(kind, at, persistent), durability, readonly,
+                         driver)
         for name in case.reported:
             reported[name] = reported.get(name, 0) + 1
         read_only += case.read_only_recoveries
@@ -251,6 +292,11 @@ def io_errors(ctx: RowContext) -> Evidence:
                                   or "nothing raised"),
                f"{absorbed} cases where the store absorbed the error (no op raised) and lost "
                "nothing"]
+    if driver:
+        details.append("injected by the store's driver in its child process (it declares "
+                       "io_errors), on the real disk; each case recovered by a new child. The "
+                       "real disk keeps no durable image apart from the page cache: a "
+                       "write acknowledged after a failed fsync is not checked here")
     other = sorted(k for k in reported if k.startswith("*"))
     if other:
         details.append("* reported, so accepted, but neither an OSError nor a CrashgateError "

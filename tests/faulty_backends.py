@@ -114,6 +114,24 @@ def open_ignores_fsync_errors(path: str, env: Env, **options: str) -> Any:
     return open_json(path, dataclasses.replace(env, fs=_SwallowSyncFS(env.fs)), **options)
 
 
+class _SwallowWrite(_SwallowSync):
+    def write(self, offset: int, data: bytes) -> None:
+        # the defect: the bytes never reached the file, and the put is acknowledged anyway
+        with contextlib.suppress(OSError):
+            self._inner.write(offset, data)
+
+
+@dataclasses.dataclass
+class _SwallowWriteFS(_SwallowSyncFS):
+    def open(self, path: str, mode: Any = "r") -> File:
+        return _SwallowWrite(self.inner.open(path, mode))
+
+
+def open_ignores_write_errors(path: str, env: Env, **options: str) -> Any:
+    """ARCH-001's JSON store, but a failed write is ignored (its fsync and rename go on)."""
+    return open_json(path, dataclasses.replace(env, fs=_SwallowWriteFS(env.fs)), **options)
+
+
 # -- leases: a key-value store on the IndexedDB model with the heartbeat lease --------------
 
 KV_STORE = "kv"

@@ -9,7 +9,8 @@ exits mid ``put``; ``wrong-id`` answers with another request's id; ``derive`` de
 capability the protocol cannot carry. ``no-fetch`` answers every ``fetch`` with EUNSUPPORTED
 (a package with no read-back); ``reader`` serves ``rvf-ruvector``, answers ``fetch`` with
 EUNSUPPORTED and declares ``reader: rvf-ruvector`` (crashgate reads the file back itself);
-``bad-reader`` declares a reader no backend is named.
+``bad-reader`` declares a reader no backend is named. ``no-io`` does not declare
+``io_errors`` (it cannot inject I/O errors).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
         answer = json.loads(host.answer(line))
         if op == "hello" and mode == "version-2":
             answer["ok"]["protocol"] = 2
+        if op == "hello" and mode == "no-io":
+            answer["ok"]["declaration"]["io_errors"] = False
         if op == "hello" and mode == "derive":
             answer["ok"]["declaration"]["capabilities"].append("derive")
         if mode in ("reader", "bad-reader") and op in ("hello", "open"):

@@ -24,6 +24,7 @@ from crashgate.backends import (
     KVStore,
     LockHeld,
     StoreClosed,
+    Unsupported,
     VectorRecord,
     VectorStore,
     VersionTooNew,
@@ -101,6 +102,8 @@ def test_a_declaration_round_trips_less_what_the_protocol_cannot_carry() -> None
     (BadOption("b", "metric", "l3", ["l2", "cosine"]), BadOption),
     (OSError(errno.EIO, "I/O error"), OSError),
     (OSError(errno.ENOSPC, "full"), OSError),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/r/store"),
+     FileNotFoundError),
     (NotImplementedError("no compact"), NotImplementedError),
     (ValueError("wrong dimension"), ValueError),
     (KeyError("boom"), DriverError),
@@ -111,6 +114,7 @@ def test_errors_map_to_codes_and_back(exc: Exception, kind: type) -> None:
     assert type(back) is kind
     if isinstance(exc, OSError):
         assert back.errno == exc.errno   # type: ignore[attr-defined]
+        assert str(back).count("[Errno") == 1, str(back)   # the errno is not said twice
     if isinstance(exc, VersionTooNew):
         assert isinstance(back, VersionTooNew) and "npm update x" in str(back)
         assert (back.found, back.supported) == (3, 2)
@@ -351,13 +355,13 @@ def test_only_the_store_saying_it_lacks_an_op_is_unsupported() -> None:
         declaration = store.declaration
 
         def fetch(self, ids: object) -> None:
-            raise NotImplementedError("fetch: no read-back")
+            raise Unsupported("fetch", "fetch: no read-back")
 
     with pytest.raises(NotImplementedError) as info:
         Lacking().fetch([1])
     assert cannot_answer(info.value) == ("the store cannot answer fetch: nothing could be "
                                          "checked (fetch: no read-back)")
-    with pytest.raises(NotImplementedError) as other:   # not raised by a store: a failure
+    with pytest.raises(NotImplementedError) as other:   # not the typed error: a failure
         _not_a_store()
     assert cannot_answer(other.value) is None
     assert cannot_answer(ValueError("fetch")) is None
