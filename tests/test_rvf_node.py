@@ -311,3 +311,17 @@ def test_the_package_declares_that_it_reads_the_real_clock(name: str, tmp_path: 
         assert "real_clock: true" in store.declaration.notes["clock"]
     finally:
         store.close()
+
+
+@requires_node
+@pytest.mark.parametrize("name", ["rvf-node", "rvf-sdk"])
+def test_a_reader_of_a_store_never_created_is_file_not_found(name: str, tmp_path: Path) -> None:
+    """As for a store in process: the recoveries that read a store back take it as empty."""
+    path = str(tmp_path / "never.rvf")
+    try:
+        with pytest.raises(FileNotFoundError) as info:
+            resolve(name).open(path, os_env(), readonly="true")
+    except BackendMissing as exc:
+        pytest.skip(f"npm could not install {name}: {exc}")
+    assert "does not exist" in str(info.value)
+    assert not os.path.exists(path)

@@ -195,7 +195,7 @@ class NativeStore {
     if (fs.existsSync(p)) {
       this.db = this.readonly ? this.Db.openReadonly(p) : this.Db.open(p);
     } else if (this.readonly) {
-      throw new WireError("EINVAL", `${p} does not exist and readonly is set: nothing to open`);
+      throw new WireError("ENOENT", `${p} does not exist and readonly is set: nothing to open`);
     } else if (options.dimension) {
       this.db = this.Db.create(p, { dimension: Number(options.dimension), metric: "l2" });
     }
@@ -248,7 +248,7 @@ class SdkStore {
     if (fs.existsSync(p)) {
       this.db = this.readonly ? await this.Db.openReadonly(p) : await this.Db.open(p);
     } else if (this.readonly) {
-      throw new WireError("EINVAL", `${p} does not exist and readonly is set: nothing to open`);
+      throw new WireError("ENOENT", `${p} does not exist and readonly is set: nothing to open`);
     } else if (options.dimension) {
       this.db = await this.Db.create(p, { dimensions: Number(options.dimension), metric: "l2" });
     }
