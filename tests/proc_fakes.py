@@ -10,7 +10,7 @@ capability the protocol cannot carry. ``no-fetch`` answers every ``fetch`` with 
 (a package with no read-back); ``reader`` serves ``rvf-ruvector``, answers ``fetch`` with
 EUNSUPPORTED and declares ``reader: rvf-ruvector`` (crashgate reads the file back itself);
 ``bad-reader`` declares a reader no backend is named. ``no-io`` does not declare
-``io_errors`` (it cannot inject I/O errors).
+``io_errors`` (it cannot inject I/O errors). ``linger`` stays alive after its stdin closes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def main() -> None:
         out.flush()
         if host.closed:
             return
+    if mode == "linger":
+        time.sleep(3600)   # a driver that outlives its parent's closed stdin
 
 
 if __name__ == "__main__":

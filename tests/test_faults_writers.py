@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from crashgate.backends import os_env, resolve
@@ -76,3 +77,21 @@ def test_a_command_to_a_writer_that_exited_gets_no_answer(tmp_path: Path) -> Non
         assert a.opened().kind == "READY"
         dw.kill(a)
         assert a.command("pause", "PAUSED", timeout=5) is None
+
+
+def test_killing_a_writer_kills_the_process_its_store_lives_in(tmp_path: Path) -> None:
+    """A proc: store lives in a child of the writer: SIGKILL of the writer is SIGKILL of that
+    child too (its process group). The fake driver here outlives a closed stdin, so only the
+    kill can end it."""
+    import psutil
+
+    fake = Path(__file__).with_name("proc_fakes.py")
+    with DuplicateWriter(f"proc:{sys.executable} {fake} linger", str(tmp_path / "s")) as dw:
+        a = dw.writer("A")
+        assert a.opened().kind == "READY"
+        [store_child] = psutil.Process(a.pid).children()
+        dw.kill(a)
+        gone, alive = psutil.wait_procs([store_child], timeout=20)
+        for p in alive:   # the old way: left running
+            p.kill()
+        assert gone, "the store's process outlived the writer's SIGKILL"

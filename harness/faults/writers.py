@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -60,9 +61,11 @@ class WriterProcess:
     def __init__(self, label: str, argv: Sequence[str], env: dict[str, str]) -> None:
         self.label = label
         self.argv = list(argv)
+        # its own process group: a store that lives in a child of it (a proc: driver, e.g. the
+        # real @ruvector/rvf in node) is killed with it, not left to exit on a closed stdin
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, env=env)
+            text=True, bufsize=1, env=env, start_new_session=True)
         self.lines: list[str] = []
         self._stderr: list[str] = []
         self._cond = threading.Condition()
@@ -183,17 +186,23 @@ class WriterProcess:
         return ok
 
     def kill(self) -> None:
-        """SIGKILL, as a crash or the OOM killer would; waits until it is gone."""
-        if self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL, as a crash or the OOM killer would, of it and its process group (the
+        processes of its store); waits until it is gone."""
+        self._kill_group()
         self.reap(30.0)
         self.wait_eof()
+
+    def _kill_group(self) -> None:
+        # only while it is not reaped: until then its pid (the group's id) cannot be reused
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def reap(self, timeout: float) -> int | None:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._kill_group()
             code = self.proc.wait(10)
         self._close_pipes()
         return code
