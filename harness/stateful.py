@@ -58,7 +58,7 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -143,6 +143,7 @@ from crashgate.harness.reproduce import (
     target_for,
     write_reproduction,
 )
+from crashgate.harness.seeded_search import pinned_constants
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.harness.stateful_stages import (
@@ -1271,7 +1272,7 @@ def _run_model_seed(spec: Any, *, seed: int, examples: int, steps: int, workdir:
     )
     label = machine.target.label
     try:
-        with _no_local_constants():
+        with pinned_constants():   # the seed alone decides what is drawn
             run_state_machine_as_test(machine, settings=run_settings)
     except Flaky as exc:
         seen = machine.first_failure
@@ -1328,32 +1329,6 @@ def _server_notes(machine: type[StoreMachine]) -> tuple[str, ...]:
 def _slug(label: str) -> str:
     """A backend label made safe for a file name."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "backend"
-
-
-@contextlib.contextmanager
-def _no_local_constants() -> Iterator[None]:
-    """Hypothesis also draws literals mined from every "local" module imported so far
-    (``providers._get_local_constants``), so what a seed generates would depend on what else
-    the process has imported (the CLI, pytest, a script). Pin that pool to empty for the run;
-    if this Hypothesis has no such pool, there is nothing to pin."""
-    try:
-        from hypothesis.internal.conjecture import providers
-    except ImportError:  # pragma: no cover - another Hypothesis layout
-        yield
-        return
-    original = getattr(providers, "_get_local_constants", None)
-    cache = getattr(providers, "CONSTANTS_CACHE", None)
-    if original is None or cache is None or not hasattr(providers, "Constants"):
-        yield
-        return
-    empty = providers.Constants()
-    providers._get_local_constants = lambda: empty
-    cache.cache.clear()
-    try:
-        yield
-    finally:
-        providers._get_local_constants = original
-        cache.cache.clear()
 
 
 def _measured(machine: type[StoreMachine], seed: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ seed) and shrinks a failing one, which the evidence carries.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from crashgate.backends import BackendSpec, canonical_mission
 from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.missions import mission_documents
 from crashgate.harness.powerloss import DATA_DIR
+from crashgate.harness.seeded_search import seeded_find
 from crashgate.harness.simdisk import DiskImage, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.harness.verdict import Evidence, Verdict
@@ -101,9 +101,6 @@ def check_roundtrip(spec: BackendSpec, *, seed: int, examples: int,
     if doc is not None:
         why = _roundtrip_one(spec, doc)
         return _roundtrip_evidence(doc, why, 1, seed)
-    from hypothesis import HealthCheck, Phase, find, settings
-    from hypothesis.errors import NoSuchExample
-
     tried = 0
     found: dict[bytes, str] = {}
 
@@ -115,12 +112,9 @@ def check_roundtrip(spec: BackendSpec, *, seed: int, examples: int,
             found[canonical_mission(candidate)] = why
         return why is not None
 
-    try:
-        shrunk = find(mission_documents(), fails, random=random.Random(seed),
-                      settings=settings(max_examples=examples, database=None, deadline=None,
-                                        phases=[Phase.generate, Phase.shrink],
-                                        suppress_health_check=list(HealthCheck)))
-    except NoSuchExample:
+    shrunk: dict[str, Any] | None = seeded_find(mission_documents(), fails, budget=examples,
+                                                seed=seed)
+    if shrunk is None:
         return _roundtrip_evidence(None, None, tried, seed)
     return _roundtrip_evidence(shrunk, found[canonical_mission(shrunk)], tried, seed)
 

@@ -23,7 +23,6 @@ shrunk toward one bit flip in the first file at a low offset, and re-run alone b
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from crashgate.harness.faults.repro import on_failure
 from crashgate.harness.model import StoreState, fingerprint, prefix_states, read_state
 from crashgate.harness.ops import Op
 from crashgate.harness.recovery import reopen_after_crash
+from crashgate.harness.seeded_search import seeded_find
 from crashgate.harness.simdisk import DiskImage, DiskOp, SimDisk
 from crashgate.harness.simenv import sim_env
 from crashgate.harness.verdict import Evidence, Verdict
@@ -351,16 +351,7 @@ def damage_at_rest(ctx: RowContext) -> Evidence:
 
 def _search(strategy: Any, fails: Callable[[Damage], bool], budget: int, seed: int
             ) -> Damage | None:
-    """Draw up to ``budget`` damages until ``fails`` holds; that one shrunk, or None."""
-    from hypothesis import HealthCheck, Phase, find, settings
-    from hypothesis.errors import NoSuchExample
-
-    try:
-        found: Damage = find(strategy, fails, random=random.Random(seed),
-                             settings=settings(max_examples=budget, database=None,
-                                               deadline=None,
-                                               phases=[Phase.generate, Phase.shrink],
-                                               suppress_health_check=list(HealthCheck)))
-    except NoSuchExample:
-        return None
+    """Draw up to ``budget`` damages until ``fails`` holds; that one shrunk, or None. The seed
+    alone decides the draws, whatever else the process imported (``seeded_find``)."""
+    found: Damage | None = seeded_find(strategy, fails, budget=budget, seed=seed)
     return found
