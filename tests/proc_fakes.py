@@ -11,6 +11,8 @@ capability the protocol cannot carry. ``no-fetch`` answers every ``fetch`` with 
 EUNSUPPORTED and declares ``reader: rvf-ruvector`` (crashgate reads the file back itself);
 ``bad-reader`` declares a reader no backend is named. ``no-io`` does not declare
 ``io_errors`` (it cannot inject I/O errors). ``linger`` stays alive after its stdin closes.
+``locked-no-fetch`` serves ``rvf-ruvector`` (a writer lock) and answers every ``fetch`` with
+EUNSUPPORTED, naming no reader.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from crashgate.harness.driver.python_host import Host
 
 def main() -> None:
     mode = sys.argv[1]
-    host = Host(resolve("rvf-ruvector" if mode == "reader" else "memory"))
+    host = Host(resolve("rvf-ruvector" if mode in ("reader", "locked-no-fetch") else "memory"))
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
         request = json.loads(line)
@@ -37,7 +39,7 @@ def main() -> None:
             sys.stderr.write("fake driver: dying in the middle of put\n")
             sys.stderr.flush()
             os._exit(7)
-        if mode in ("no-fetch", "reader") and op == "fetch":
+        if mode in ("no-fetch", "reader", "locked-no-fetch") and op == "fetch":
             out.write(json.dumps({"id": request["id"], "error": {
                 "code": "EUNSUPPORTED", "message": "fetch: this fake has no read-back"}}
             ).encode() + b"\n")

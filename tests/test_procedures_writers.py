@@ -4,6 +4,8 @@ store that ignores its lock is caught."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from crashgate.scenarios.procedures_writers import (
     Passage,
     _recover,
     _Run,
+    check_duplicate_writer,
     passage,
     round_plan,
     single_writer_rule,
@@ -146,3 +149,19 @@ def test_a_real_clock_store_still_refusing_after_the_real_wait_fails() -> None:
     assert run.problems == ["a new writer 31 s later (waited for real) did not recover the "
                             "killed writer's lock: LOCKHELD: ELOCK: held"]
     assert not any("env's clock only" in n for n in run.notes)
+
+
+def test_a_store_that_cannot_read_back_is_judged_on_its_lock_and_unknown_on_its_data(
+        tmp_path: Path) -> None:
+    """The SDK's case: no op returns a stored record. The writers are still judged (B refused,
+    A unharmed), and the row says the acknowledged writes were not checked: unknown, not a pass
+    and not 'the check could not run'."""
+    fake = shlex.join([sys.executable, str(Path(__file__).with_name("proc_fakes.py")),
+                       "locked-no-fetch"])
+    ev = check_duplicate_writer(resolve(f"proc:{fake}"), workdir=str(tmp_path),
+                                past_stale=False)
+    assert ev.verdict is Verdict.UNKNOWN, ev.summary
+    assert ev.summary.startswith("acknowledged writes not checked (the store cannot answer "
+                                 "fetch"), ev.summary
+    assert "second writer got ELOCK naming the holder" in ev.summary
+    assert ev.measured["acknowledged_writes"] > 0
