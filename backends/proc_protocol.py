@@ -271,7 +271,9 @@ def error_from_wire(value: object, *, path: str, op: str | None = None) -> Excep
     code, message = doc.get("code"), str(doc.get("message", ""))
     exc: Exception
     if code == "ELOCK":
-        exc = LockHeld(path, str(doc.get("holder") or message))
+        # no holder field: the driver names nobody (the message is not taken for a holder,
+        # which would make "the refusal names the holder" hold of any message)
+        exc = LockHeld(path, str(doc.get("holder") or ""))
     elif code == "EVERSION":
         exc = VersionTooNew(path, found=_int(doc.get("found")),
                             supported=_int(doc.get("supported")))

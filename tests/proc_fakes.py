@@ -12,7 +12,8 @@ EUNSUPPORTED and declares ``reader: rvf-ruvector`` (crashgate reads the file bac
 ``bad-reader`` declares a reader no backend is named. ``no-io`` does not declare
 ``io_errors`` (it cannot inject I/O errors). ``linger`` stays alive after its stdin closes.
 ``locked-no-fetch`` serves ``rvf-ruvector`` (a writer lock) and answers every ``fetch`` with
-EUNSUPPORTED, naming no reader.
+EUNSUPPORTED, naming no reader. ``anonymous-lock`` serves ``rvf-ruvector`` and refuses a
+second writer as the real package does: ELOCK, "RVF error 0x0300: LockHeld", no holder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from crashgate.harness.driver.python_host import Host
 
 def main() -> None:
     mode = sys.argv[1]
-    host = Host(resolve("rvf-ruvector" if mode in ("reader", "locked-no-fetch") else "memory"))
+    locked = ("reader", "locked-no-fetch", "anonymous-lock")
+    host = Host(resolve("rvf-ruvector" if mode in locked else "memory"))
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
         request = json.loads(line)
@@ -61,6 +63,8 @@ def main() -> None:
             if "declaration" in doc:
                 doc["declaration"]["reader"] = ("rvf-ruvector" if mode == "reader" else
                                                 "no-such-reader")
+        if mode == "anonymous-lock" and answer.get("error", {}).get("code") == "ELOCK":
+            answer["error"] = {"code": "ELOCK", "message": "RVF error 0x0300: LockHeld"}
         if op == "get" and mode == "wrong-id":
             answer["id"] = 999
         out.write(json.dumps(answer).encode() + b"\n")

@@ -124,6 +124,13 @@ def test_errors_map_to_codes_and_back(exc: Exception, kind: type) -> None:
         assert "KeyError" in str(back)
 
 
+def test_an_elock_without_a_holder_names_nobody() -> None:
+    back = wire.error_from_wire({"code": "ELOCK", "message": "RVF error 0x0300: LockHeld"},
+                                path="/data/store")
+    assert isinstance(back, LockHeld) and back.holder == ""
+    assert str(back) == "RVF error 0x0300: LockHeld"   # the child's words are the evidence
+
+
 # -- proc: names -----------------------------------------------------------------------------
 
 

@@ -165,3 +165,14 @@ def test_a_store_that_cannot_read_back_is_judged_on_its_lock_and_unknown_on_its_
                                  "fetch"), ev.summary
     assert "second writer got ELOCK naming the holder" in ev.summary
     assert ev.measured["acknowledged_writes"] > 0
+
+
+def test_a_refusal_that_names_no_holder_fails_through_the_driver_too(tmp_path: Path) -> None:
+    """The real package's refusal is "RVF error 0x0300: LockHeld": no pid, no host. A driver
+    that sends no holder is not taken as naming one (its message is not its holder)."""
+    fake = shlex.join([sys.executable, str(Path(__file__).with_name("proc_fakes.py")),
+                       "anonymous-lock"])
+    ev = check_duplicate_writer(resolve(f"proc:{fake}"), workdir=str(tmp_path),
+                                past_stale=False)
+    assert ev.verdict is Verdict.FAIL, ev.summary
+    assert "the refusal does not name the holder: 'RVF error 0x0300: LockHeld'" in ev.summary
