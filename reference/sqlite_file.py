@@ -271,8 +271,9 @@ class SqliteFile:
     def _check_file(self) -> int:
         """The schema version, after refusing a newer one and a damaged file."""
         version = int(self._pragma("user_version"))
-        if version >= _IMPLAUSIBLE_VERSION:
-            # no crashgate writes such a version: a damaged header, not a newer file
+        if version < 0 or version >= _IMPLAUSIBLE_VERSION:
+            # no crashgate writes such a version: a damaged header, not a newer file (SQLite
+            # reads the 4 header bytes as signed: a flipped top bit is a negative version)
             raise CorruptStore(self.path, f"the header's schema version reads {version}")
         if version > self.SCHEMA_VERSION:
             raise VersionTooNew(self.path, found=version, supported=self.SCHEMA_VERSION,
@@ -324,6 +325,12 @@ class SqliteFile:
         except _DAMAGED as exc:
             self._reraise_crash()
             raise CorruptStore(self.path, f"SQLite reports {exc}") from exc
+        except UnicodeDecodeError as exc:
+            # every text this store writes is UTF-8: a value read back as text that is not was
+            # changed at rest (its bytes, or the record's type byte turning a BLOB into TEXT)
+            raise CorruptStore(self.path, f"a value SQLite returns as text is not UTF-8 "
+                                          f"({exc.reason} at byte {exc.start}): damage at "
+                                          "rest") from exc
         except apsw.Error as exc:
             self._reraise_crash()
             if isinstance(exc, _IN_DOUBT):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from crashgate.backends import CorruptStore, VectorRecord, os_env
+from crashgate.backends import CorruptStore, VectorRecord, os_env, resolve
 from crashgate.reference.json_store import file_name_for, open_json
 from crashgate.reference.rvf.cli import main as rvf_main
 from crashgate.reference.rvf.scan import ChunkReader, walk
@@ -222,3 +222,25 @@ def test_a_record_claiming_too_big_a_length_is_corrupt_not_an_untyped_error() ->
         "seed": 12})
     assert evidence.verdict.value == "pass", evidence.summary
     assert "answered CorruptStore" in evidence.summary, evidence.summary
+
+
+def test_a_bit_flip_that_makes_a_blob_text_is_corrupt_not_a_decode_error() -> None:
+    """Found by the README's main command (run seed 2677514855): in stage2's SQLite file, bit 7
+    of byte 16279 turned a record's BLOB into TEXT that is not UTF-8, and the open's check of
+    every vector record raised UnicodeDecodeError."""
+    from crashgate.scenarios.procedures_damage import check_damage
+    ev = check_damage(resolve("stage2"), seed=3187078991, ops=12, damage={
+        "kind": "bit-flip", "path": "/data/store/sqlite.db", "offset": 16279, "bit": 7})
+    assert ev.verdict.value == "pass" and "CorruptStore" in ev.summary, ev.summary
+
+
+def test_a_negative_schema_version_is_corrupt_not_a_failed_migration() -> None:
+    """Found by the same run: bit 7 of byte 60 (the top bit of SQLite's user_version, read as
+    signed) made ARCH-001's missions.db say version -2147483646, and the open migrated from it
+    and failed an assertion."""
+    from crashgate.scenarios.procedures_damage import check_damage
+    for name in ("arch-phase1", "sqlite"):
+        path = "/data/store/missions.db" if name == "arch-phase1" else "/data/store"
+        ev = check_damage(resolve(name), seed=3187078991, ops=12, damage={
+            "kind": "bit-flip", "path": path, "offset": 60, "bit": 7})
+        assert ev.verdict.value == "pass" and "CorruptStore" in ev.summary, (name, ev.summary)
