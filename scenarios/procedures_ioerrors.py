@@ -70,6 +70,11 @@ class _Case:
     problem: str | None = None
 
     @property
+    def option(self) -> str:
+        """The case as a driver's ``io_error`` option (``proc_protocol.io_error_from_option``)."""
+        return f"{self.kind}@{self.at}{'+' if self.persistent else ''}"
+
+    @property
     def label(self) -> str:
         return f"{self.kind} at op {self.at} ({'persistent' if self.persistent else 'transient'})"
 
@@ -87,20 +92,17 @@ def _through_driver(decl: Declaration) -> bool:
     return decl.server is not None and decl.injects_io_errors
 
 
-def _option(kind: Kind, at: int, persistent: bool) -> str:
-    """The ``io_error`` option of a driver (``proc_protocol.io_error_from_option``)."""
-    return f"{kind}@{at}{'+' if persistent else ''}"
-
-
 def _workload(spec: BackendSpec, ops: int, seed: int, driver: bool = False
               ) -> tuple[list[Op], int]:
     """The ops (from the declaration a store on a simulated disk gives) and how many mutating
     fs operations a clean run of open, ops, close makes (counted by the driver's child when
     ``driver``)."""
     disk = SimDisk(DiskImage.empty(DATA_DIR))
-    env, counter = count_mutating_ops(sim_env(disk))
-    # through a driver, its child counts (and the simulated disk holds only the marker)
-    store = spec.open(PATH, sim_env(disk), io_error="count") if driver else spec.open(PATH, env)
+    if driver:   # its child counts (and the simulated disk holds only the marker)
+        store = spec.open(PATH, sim_env(disk), io_error="count")
+    else:
+        env, counter = count_mutating_ops(sim_env(disk))
+        store = spec.open(PATH, env)
     workload = random_workload(store.declaration, ops, seed, PROFILES["small"])
     for op in workload:
         op.run(store)
@@ -169,11 +171,11 @@ def _judge(seen: StoreState | BaseException, ops: Sequence[Op], outcomes: Sequen
 def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Durability,
               readonly: bool, driver: bool = False) -> _Case:
     disk = SimDisk(DiskImage.empty(DATA_DIR))
-    fault = IOErrors(case.kind, at=case.at, persistent=case.persistent)
+    # in process the fault wraps the simulated disk; through a driver its child injects it
+    fault = None if driver else IOErrors(case.kind, at=case.at, persistent=case.persistent)
     closed = False
     try:
-        store = (spec.open(PATH, sim_env(disk),
-                           io_error=_option(case.kind, case.at, case.persistent)) if driver
+        store = (spec.open(PATH, sim_env(disk), io_error=case.option) if fault is None
                  else spec.open(PATH, fault.install(sim_env(disk))))
     except Exception as exc:  # noqa: BLE001 - the open reported the error
         case.reported.append(_name(exc))
@@ -194,9 +196,10 @@ def _run_case(spec: BackendSpec, ops: Sequence[Op], case: _Case, durability: Dur
             closed = True
         except Exception as exc:  # noqa: BLE001
             case.reported.append(_name(exc))
-    fault.heal()
-    case.fired = len(fault.fired)
-    if driver and isinstance(store, ProcStore) and store.fs_ops_at_close is not None:
+    if fault is not None:
+        fault.heal()
+        case.fired = len(fault.fired)
+    elif isinstance(store, ProcStore) and store.fs_ops_at_close is not None:
         case.fired = len(store.fs_ops_at_close.fired)
     ids = {r.id for op in ops if isinstance(op, Upsert) for r in op.records}
     # a clean close keeps everything acknowledged in the page cache, whatever the durability

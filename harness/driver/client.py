@@ -158,10 +158,8 @@ def open_command(command: Sequence[str], path: str, env: Env, *, options: Mappin
             f"crashgate reads the store's file with its own reader `{reader.label}` "
             "(opened read-only after the child's last op), because the driver declares it; "
             "count, query and every write are the child's"})
-    store = class_for(decl.capabilities, reader is not None)(child, path, label, decl,
-                                                              real=real, reader=reader)
-    store.injecting = io_error is not None
-    return store
+    return class_for(decl.capabilities, reader is not None)(
+        child, path, label, decl, real=real, reader=reader, injecting=io_error is not None)
 
 
 def _reader_for(name: str | None, decl: Declaration, label: str) -> BackendSpec | None:

@@ -33,7 +33,8 @@ class ProcStore:
     declaration: Declaration
 
     def __init__(self, child: Child, path: str, label: str, declaration: Declaration, *,
-                 real: str = "", reader: BackendSpec | None = None) -> None:
+                 real: str = "", reader: BackendSpec | None = None,
+                 injecting: bool = False) -> None:
         self._child = child
         self.path = path
         self._real = real or path          # the path the child opened (see real_path)
@@ -42,7 +43,7 @@ class ProcStore:
         self.declaration = declaration
         self._closed = False
         self._finalizer = weakref.finalize(self, child.kill)   # a store dropped unclosed
-        self.injecting = False   # opened with io_error: close answers the fs_ops report
+        self.injecting = injecting   # opened with io_error: close answers the fs_ops report
         self.fs_ops_at_close: wire.FsOpsReport | None = None
 
     def _call(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
